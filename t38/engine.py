@@ -73,7 +73,9 @@ class FaxConfig:
 
     def __post_init__(self) -> None:
         if self.max_bit_rate not in MODEMS_FOR_RATE:
-            raise ValueError(f"max_bit_rate must be one of {sorted(MODEMS_FOR_RATE)}, not {self.max_bit_rate}")
+            raise ValueError(
+                f"max_bit_rate must be one of {sorted(MODEMS_FOR_RATE)}, not {self.max_bit_rate}"
+            )
         if len(self.ident) > 20 or not self.ident.isascii():
             raise ValueError("ident must be at most 20 ASCII characters (T.30 §5.3.6.2.4)")
 
@@ -171,6 +173,7 @@ class FaxSession(spandsp.T30Listener):
         self.result: FaxResult | None = None
         self.negotiated: Negotiated | None = None
         self._pages_before_restart = 0
+        self._part_first_page = 0
         self._t38_out: list[bytes] = []
         self._rx_buf = ffi.new("int16_t[]", FRAME_SAMPLES)
         self._tx_buf = ffi.new("int16_t[]", FRAME_SAMPLES)
@@ -238,10 +241,16 @@ class FaxSession(spandsp.T30Listener):
             lib.t30_set_tx_file(t30, str(self.send_file).encode(), start, -1)
         else:
             assert self.receive_file is not None
-            part = self.receive_file
-            if self.receive_parts:  # a restart: never overwrite pages already received
-                part = part.with_name(f"{part.stem}.part{len(self.receive_parts) + 1}{part.suffix}")
-            self.receive_parts.append(part)
+            if not self.receive_parts:
+                self.receive_parts.append(self.receive_file)
+            elif self._pages_before_restart > self._part_first_page:
+                # a restart after pages arrived: never overwrite them, write the rest to a new part
+                f = self.receive_file
+                self.receive_parts.append(
+                    f.with_name(f"{f.stem}.part{len(self.receive_parts) + 1}{f.suffix}")
+                )
+            self._part_first_page = self._pages_before_restart
+            part = self.receive_parts[-1]
             # T.6 (MMR) storage lets img2pdf wrap received pages into PDF without re-encoding.
             lib.t30_set_rx_encoding(t30, spandsp.T4_COMPRESSION_ITU_T6)
             lib.t30_set_rx_file(t30, str(part).encode(), -1)
@@ -268,8 +277,12 @@ class FaxSession(spandsp.T30Listener):
             self._audio = None
         self.media = Media.T38
         self._start_engine(Media.T38)
-        log.info("%s: switched to T.38 at %.2f s (pages done so far: %d)", self.name, self.line_seconds,
-                 self._pages_before_restart)
+        log.info(
+            "%s: switched to T.38 at %.2f s (pages done so far: %d)",
+            self.name,
+            self.line_seconds,
+            self._pages_before_restart,
+        )
 
     def close(self) -> None:
         """Free the spandsp objects. A session closed before phase E gets a 'call dropped' result."""
@@ -430,5 +443,11 @@ class FaxSession(spandsp.T30Listener):
             bad_rows=sum(p.bad_rows for p in self.pages),
         )
         self.events.append(self.result)
-        log.info("%s: phase E %s (%d: %s), %d pages", self.name, "OK" if ok else "FAILED", code,
-                 self.result.text, pages)
+        log.info(
+            "%s: phase E %s (%d: %s), %d pages",
+            self.name,
+            "OK" if ok else "FAILED",
+            code,
+            self.result.text,
+            pages,
+        )

@@ -190,9 +190,7 @@ def _load() -> Any:
             return ffi.dlopen(name)
         except OSError as exc:
             errors.append(f"{name}: {exc}")
-    raise SpandspError(
-        "cannot load spandsp (install Debian's libspandsp2): " + "; ".join(errors)
-    )
+    raise SpandspError("cannot load spandsp (install Debian's libspandsp2): " + "; ".join(errors))
 
 
 lib: Any = _load()
@@ -463,7 +461,9 @@ class FaxT38(_Engine):
         lib.t38_set_fastest_image_data_rate(self.core, max_bit_rate)
         lib.t38_set_data_rate_management_method(
             self.core,
-            T38_DATA_RATE_MANAGEMENT_TRANSFERRED_TCF if transferred_tcf else T38_DATA_RATE_MANAGEMENT_LOCAL_TCF,
+            T38_DATA_RATE_MANAGEMENT_TRANSFERRED_TCF
+            if transferred_tcf
+            else T38_DATA_RATE_MANAGEMENT_LOCAL_TCF,
         )
         if packet_repeats > 0:
             for category in T38_PACKET_CATEGORIES:
