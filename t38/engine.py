@@ -345,7 +345,7 @@ class FaxSession(spandsp.T30Listener):
     def advance(self, samples: int = FRAME_SAMPLES) -> None:
         """T.38 mode: move spandsp's clock (timers, pacing); IFP output collects in take_t38_tx()."""
         self.samples += samples
-        if self._t38 is not None and not self.done:
+        if self._t38 is not None and self.result is None:
             self._t38.advance(samples)
 
     def t38_rx(self, ifp: bytes, seq: int) -> None:
@@ -375,7 +375,10 @@ class FaxSession(spandsp.T30Listener):
         return ffi.string(ptr).decode("ascii", "replace").strip() if ptr != ffi.NULL else ""
 
     def on_t38_packet(self, ifp: bytes, count: int) -> None:
-        self._t38_out.extend([ifp] * max(1, count))
+        if count <= 1:
+            self._t38_out.append(ifp)
+        else:
+            self._t38_out.extend([ifp] * count)
 
     def on_frame(self, incoming: bool, frame: bytes) -> None:
         if len(frame) < 3:
