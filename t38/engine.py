@@ -45,7 +45,7 @@ MODEMS_FOR_RATE = {
 
 
 class Media(enum.StrEnum):
-    AUDIO = "audio"
+    AUDIO = "g711"  # fax modem audio; G.711 (PCMU/PCMA) passthrough on the wire
     T38 = "t38"
 
 
