@@ -42,4 +42,5 @@ else
     .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 fi
 .venv/bin/python -c 'import t38.spandsp' || { echo "setup: spandsp does not load" >&2; exit 1; }
-echo "setup: ready ($(.venv/bin/vfax --help >/dev/null && echo 'vfax installed'))"
+.venv/bin/vfax --help >/dev/null || { echo "setup: the vfax command does not run" >&2; exit 1; }
+echo "setup: ready (.venv/bin/vfax)"
