@@ -34,10 +34,14 @@ def t38_media(
     *,
     ec: EcChoice | None = None,
     depth: int | None = None,
+    control_depth: int | None = None,
     local_max_datagram: int = 1400,
 ) -> T38Media:
-    """UDPTL and engine settings for a call. ``ec``/``depth`` override the negotiated scheme only
-    for simulations and tests; on a real call the SDP answer decides (T.38 Annex D)."""
+    """UDPTL and engine settings for a call. ``ec``/``depth``/``control_depth`` override the negotiated
+    scheme only for simulations and tests; on a real call the SDP answer decides (T.38 Annex D).
+    ``depth`` is the redundancy depth of image data (or the FEC entries); T.30 control messages get
+    ``control_depth``, by default at least DEFAULT_CONTROL_REDUNDANCY: they are few and losing one
+    costs seconds of T.30 timeouts."""
     mode: EcChoice = ec or _EC_MODE[negotiated.udp_ec]
     cfg = UdptlConfig(
         ec_mode=mode,

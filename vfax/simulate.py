@@ -20,7 +20,8 @@ from t38 import sdp as t38sdp
 from t38.engine import FaxConfig, FaxEvent, FaxSession, Media
 from t38.impairment import Impairment
 from t38.media_config import EcChoice, T38Media, t38_media
-from t38.virtual_line import VirtualLink, run_back_to_back, udptl_wires
+from t38.udptl import UdptlConfig
+from t38.virtual_line import BackToBackResult, VirtualLink, run_back_to_back, udptl_wires
 from vfax import documents, storage
 from vfax.documents import PaperSize, Resolution
 
@@ -75,6 +76,7 @@ class SimulationRequest:
     ulaw: bool = True
     ec: EcChoice | None = None  # None: what T.38 SDP negotiation between two vfax ends gives
     ec_depth: int | None = None
+    control_depth: int | None = None  # redundancy depth for T.30 control messages (default: deeper)
     max_pages: int = 100
 
 
@@ -86,8 +88,8 @@ def negotiated_t38(req: SimulationRequest) -> tuple[T38Media, T38Media]:
     receiver = t38sdp.accept_answer(offer, answer)
     sender = t38sdp.negotiated_as_answerer(offer, answer)
     return (
-        t38_media(sender, ec=req.ec, depth=req.ec_depth),
-        t38_media(receiver, ec=req.ec, depth=req.ec_depth),
+        t38_media(sender, ec=req.ec, depth=req.ec_depth, control_depth=req.control_depth),
+        t38_media(receiver, ec=req.ec, depth=req.ec_depth, control_depth=req.control_depth),
     )
 
 
@@ -105,6 +107,67 @@ def session_report(s: FaxSession) -> dict[str, Any]:
     }
 
 
+@dataclass
+class PairRun:
+    """Two engines run back to back on a prepared TIFF: the raw outcome, before any file is placed."""
+
+    outcome: BackToBackResult
+    sender: FaxSession
+    receiver: FaxSession
+    cpu_seconds: float
+    wall_seconds: float
+    udptl: UdptlConfig | None
+
+
+def run_pair(
+    req: SimulationRequest,
+    send_tiff: Path,
+    receive_tiff: Path,
+    on_event: Callable[[FaxSession, FaxEvent], None] | None = None,
+) -> PairRun:
+    """Fax ``send_tiff`` from a calling sender to an answering receiver writing ``receive_tiff``."""
+    tx_t38, rx_t38 = negotiated_t38(req)
+
+    def session(sender: bool, media: T38Media) -> FaxSession:
+        config = FaxConfig(
+            ident="VFAX SENDER" if sender else "VFAX RECEIVER",
+            ecm=req.ecm,
+            max_bit_rate=req.max_bit_rate,
+            t38=media.engine,
+        )
+        if sender:
+            return FaxSession(
+                calling=True, send_file=send_tiff, config=config, media=req.media, name="sender"
+            )
+        return FaxSession(
+            calling=False, receive_file=receive_tiff, config=config, media=req.media, name="receiver"
+        )
+
+    sender, receiver = session(True, tx_t38), session(False, rx_t38)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    try:
+        outcome = run_back_to_back(
+            sender,
+            receiver,
+            forward=req.network.link(0),
+            backward=req.network.link(1),
+            wires=udptl_wires(tx_t38.udptl, rx_t38.udptl) if req.media is Media.T38 else None,
+            ulaw=req.ulaw,
+            on_event=on_event,
+        )
+    finally:
+        sender.close()
+        receiver.close()
+    return PairRun(
+        outcome=outcome,
+        sender=sender,
+        receiver=receiver,
+        cpu_seconds=time.process_time() - cpu0,
+        wall_seconds=time.perf_counter() - wall0,
+        udptl=tx_t38.udptl if req.media is Media.T38 else None,
+    )
+
+
 def simulate(
     req: SimulationRequest,
     on_event: Callable[[FaxSession, FaxEvent], None] | None = None,
@@ -115,63 +178,30 @@ def simulate(
     Raises ``documents.DocumentError`` for an unusable document; nothing is written then.
     """
     req.network.validate()
-    req.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vfax-sim-") as work:
-        work_dir = Path(work)
         prepared = documents.prepare_fax_tiff(
             req.document,
-            work_dir / "send.tif",
+            Path(work) / "send.tif",
             resolution=req.resolution,
             paper=req.paper,
             max_pages=req.max_pages,
         )
         if on_prepared is not None:
             on_prepared(prepared.pages)
+        req.out_dir.mkdir(parents=True, exist_ok=True)
         # spandsp writes the received image straight to disk; it starts as a hidden part file beside
         # its final name so a crash mid-fax never leaves a file that looks complete.
         rx_tmp = req.out_dir / f".received-{time.time_ns()}.tif.part"
-        tx_t38, rx_t38 = negotiated_t38(req)
-        sender = FaxSession(
-            calling=True,
-            send_file=prepared.path,
-            config=FaxConfig(
-                ident="VFAX SENDER", ecm=req.ecm, max_bit_rate=req.max_bit_rate, t38=tx_t38.engine
-            ),
-            media=req.media,
-            name="sender",
-        )
-        receiver = FaxSession(
-            calling=False,
-            receive_file=rx_tmp,
-            config=FaxConfig(
-                ident="VFAX RECEIVER", ecm=req.ecm, max_bit_rate=req.max_bit_rate, t38=rx_t38.engine
-            ),
-            media=req.media,
-            name="receiver",
-        )
-        cpu0, wall0 = time.process_time(), time.perf_counter()
         try:
-            outcome = run_back_to_back(
-                sender,
-                receiver,
-                forward=req.network.link(0),
-                backward=req.network.link(1),
-                wires=udptl_wires(tx_t38.udptl, rx_t38.udptl) if req.media is Media.T38 else None,
-                ulaw=req.ulaw,
-                on_event=on_event,
-            )
+            run = run_pair(req, prepared.path, rx_tmp, on_event)
+            rx = run.outcome.answering
+            out_tiff: Path | None = None
+            out_pdf: Path | None = None
+            if rx.pages > 0 and rx_tmp.exists():
+                out_tiff = storage.commit_file(rx_tmp, storage.unique_path(req.out_dir, "received", ".tif"))
+                out_pdf = documents.tiff_to_pdf(out_tiff, out_tiff.with_suffix(".pdf"))
         finally:
-            sender.close()
-            receiver.close()
-        cpu = time.process_time() - cpu0
-        wall = time.perf_counter() - wall0
-        rx = outcome.answering
-        out_tiff: Path | None = None
-        out_pdf: Path | None = None
-        if rx.pages > 0 and rx_tmp.exists():
-            out_tiff = storage.commit_file(rx_tmp, storage.unique_path(req.out_dir, "received", ".tif"))
-            out_pdf = documents.tiff_to_pdf(out_tiff, out_tiff.with_suffix(".pdf"))
-        rx_tmp.unlink(missing_ok=True)
+            rx_tmp.unlink(missing_ok=True)
 
     ok = rx.ok and rx.pages == prepared.pages
     report: dict[str, Any] = {
@@ -184,17 +214,17 @@ def simulate(
         "ecm": rx.ecm,
         "media": req.media.value,
         "resolution": req.resolution.name.lower(),
-        "line_seconds": round(outcome.line_seconds, 2),
-        "cpu_seconds": round(cpu, 4),
-        "wall_seconds": round(wall, 4),
-        "speedup": round(outcome.line_seconds / cpu, 1) if cpu > 0 else None,
+        "line_seconds": round(run.outcome.line_seconds, 2),
+        "cpu_seconds": round(run.cpu_seconds, 4),
+        "wall_seconds": round(run.wall_seconds, 4),
+        "speedup": round(run.outcome.line_seconds / run.cpu_seconds, 1) if run.cpu_seconds > 0 else None,
         "out_tiff": str(out_tiff) if out_tiff else None,
         "out_pdf": str(out_pdf) if out_pdf else None,
         "network": asdict(req.network),
-        "udptl": asdict(tx_t38.udptl) if req.media is Media.T38 else None,
-        "links": outcome.link_stats,
-        "sender": session_report(sender),
-        "receiver": session_report(receiver),
+        "udptl": asdict(run.udptl) if run.udptl else None,
+        "links": run.outcome.link_stats,
+        "sender": session_report(run.sender),
+        "receiver": session_report(run.receiver),
     }
     storage.write_json(storage.unique_path(req.out_dir, "report", ".json"), report)
     return report
