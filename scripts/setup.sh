@@ -35,12 +35,16 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $("$PYTHON" --version)"
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-if [ "$want_test" = 1 ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-else
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+pip_log=$(mktemp)
+target=.
+[ "$want_test" = 1 ] && target='.[test]'
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
+       .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target"; } >"$pip_log" 2>&1; then
+    cat "$pip_log" >&2
+    echo "setup: pip install failed" >&2
+    exit 1
 fi
+rm -f "$pip_log"
 .venv/bin/python -c 'import t38.spandsp' || { echo "setup: spandsp does not load" >&2; exit 1; }
 .venv/bin/vfax --help >/dev/null || { echo "setup: the vfax command does not run" >&2; exit 1; }
 echo "setup: ready (.venv/bin/vfax)"
