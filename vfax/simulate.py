@@ -119,31 +119,43 @@ class PairRun:
     udptl: UdptlConfig | None
 
 
+def make_sessions(
+    req: SimulationRequest, send_tiff: Path, receive_tiff: Path
+) -> tuple[FaxSession, FaxSession, T38Media, T38Media]:
+    """A calling sender and an answering receiver, configured as two vfax ends would negotiate."""
+    tx_t38, rx_t38 = negotiated_t38(req)
+
+    def config(ident: str, media: T38Media) -> FaxConfig:
+        return FaxConfig(ident=ident, ecm=req.ecm, max_bit_rate=req.max_bit_rate, t38=media.engine)
+
+    sender = FaxSession(
+        calling=True,
+        send_file=send_tiff,
+        config=config("VFAX SENDER", tx_t38),
+        media=req.media,
+        name="sender",
+    )
+    receiver = FaxSession(
+        calling=False,
+        receive_file=receive_tiff,
+        config=config("VFAX RECEIVER", rx_t38),
+        media=req.media,
+        name="receiver",
+    )
+    return sender, receiver, tx_t38, rx_t38
+
+
+Runner = Callable[[SimulationRequest, Path, Path, Callable[[FaxSession, FaxEvent], None] | None], PairRun]
+
+
 def run_pair(
     req: SimulationRequest,
     send_tiff: Path,
     receive_tiff: Path,
     on_event: Callable[[FaxSession, FaxEvent], None] | None = None,
 ) -> PairRun:
-    """Fax ``send_tiff`` from a calling sender to an answering receiver writing ``receive_tiff``."""
-    tx_t38, rx_t38 = negotiated_t38(req)
-
-    def session(sender: bool, media: T38Media) -> FaxSession:
-        config = FaxConfig(
-            ident="VFAX SENDER" if sender else "VFAX RECEIVER",
-            ecm=req.ecm,
-            max_bit_rate=req.max_bit_rate,
-            t38=media.engine,
-        )
-        if sender:
-            return FaxSession(
-                calling=True, send_file=send_tiff, config=config, media=req.media, name="sender"
-            )
-        return FaxSession(
-            calling=False, receive_file=receive_tiff, config=config, media=req.media, name="receiver"
-        )
-
-    sender, receiver = session(True, tx_t38), session(False, rx_t38)
+    """Fax ``send_tiff`` to a receiver writing ``receive_tiff``, back to back in virtual time."""
+    sender, receiver, tx_t38, rx_t38 = make_sessions(req, send_tiff, receive_tiff)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
         outcome = run_back_to_back(
@@ -172,10 +184,13 @@ def simulate(
     req: SimulationRequest,
     on_event: Callable[[FaxSession, FaxEvent], None] | None = None,
     on_prepared: Callable[[int], None] | None = None,
+    runner: Runner = run_pair,
 ) -> dict[str, Any]:
-    """Run one simulated fax and return its report (also written as ``report.json``).
+    """Fax one document from a sender to a receiver and return the report (also ``report.json``).
 
-    Raises ``documents.DocumentError`` for an unusable document; nothing is written then.
+    ``runner`` moves the fax: ``run_pair`` in virtual time, or ``vfax.loopback.run_pair_realtime``
+    over real sockets. Raises ``documents.DocumentError`` for an unusable document; nothing is
+    written then.
     """
     req.network.validate()
     with tempfile.TemporaryDirectory(prefix="vfax-sim-") as work:
@@ -193,7 +208,7 @@ def simulate(
         # its final name so a crash mid-fax never leaves a file that looks complete.
         rx_tmp = req.out_dir / f".received-{time.time_ns()}.tif.part"
         try:
-            run = run_pair(req, prepared.path, rx_tmp, on_event)
+            run = runner(req, prepared.path, rx_tmp, on_event)
             rx = run.outcome.answering
             out_tiff: Path | None = None
             out_pdf: Path | None = None
