@@ -346,7 +346,8 @@ class IfpKind(enum.Enum):
     """What an IFP packet carries, for choosing its redundancy depth."""
 
     CONTROL = "control"
-    """t30-indicator (§7.3.1), or t30-data of the V.21 channel (T.30 HDLC frames), V.8 or V.34 control."""
+    """t30-indicator (§7.3.1); t30-data of the V.21 channel (T.30 HDLC frames), V.8 or V.34 control; and
+    any packet that ends a high-speed signal (a *-sig-end field, §7.4)."""
     IMAGE = "image"
     """t30-data of a high-speed modem (V.27ter, V.29, V.17, V.33, V.34 primary channel): page data, TCF."""
 
@@ -357,16 +358,80 @@ _DATA_V8 = 9
 _DATA_V34_PRI_RATE = 10
 _DATA_V34_CC_1200 = 11
 _CONTROL_DATA_TYPES = frozenset({_DATA_V21, _DATA_V8, _DATA_V34_PRI_RATE, _DATA_V34_CC_1200})
+# field-type values (T.38 §7.4) that end a signal: hdlc-sig-end, hdlc-fcs-OK-sig-end,
+# hdlc-fcs-BAD-sig-end, t4-non-ecm-sig-end.
+_SIG_END_FIELDS = frozenset({1, 4, 5, 7})
 
 
-def classify_ifp(ifp: bytes) -> IfpKind:
-    """Control or image, from the first octets of an IFP packet (T.38 §7.2, aligned PER of Annex A).
+def _data_fields(ifp: bytes, t38_version: int) -> tuple[int, list[int]] | None:
+    """(encoded length, field-type of each field) of an IFP packet, or None if it does not parse.
+
+    Data-Field (§7.4) is a count, then per field a header (bit 7 field-data present, then field-type)
+    and field-data as a 16-bit length-1 and the octets. Version 0 (T.38 1998, before the corrigendum)
+    has 4-bit headers (3-bit field-type, no extension bit), so two fields without data share an octet;
+    later versions have a 5-bit header padded to an octet, or two octets for an extension field-type.
+    We read the layout as spandsp writes and reads it."""
+    n = len(ifp)
+    if n < 1:
+        return None
+    first = ifp[0]
+    pos = 2 if first & 0x20 else 1
+    if pos > n:
+        return None
+    if first & 0x80 == 0:
+        return pos, []
+    if first & 0x40 == 0 or pos >= n:
+        return None  # an indicator never has a data field
+    count = ifp[pos]
+    if count & 0x80:
+        return None  # more than 127 fields in one IFP: not something a real sender produces
+    pos += 1
+    types: list[int] = []
+    half = False
+    for _ in range(count):
+        if pos >= n:
+            return None
+        octet = ifp[pos]
+        if t38_version == 0:
+            if half:
+                present, kind = octet & 0x08, octet & 0x07
+                pos += 1
+                half = False
+            else:
+                present, kind = octet & 0x80, (octet >> 4) & 0x07
+                if present:
+                    pos += 1
+                else:
+                    half = True
+        elif octet & 0x40:
+            if pos + 1 >= n:
+                return None
+            present, kind = octet & 0x80, 8 + (((octet << 2) & 0x3C) | (ifp[pos + 1] >> 6))
+            pos += 2
+        else:
+            present, kind = octet & 0x80, (octet >> 3) & 0x07
+            pos += 1
+        types.append(kind)
+        if present:
+            if pos + 2 > n:
+                return None
+            pos += 2 + ((ifp[pos] << 8) | ifp[pos + 1]) + 1
+        if pos > n:
+            return None
+    if half:
+        pos += 1
+    return (pos, types) if pos <= n else None
+
+
+def classify_ifp(ifp: bytes, t38_version: int = 0) -> IfpKind:
+    """Control or image, from the header of an IFP packet (T.38 §7.2-7.4, aligned PER of Annex A).
 
     First octet: bit 7 data-field present (the OPTIONAL bitmap), bit 6 Type-of-msg CHOICE (0
     t30-indicator, 1 t30-data), bit 5 the ENUMERATED extension bit, bits 4..1 the root value; an
     extension value takes 6 more bits spilling into the second octet. Indicators (CNG, CED, preamble,
-    training, no-signal) and V.21 data (the T.30 HDLC control channel at 300 bit/s) are control; so is
-    anything we cannot read, which errs towards more protection."""
+    training, no-signal) and V.21 data (the T.30 HDLC control channel at 300 bit/s) are control. So is a
+    high-speed packet carrying a *-sig-end field: it is tiny, and when it is lost the far end waits for a
+    carrier that never stops, then fails the page. Anything unreadable errs towards control."""
     if not ifp:
         return IfpKind.CONTROL
     first = ifp[0]
@@ -378,62 +443,21 @@ def classify_ifp(ifp: bytes) -> IfpKind:
         data_type = _DATA_V8 + (((first << 2) & 0x3C) | (ifp[1] >> 6))
     else:
         data_type = (first >> 1) & 0x0F
-    return IfpKind.CONTROL if data_type in _CONTROL_DATA_TYPES else IfpKind.IMAGE
+    if data_type in _CONTROL_DATA_TYPES:
+        return IfpKind.CONTROL
+    fields = _data_fields(ifp, t38_version)
+    if fields is not None and _SIG_END_FIELDS.intersection(fields[1]):
+        return IfpKind.CONTROL
+    return IfpKind.IMAGE
 
 
 def ifp_length(ifp: bytes, t38_version: int = 0) -> int | None:
     """The encoded length of the IFP packet at the start of ``ifp``, or None if it does not parse.
 
     Parity FEC recovers a packet padded with zeros to the longest packet of its span (Annex C.1.1), and
-    spandsp rejects an IFP with trailing octets, so the receiver trims a recovered packet to this length.
-    Data-Field (§7.4): a count, then per field a field-type octet (bit 7 field-data present; version 0
-    packs two 4-bit field headers per octet when field-data is absent, the "pre-corrigendum" encoding of
-    T.38 (1998)), and field-data as a 16-bit length-1 and the octets."""
-    n = len(ifp)
-    if n < 1:
-        return None
-    first = ifp[0]
-    pos = 2 if first & 0x20 else 1
-    if pos > n:
-        return None
-    if first & 0x80 == 0:
-        return pos
-    if first & 0x40 == 0:
-        return None  # an indicator never has a data field
-    if pos >= n:
-        return None
-    count = ifp[pos]
-    if count & 0x80:
-        return None  # more than 127 fields in one IFP: not something a real sender produces
-    pos += 1
-    half = False
-    for _ in range(count):
-        if pos >= n:
-            return None
-        octet = ifp[pos]
-        if t38_version == 0:
-            if half:
-                present = octet & 0x08
-                pos += 1
-                half = False
-            else:
-                present = octet & 0x80
-                if present:
-                    pos += 1
-                else:
-                    half = True
-        else:
-            present = octet & 0x80
-            pos += 2 if octet & 0x40 else 1
-        if present:
-            if pos + 2 > n:
-                return None
-            pos += 2 + ((ifp[pos] << 8) | ifp[pos + 1]) + 1
-        if pos > n:
-            return None
-    if half:
-        pos += 1
-    return pos if pos <= n else None
+    spandsp rejects an IFP with trailing octets, so the receiver trims a recovered packet to this length."""
+    fields = _data_fields(ifp, t38_version)
+    return None if fields is None else fields[0]
 
 
 def _trim_recovered(data: bytes, t38_version: int) -> bytes:
@@ -579,7 +603,7 @@ class UdptlSender:
                 raise UdptlSizeError(f"IFP of {len(ifp)} octets cannot fit T38FaxMaxDatagram {limit}")
         data = bytes(packet)
         assert len(data) <= limit, (len(data), limit)
-        self._history.appendleft((ifp, classify_ifp(ifp)))
+        self._history.appendleft((ifp, classify_ifp(ifp, self.config.t38_version)))
         self._seq = (self._seq + 1) % SEQ_MODULO
         self.stats.sent += 1
         self.stats.largest_datagram = max(self.stats.largest_datagram, len(data))

@@ -214,6 +214,21 @@ def test_ifp_is_classified_control_or_image(ifp: bytes, kind: IfpKind) -> None:
     assert classify_ifp(ifp) is kind
 
 
+@pytest.mark.parametrize(
+    ("ifp", "version"),
+    [
+        (bytes([0xC0 | (8 << 1), 0x01, 0x40]), 0),  # v17-14400, hdlc-fcs-OK-sig-end (4), as spandsp ends ECM
+        (bytes([0xC0 | (8 << 1), 0x01, 0x70]), 0),  # v17-14400, t4-non-ecm-sig-end (7): end of a page
+        (bytes([0xC0 | (4 << 1), 0x02, 0x21]), 0),  # v29-9600: hdlc-fcs-OK, hdlc-sig-end in one octet
+        (bytes([0xC0 | (8 << 1), 0x01, 0x08]), 1),  # version 1 layout: hdlc-sig-end in bits 5..3
+    ],
+)
+def test_packet_ending_a_high_speed_signal_is_control(ifp: bytes, version: int) -> None:
+    # losing it leaves the far end waiting for a carrier that never stops, so it gets the deeper depth
+    assert classify_ifp(ifp, version) is IfpKind.CONTROL
+    assert ifp_length(ifp, version) == len(ifp)
+
+
 def test_ifp_length_reads_spandsp_version_0_and_later_field_headers() -> None:
     assert ifp_length(image_v17(b"abc") + b"\x00\x00") == len(image_v17(b"abc"))
     # version 0: two fields without data share one octet (4 bits each), then the octet ends
