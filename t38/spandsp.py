@@ -230,10 +230,13 @@ def span_level_for_python() -> int:
     return SPAN_LOG_WARNING
 
 
-def route_logging(logging_state: Any, tag: str) -> None:
-    """Send one spandsp logging context to Python ``logging`` with ``tag`` naming the session."""
+def route_logging(logging_state: Any, tag: Any) -> None:
+    """Send one spandsp logging context to Python ``logging`` with ``tag`` naming the session.
+
+    ``tag`` must be a cdata ``char[]`` that outlives the C object: spandsp keeps the pointer
+    (``s->tag = tag`` in logging.c), it does not copy the string."""
     lib.span_log_set_message_handler(logging_state, _on_span_message)
-    lib.span_log_set_tag(logging_state, tag.encode())
+    lib.span_log_set_tag(logging_state, tag)
     lib.span_log_set_level(
         logging_state, span_level_for_python() | SPAN_LOG_SHOW_TAG | SPAN_LOG_SHOW_PROTOCOL
     )
@@ -383,8 +386,9 @@ class _Engine:
 
     _free_fn: Callable[[Any], int]
 
-    def __init__(self, listener: T30Listener) -> None:
+    def __init__(self, listener: T30Listener, tag: str) -> None:
         self._key, self._user_data = _register(listener)
+        self._tag = ffi.new("char[]", tag.encode("ascii", "replace")[:40])  # alive as long as the engine
         self._state: Any = ffi.NULL
         self.t30: Any = ffi.NULL
 
@@ -409,7 +413,7 @@ class FaxAudio(_Engine):
     _free_fn = staticmethod(lambda s: lib.fax_free(s))
 
     def __init__(self, calling: bool, listener: T30Listener, tag: str) -> None:
-        super().__init__(listener)
+        super().__init__(listener, tag)
         state = lib.fax_init(ffi.NULL, int(calling))
         if state == ffi.NULL:
             _owners.pop(self._key, None)
@@ -419,7 +423,7 @@ class FaxAudio(_Engine):
         _install_t30_handlers(self.t30, self._user_data)
         lib.fax_set_transmit_on_idle(state, 1)  # keep the RTP stream continuous
         for ls in (lib.fax_get_logging_state(state), lib.t30_get_logging_state(self.t30)):
-            route_logging(ls, tag)
+            route_logging(ls, self._tag)
 
     def rx(self, samples: Any, count: int) -> None:
         """Feed ``count`` received samples from an ``int16_t[]`` cdata buffer."""
@@ -440,7 +444,7 @@ class FaxT38(_Engine):
     _free_fn = staticmethod(lambda s: lib.t38_terminal_free(s))
 
     def __init__(self, calling: bool, listener: T30Listener, tag: str) -> None:
-        super().__init__(listener)
+        super().__init__(listener, tag)
         state = lib.t38_terminal_init(ffi.NULL, int(calling), _on_t38_tx, self._user_data)
         if state == ffi.NULL:
             _owners.pop(self._key, None)
@@ -454,7 +458,7 @@ class FaxT38(_Engine):
             lib.t30_get_logging_state(self.t30),
             lib.t38_core_get_logging_state(self.core),
         ):
-            route_logging(ls, tag)
+            route_logging(ls, self._tag)
 
     def configure(
         self,

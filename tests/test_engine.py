@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,17 @@ def test_200_sessions_do_not_grow_memory(tmp_path: Path) -> None:
     grown = _rss_kib() - base
     assert spandsp.live_objects() == 0
     assert grown < 4096, f"RSS grew by {grown} KiB over 200 sessions"
+
+
+def test_spandsp_log_reaches_python_logging(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = make_fax_tiff(tmp_path / "in.tif", pages=1, resolution="standard")
+    with caplog.at_level(logging.DEBUG, logger="t38.spandsp.lib"):
+        tx, rx = _pair(tmp_path, src, Media.T38)  # log levels are chosen when the engine starts
+        run_back_to_back(tx, rx)
+        tx.close()
+        rx.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "t38.spandsp.lib"]
+    # spandsp's own T.30 log, each line tagged with the session that wrote it (the tag buffer must
+    # outlive the C object: spandsp keeps the pointer)
+    assert any(line.startswith("T.30 tx ") and "DCS" in line for line in lines)
+    assert any(line.startswith("T.30 rx ") and "DCS" in line for line in lines)
