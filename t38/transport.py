@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -34,6 +35,8 @@ TICK_SECONDS = 0.020
 """The media clock: spandsp is advanced by one 20 ms frame at a time, as Asterisk and FreeSWITCH do."""
 SAMPLES_PER_TICK = 160
 """20 ms at 8000 samples/s."""
+SAMPLE_RATE = 8000
+"""The session's clock runs in 8 kHz samples (G.711 line time)."""
 MAX_CATCH_UP_TICKS = 50
 """After a stall longer than this many ticks (1 s) the clock is re-based instead of replaying every tick."""
 
@@ -118,8 +121,9 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
 
     Datagrams from the peer are decoded and their IFP packets fed to ``session.t38_rx`` in sequence
     order; every 20 ms the session's clock is advanced by 160 samples and the IFP packets it produced
-    are sent, each in its own datagram. Malformed datagrams and datagrams from anyone but the peer are
-    counted and dropped; nothing else happens to the call."""
+    are sent, each in its own datagram (and the last control datagram repeated while the session stays
+    silent). Malformed datagrams and datagrams from anyone but the peer are counted and dropped; nothing
+    else happens to the call."""
 
     def __init__(
         self,
@@ -144,20 +148,30 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None
         self._closed = False
+        self._media_time = 0.0  # seconds of session clock (samples advanced / 8000), exact
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def start(
-        self, local_addr: Address = ("127.0.0.1", 0), peer_addr: Address | None = None
+        self,
+        local_addr: Address = ("127.0.0.1", 0),
+        peer_addr: Address | None = None,
+        *,
+        sock: socket.socket | None = None,
     ) -> Address:
-        """Bind the socket; returns the bound (host, port). The 20 ms clock starts once the peer is known.
+        """Bind the socket (or adopt ``sock``, a port already announced in SDP); returns the bound
+        (host, port). The 20 ms clock starts once the peer is known.
 
         The peer may be given later with :meth:`set_peer` (we must offer our port before we know theirs)."""
         if self._transport is not None:
             raise RuntimeError("endpoint already started")
         self._loop = asyncio.get_running_loop()
         self._done = self._loop.create_future()
-        await self._loop.create_datagram_endpoint(lambda: self, local_addr=local_addr)
+        if sock is not None:
+            sock.setblocking(False)
+            await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
+        else:
+            await self._loop.create_datagram_endpoint(lambda: self, local_addr=local_addr)
         if peer_addr is not None:
             self.set_peer(peer_addr)
         return self.local_address
@@ -245,7 +259,9 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
             self._feed(self._udptl.poll(now))
             for _ in range(self._ticker.due(now)):
                 self.session.advance(self._samples)
+                self._media_time += self._samples / SAMPLE_RATE
                 self._send(self.session.take_t38_tx())
+                self._resend()
             if self.session.done and self._done is not None and not self._done.done():
                 self._done.set_result(None)
         except Exception:
@@ -272,12 +288,18 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
                 log.debug("%s: no peer yet, IFP not sent", self.name)
                 continue
             try:
-                datagram = self._udptl.send(ifp)
+                datagram = self._udptl.send(ifp, self._media_time)
             except UdptlSizeError as exc:
                 self._extra.oversize += 1
                 log.error("%s: %s", self.name, exc)
                 continue
             self._transport.sendto(datagram, self._peer)
+
+    def _resend(self) -> None:
+        """Repeat the last control datagram while the session is silent (UdptlConfig.idle_resends)."""
+        for datagram in self._udptl.resends_due(self._media_time):
+            if self._peer is not None and self._transport is not None:
+                self._transport.sendto(datagram, self._peer)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""A fax line: one SIP identity that places and answers fax calls.
+
+A line owns a SIP user agent (its own sockets), an optional registration to a registrar/PBX, and a
+channel limit (an INVITE beyond it gets 486 Busy Here). Incoming calls are received into an inbox
+unless the owner (the device of vfax.device) takes them itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sip.registration import Registration, RegistrationResult
+from sip.useragent import IncomingInvite, UserAgent
+from t38.engine import FaxEvent
+from vfax.call import CallOptions, CallOutcome, FaxCall
+from vfax.inbox import Inbox, PlacedFax
+
+log = logging.getLogger("vfax.line")
+
+
+@dataclass
+class LineConfig:
+    name: str = "line"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    transports: tuple[str, ...] = ("udp", "tcp")
+    server: str | None = None  # registrar/PBX, HOST[:PORT] or a SIP URI
+    user: str | None = None
+    password: str | None = None
+    register_expires: int = 3600
+    channels: int = 4
+    allow_invite_from: tuple[str, ...] | None = None  # None: anyone; with a server, its address is added
+    inbox: Path | None = None
+    call: CallOptions = field(default_factory=CallOptions)
+
+
+@dataclass
+class Reception:
+    outcome: CallOutcome
+    placed: PlacedFax | None
+
+
+EventCallback = Callable[[FaxCall, FaxEvent], None]
+
+
+class FaxLine:
+    def __init__(self, config: LineConfig, ua: UserAgent) -> None:
+        self.config = config
+        self.ua = ua
+        self.registration: Registration | None = None
+        self.inbox = Inbox(config.inbox) if config.inbox else None
+        self.active: set[FaxCall] = set()
+        self.receptions: asyncio.Queue[Reception] = asyncio.Queue()
+        #: Takes an offered call instead of the inbox; must return once the call is over.
+        self.on_incoming: Callable[[IncomingInvite], Awaitable[None]] | None = None
+        self.on_event: EventCallback | None = None
+        ua.on_invite = self._incoming
+
+    @classmethod
+    async def open(cls, config: LineConfig) -> FaxLine:
+        allow = config.allow_invite_from
+        ua = await UserAgent.create(
+            config.listen_host,
+            config.listen_port,
+            config.transports,
+            contact_user=config.user or "vfax",
+            allow_invite_from=allow,
+        )
+        line = cls(config, ua)
+        return line
+
+    async def register(self) -> RegistrationResult:
+        """Register to the configured server and keep the binding fresh (raises nothing: see result)."""
+        c = self.config
+        if not (c.server and c.user and c.password is not None):
+            raise ValueError("registration needs server, user and password")
+        self.registration = Registration(self.ua, c.server, c.user, c.password, expires=c.register_expires)
+        return await self.registration.start()
+
+    async def close(self) -> None:
+        for call in list(self.active):
+            await call.abort("line closing")
+        if self.registration is not None:
+            try:
+                await asyncio.wait_for(self.registration.stop(), 5.0)
+            except Exception:
+                log.warning("%s: unregister failed", self.config.name)
+        await self.ua.close()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.ua.local_address
+
+    @property
+    def uri(self) -> str:
+        host, port = self.address
+        user = self.config.user or "vfax"
+        return f"sip:{user}@{host}:{port}"
+
+    # --- sending --------------------------------------------------------------------------------------
+    async def send(
+        self,
+        tiff: Path,
+        to: str,
+        *,
+        options: CallOptions | None = None,
+        name: str = "send",
+        on_call: Callable[[FaxCall], None] | None = None,
+    ) -> CallOutcome:
+        """Send a prepared TIFF-F to ``to``; through the registrar when the line has one."""
+        if len(self.active) >= self.config.channels:
+            raise RuntimeError(f"all {self.config.channels} channels of {self.config.name} are busy")
+        call = FaxCall(self.ua, options or self.config.call, send_file=tiff, name=name)
+        call.on_event = self.on_event
+        if on_call is not None:
+            on_call(call)
+        c = self.config
+        credentials = (c.user, c.password) if c.user and c.password is not None else None
+        proxy = c.server if c.server else None
+        self.active.add(call)
+        try:
+            return await call.place(to, proxy=proxy, credentials=credentials)
+        finally:
+            self.active.discard(call)
+
+    # --- receiving ------------------------------------------------------------------------------------
+    async def _incoming(self, incoming: IncomingInvite) -> None:
+        if len(self.active) >= self.config.channels:
+            await incoming.reject(486, "Busy Here")
+            return
+        if self.on_incoming is not None:
+            await self.on_incoming(incoming)
+            return
+        if self.inbox is None:
+            await incoming.reject(480, "Temporarily Unavailable")
+            return
+        reception = await self.receive(incoming, self.inbox)
+        await self.receptions.put(reception)
+
+    async def receive(
+        self, incoming: IncomingInvite, inbox: Inbox, options: CallOptions | None = None
+    ) -> Reception:
+        """Answer ``incoming``, receive into ``inbox``, and place the result there."""
+        part = inbox.new_part_file()
+        call = FaxCall(self.ua, options or self.config.call, receive_file=part, name="receive")
+        call.on_event = self.on_event
+        self.active.add(call)
+        try:
+            outcome = await call.answer(incoming)
+        finally:
+            self.active.discard(call)
+        pages = outcome.result.pages if outcome.result else 0
+        placed = None
+        if pages > 0 or outcome.result is not None:
+            placed = inbox.place(part, outcome.report, pages, complete=outcome.ok)
+        else:
+            part.unlink(missing_ok=True)
+        return Reception(outcome, placed)
