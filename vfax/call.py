@@ -37,6 +37,7 @@ from vfax.media import (
     answer_image,
     our_image_attributes,
 )
+from vfax.status import FaxStatus, status_for_sip, status_for_t30
 
 log = logging.getLogger("vfax.call")
 
@@ -79,6 +80,21 @@ class CallOutcome:
     end_reason: str
     duration_seconds: float
     report: dict[str, Any] = field(default_factory=dict)
+    aborted: bool = False
+
+    @property
+    def status(self) -> FaxStatus:
+        """How the call ended, as FAX_DEV_STATUS (tables in vfax.status): the T.30 result when a fax
+        session ran, the SIP final response when the call never got that far."""
+        if self.ok:
+            return FaxStatus.FS_COMPLETED
+        if self.aborted:
+            return FaxStatus.FS_USER_ABORT
+        if self.result is not None:
+            return status_for_t30(self.result.code, self.result.pages)
+        if self.sip_status is not None and self.sip_status >= 300:
+            return status_for_sip(self.sip_status)
+        return FaxStatus.FS_FATAL_ERROR
 
 
 class _UdpReservation:
@@ -143,6 +159,7 @@ class FaxCall:
         self._udptl_seen = (0, 0.0)
         self._closed = False
         self._pending: Any = None
+        self.aborted = False
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with each engine event (T.30 message, page, result) while the call runs.
         self.on_event: Callable[[FaxCall, FaxEvent], None] | None = None
@@ -520,6 +537,7 @@ class FaxCall:
     async def abort(self, reason: str = "aborted") -> None:
         """End the call now (user abort): T.30 is terminated, the pages so far are kept."""
         self.end_reason = reason
+        self.aborted = True
         if self._pending is not None:  # still ringing: CANCEL (RFC 3261 §9)
             with contextlib.suppress(Exception):
                 await self._pending.cancel()
@@ -574,6 +592,7 @@ class FaxCall:
             end_reason=self.end_reason,
             duration_seconds=round((self.ended or time.monotonic()) - self.started, 2),
             report=self.report(),
+            aborted=self.aborted,
         )
 
     def report(self) -> dict[str, Any]:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from t38.engine import FaxEvent, FaxSession, Media, Negotiated, PageDone
+from t38.engine import Media
 from vfax import documents
+from vfax.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    PageProgress,
+    fail,
+    parse_choice,
+    print_json,
+    print_report,
+    setup_logging,
+)
 from vfax.documents import PaperSize, Resolution
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "app"]
 
 app = typer.Typer(
     help="vfax: a virtual fax device for SIP networks (T.38 and G.711 passthrough).",
@@ -23,20 +29,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
-
-EXIT_FAILED = 1  # the fax (or call) did not succeed
-EXIT_BAD_INPUT = 2  # the user's input was unusable; nothing was done
-
-
-def setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # spandsp warns about normal line events (e.g. a carrier it looked for); show them from -vv on.
-    logging.getLogger("t38.spandsp.lib").setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
 
 
 @app.callback()
@@ -46,80 +38,6 @@ def main(
     ] = 0,
 ) -> None:
     setup_logging(verbose)
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
-
-
-class PageProgress:
-    """A page progress bar fed by fax session events (phase B, each phase D)."""
-
-    def __init__(self, total: int | None, enabled: bool, label: str = "fax") -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=not enabled,
-            transient=False,
-        )
-        self.task = self.progress.add_task(f"{label}: waiting for phase B", total=total)
-
-    def set_total(self, pages: int) -> None:
-        self.progress.update(self.task, total=pages)
-
-    def __enter__(self) -> PageProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def on_event(self, session: FaxSession, event: FaxEvent) -> None:
-        if session.send_file is not None:
-            return  # count the receiver's pages: the receiver's view is the truth
-        if isinstance(event, Negotiated):
-            self.progress.update(
-                self.task, description=f"{event.bit_rate} bit/s, {'ECM' if event.ecm else 'no ECM'}"
-            )
-        elif isinstance(event, PageDone):
-            self.progress.update(self.task, completed=event.page)
-
-
-def print_report(report: dict[str, Any], title: str) -> None:
-    table = Table(title=title, show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    status = "[green]OK[/]" if report["ok"] else f"[red]FAILED[/] ({report.get('reason', '')})"
-    rows = [
-        ("result", status),
-        ("media", report.get("media", "")),
-        ("pages", f"{report['pages']} of {report.get('pages_sent', report['pages'])}"),
-        ("bit rate", f"{report.get('bit_rate', 0)} bit/s"),
-        ("ECM", "yes" if report.get("ecm") else "no"),
-    ]
-    for key, label, fmt in (
-        ("resolution", "resolution", "{}"),
-        ("line_seconds", "line time", "{} s"),
-        ("duration_seconds", "duration", "{} s"),
-        ("cpu_seconds", "CPU time", "{} s"),
-        ("speedup", "speed-up", "{}x real time"),
-        ("out_tiff", "received TIFF", "{}"),
-        ("out_pdf", "received PDF", "{}"),
-        ("report", "report", "{}"),
-    ):
-        if report.get(key) is not None:
-            rows.append((label, fmt.format(report[key])))
-    for label, value in rows:
-        table.add_row(label, str(value))
-    out.print(table)
 
 
 # Options shared by the commands that fax a document between two local ends.
@@ -162,10 +80,10 @@ def _fax_between_two_ends(
     """Shared body of `simulate` and `loopback`: validate, fax, report, exit code."""
     from vfax.simulate import NetworkModel, SimulationRequest, run_pair, simulate
 
-    media = _parse_choice("--mode", mode, {"t38": Media.T38, "g711": Media.AUDIO, "audio": Media.AUDIO})
-    res = _parse_choice("--resolution", resolution, {r.name.lower(): r for r in Resolution})
-    size = _parse_choice("--paper", paper, {p.name.lower(): p for p in PaperSize})
-    ec_mode = None if ec is None else _parse_choice("--ec", ec, {k: k for k in ("none", "redundancy", "fec")})
+    media = parse_choice("--mode", mode, {"t38": Media.T38, "g711": Media.AUDIO, "audio": Media.AUDIO})
+    res = parse_choice("--resolution", resolution, {r.name.lower(): r for r in Resolution})
+    size = parse_choice("--paper", paper, {p.name.lower(): p for p in PaperSize})
+    ec_mode = None if ec is None else parse_choice("--ec", ec, {k: k for k in ("none", "redundancy", "fec")})
     if realtime and media is not Media.T38:
         fail("loopback runs T.38 only for now (G.711 over RTP comes with the SIP call path)")
     network = NetworkModel(**network_args)
@@ -304,12 +222,18 @@ def loopback(
     )
 
 
-def _parse_choice(option: str, value: str, choices: dict[str, Any]) -> Any:
-    key = value.strip().lower()
-    if key not in choices:
-        fail(f"{option} must be one of {', '.join(sorted(choices))}, not {value!r}")
-    return choices[key]
+def _register_commands() -> None:
+    """Commands that live in their own modules (imported here so `vfax --help` lists them all)."""
+    from vfax import cli_fax, cli_sip
 
+    app.command("send")(cli_fax.send_command)
+    app.command("receive")(cli_fax.receive_command)
+    app.command("demo")(cli_fax.demo_command)
+    app.command("register")(cli_sip.register_command)
+    app.command("options")(cli_sip.options_command)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     app()

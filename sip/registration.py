@@ -1,0 +1,267 @@
+"""Registration of one address-of-record (RFC 3261 §10) with digest auth, refresh, back-off and keep-alive.
+
+``Registration`` keeps one Call-ID and an increasing CSeq across its REGISTERs (§10.2.4), answers 401/407
+through the core (MD5 or SHA-256, qop=auth with nc counting, stale=true: ``sip.auth``), takes the expiry
+the registrar granted from our Contact's ``expires`` or the Expires header (§10.2.4), refreshes before it
+runs out, backs off after failures (RFC 5626 §4.5 formula), retries with Min-Expires after a 423
+(§10.3 step 7) and unregisters with ``Expires: 0`` on ``stop()``. CRLF keep-alives (RFC 5626 §4.4.1) keep
+a NAT binding or TCP connection open when ``keepalive_interval`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from sip.auth import DigestClient
+from sip.core import destination_for
+from sip.errors import SipParseError
+from sip.message import Headers, Response
+from sip.uri import NameAddr, SipUri, new_call_id, new_tag
+from sip.useragent import UserAgent
+
+__all__ = [
+    "Registration",
+    "RegistrationResult",
+    "RegistrationState",
+    "backoff_delay",
+    "normalize_registrar",
+    "refresh_delay",
+]
+
+log = logging.getLogger(__name__)
+
+
+class RegistrationState(enum.Enum):
+    IDLE = "idle"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    FAILED = "failed"
+    UNREGISTERED = "unregistered"
+
+
+@dataclass(slots=True)
+class RegistrationResult:
+    """What one REGISTER round (auth retries included) gave."""
+
+    status: int
+    reason: str
+    expires: int
+    contact: str
+    rtt_ms: float
+    response: Response | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def refresh_delay(expires: float) -> float:
+    """Seconds until the refresh: half the interval, at least 32 s (64*T1) before the end if possible."""
+    return max(1.0, min(expires * 0.5, expires - 32.0))
+
+
+def backoff_delay(
+    failures: int, *, base: float = 30.0, cap: float = 1800.0, rnd: float | None = None
+) -> float:
+    """RFC 5626 §4.5: ``min(cap, base * 2**failures)``, scaled by a random 50-100 % to spread retries."""
+    upper = min(cap, base * (2 ** max(0, failures - 1)))
+    r = random.uniform(0.5, 1.0) if rnd is None else rnd
+    return upper * r
+
+
+def normalize_registrar(server: str, transport: str | None = None) -> SipUri:
+    """``HOST[:PORT]`` or a SIP URI → a registrar URI, with ``;transport=`` when not UDP."""
+    text = server if server.lower().startswith(("sip:", "sips:")) else f"sip:{server}"
+    uri = SipUri.parse(text)
+    uri.user = None
+    if transport and transport != "udp":
+        uri.params["transport"] = transport
+    return uri
+
+
+class Registration:
+    """Keeps ``user`` registered at ``registrar`` through ``ua`` until ``stop()``."""
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        registrar: str | SipUri,
+        user: str,
+        password: str,
+        *,
+        expires: int = 3600,
+        domain: str | None = None,
+        auth_user: str | None = None,
+        proxy: str | SipUri | None = None,
+        transport: str | None = None,
+        keepalive_interval: float | None = None,
+        retry_base: float = 30.0,
+        retry_cap: float = 1800.0,
+        invites_only_from_registrar: bool = False,
+    ) -> None:
+        self.ua = ua
+        self.registrar = (
+            registrar if isinstance(registrar, SipUri) else normalize_registrar(registrar, transport)
+        )
+        if transport and isinstance(registrar, SipUri) and transport != "udp":
+            self.registrar.params["transport"] = transport
+        self.transport = self.registrar.transport or ("tls" if self.registrar.scheme == "sips" else "udp")
+        self.user = user
+        self.domain = domain or self.registrar.host
+        self.aor = NameAddr(SipUri(user=user, host=self.domain))
+        self.auth = DigestClient(auth_user or user, password)
+        self.proxy = proxy
+        self.requested_expires = expires
+        self.keepalive_interval = keepalive_interval
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self.invites_only_from_registrar = invites_only_from_registrar
+        self.call_id = new_call_id()
+        self.from_tag = new_tag()
+        self.cseq = 0
+        self.state = RegistrationState.IDLE
+        self.expires = 0
+        self.contact = ""
+        self.last_rtt_ms: float | None = None
+        self.last_result: RegistrationResult | None = None
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+
+    @property
+    def _contact(self) -> NameAddr:
+        return self.ua.core.contact(self.transport, self.user)
+
+    async def register_once(self, expires: int | None = None) -> RegistrationResult:
+        """One REGISTER (with its auth and 423 retries); updates ``state``, ``expires``, ``last_rtt_ms``."""
+        want = self.requested_expires if expires is None else expires
+        for _ in range(3):
+            self.cseq += 1
+            contact = self._contact
+            h = Headers([("Contact", f"{contact};expires={want}"), ("Expires", str(want))])
+            from_ = self.aor.copy()
+            from_.tag = self.from_tag
+            started = time.perf_counter()
+            oreq = self.ua.start_request(
+                "REGISTER", self.registrar, proxy=self.proxy, credentials=self.auth, headers=h,
+                from_=from_, to=self.aor, call_id=self.call_id, cseq=self.cseq, transport=self.transport,
+            )  # fmt: skip
+            resp: Response = await oreq.user_data
+            rtt = (time.perf_counter() - started) * 1000.0
+            self.cseq = max(self.cseq, oreq.request.cseq[0])
+            if resp.status == 423 and want:
+                min_expires = resp.headers.get("Min-Expires")
+                if min_expires and min_expires.strip().isdigit() and int(min_expires) > want:
+                    want = int(min_expires)
+                    continue
+            granted = self._granted(resp, contact, want) if 200 <= resp.status < 300 else 0
+            result = RegistrationResult(resp.status, resp.reason, granted, str(contact.uri), rtt, resp)
+            self.last_rtt_ms = rtt
+            self.last_result = result
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _granted(resp: Response, contact: NameAddr, asked: int) -> int:
+        """§10.2.4: the expiry of our binding: its Contact ``expires``, else Expires, else what we asked."""
+        try:
+            contacts = resp.contacts
+        except SipParseError:
+            contacts = []
+        ours = contact.uri
+        for c in contacts:
+            u = c.uri
+            if u.user == ours.user and u.host_ip == ours.host_ip and (u.port or 5060) == (ours.port or 5060):
+                value = c.params.get("expires")
+                if value and value.isdigit():
+                    return int(value)
+        header = resp.headers.get("Expires")
+        if header and header.strip().isdigit():
+            return int(header.strip())
+        return asked
+
+    async def start(self) -> RegistrationResult:
+        """Register now and keep the binding refreshed in the background (retrying with back-off)."""
+        self.state = RegistrationState.REGISTERING
+        if self.invites_only_from_registrar:
+            await self._restrict_invites()
+        result = await self.register_once()
+        self._apply(result)
+        self._task = asyncio.ensure_future(self._run())
+        if self.keepalive_interval:
+            self._keepalive = asyncio.ensure_future(self._keepalives())
+        return result
+
+    async def _restrict_invites(self) -> None:
+        """Let initial INVITEs in only from the registrar (or outbound proxy) addresses; others get 403."""
+        hop = SipUri.parse(str(self.proxy)) if self.proxy else self.registrar
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(hop.host_ip, hop.port or 5060)
+            ips = {str(info[4][0]) for info in infos}
+        except OSError:
+            ips = {hop.host_ip}
+        config = self.ua.core.config
+        config.invite_allow_list = frozenset(config.invite_allow_list or ()) | ips
+
+    def _apply(self, result: RegistrationResult) -> None:
+        if result.ok:
+            self.state = RegistrationState.REGISTERED
+            self.expires = result.expires
+            self.contact = result.contact
+            self.failures = 0
+        else:
+            self.state = RegistrationState.FAILED
+            self.expires = 0
+            self.failures += 1
+            log.info(
+                "REGISTER %s at %s failed: %s %s", self.user, self.registrar, result.status, result.reason
+            )
+
+    async def _run(self) -> None:
+        while True:
+            if self.state is RegistrationState.REGISTERED:
+                delay = refresh_delay(self.expires)
+            else:
+                delay = backoff_delay(self.failures, base=self.retry_base, cap=self.retry_cap)
+            await asyncio.sleep(delay)
+            try:
+                result = await self.register_once()
+            except Exception:
+                log.exception("REGISTER refresh failed")
+                result = RegistrationResult(500, "Internal Error", 0, self.contact, 0.0)
+            self._apply(result)
+
+    async def _keepalives(self) -> None:
+        assert self.keepalive_interval
+        hop = SipUri.parse(str(self.proxy)) if self.proxy else self.registrar
+        dest = destination_for(hop, self.transport)
+        while True:
+            await asyncio.sleep(self.keepalive_interval)
+            self.ua.send_keepalive(dest)
+
+    async def stop(self, unregister: bool = True) -> RegistrationResult | None:
+        """Stop refreshing and remove the binding (``Expires: 0``, §10.2.2)."""
+        for task in (self._task, self._keepalive):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._keepalive = None
+        if not unregister or self.state is not RegistrationState.REGISTERED:
+            self.state = RegistrationState.UNREGISTERED
+            return None
+        return await self.unregister()
+
+    async def unregister(self) -> RegistrationResult:
+        """Remove our binding now (REGISTER with ``Expires: 0``, §10.2.2), whatever the state says."""
+        result = await self.register_once(expires=0)
+        self.state = RegistrationState.UNREGISTERED
+        self.expires = 0
+        return result

@@ -1,0 +1,509 @@
+"""The asyncio edge of G.711 fax passthrough: one RTP socket per call, one media clock per process.
+
+:class:`MediaClock` ticks every 20 ms on absolute deadlines (``t0 + n * 20 ms``), so it never drifts,
+and drives every audio call of the event loop from that one timer: a few hundred calls cost one timer
+callback per tick, not a few hundred. On each tick every :class:`RtpEndpoint` pulls 20 ms from its
+:class:`~t38.engine.FaxSession`, encodes it to G.711 in place behind a reused RTP header and sends it,
+then plays one frame out of its :class:`~t38.rtp.PlayoutBuffer` into the session (or tells the modems
+the samples are missing). Receiving only files packets into the playout buffer.
+
+The sans-I/O parts (packet codec, sender state, playout) are in :mod:`t38.rtp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import logging
+import socket
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Protocol
+
+from t38.engine import FRAME_SAMPLES
+from t38.rtp import (
+    HEADER_SIZE,
+    MISSING,
+    PT_NAMES,
+    PT_PCMA,
+    PT_PCMU,
+    PlayoutBuffer,
+    ReceiverStats,
+    RtpError,
+    RtpSender,
+    SenderStats,
+)
+from t38.spandsp import G711_ALAW, G711_ULAW, SpandspError, ffi, lib
+
+__all__ = [
+    "MAX_CATCH_UP_TICKS",
+    "TICK_SECONDS",
+    "AudioSession",
+    "MediaClient",
+    "MediaClock",
+    "RtpEndpoint",
+    "RtpStats",
+]
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.020
+"""One G.711 packet and one spandsp step: 160 samples at 8 kHz (RFC 3551 §4.5 default ptime)."""
+MAX_CATCH_UP_TICKS = 5
+"""Ticks replayed back to back after a stall; beyond that the clock skips ahead and counts the slip."""
+DSCP_EF = 46 << 2
+"""IP TOS octet for DSCP EF (RFC 3246), what RTP media is usually marked with."""
+DEFAULT_MEDIA_TIMEOUT = 30.0
+"""Seconds without RTP before the call is declared dead (T.30 itself gives up after T1/T5 anyway)."""
+
+Address = tuple[str, int]
+
+
+class AudioSession(Protocol):
+    """What an endpoint needs from a fax session in audio mode (:class:`t38.engine.FaxSession` fits)."""
+
+    @property
+    def result(self) -> object: ...
+
+    def audio_tx(self, count: int = FRAME_SAMPLES) -> Any: ...
+
+    def audio_rx(self, samples: Any, count: int = FRAME_SAMPLES) -> None: ...
+
+    def audio_missing(self, count: int = FRAME_SAMPLES) -> None: ...
+
+
+class MediaClient(Protocol):
+    """Anything the media clock drives."""
+
+    def on_media_tick(self, now: float) -> None:
+        """One 20 ms step; ``now`` is the tick's deadline on the loop clock (not the wake-up time)."""
+
+    def on_media_error(self, exc: Exception) -> None:
+        """``on_media_tick`` raised: the clock has already unregistered the client."""
+
+
+class MediaClock:
+    """The one drift-free 20 ms clock of an event loop (use :meth:`shared`).
+
+    Deadlines are ``t0 + n * interval`` and ``loop.call_at`` waits for each one, so a late wake-up
+    does not push the next one back. When the loop falls behind by whole ticks (a blocked loop, a GC
+    pause), the missed ticks run back to back, at most ``max_catch_up`` of them; the rest are skipped
+    and counted in ``slipped`` (the far end's playout buffer sees a gap, not a speed change).
+    """
+
+    _shared: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        interval: float = TICK_SECONDS,
+        max_catch_up: int = MAX_CATCH_UP_TICKS,
+        history: int = 3000,
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self.interval = interval
+        self.max_catch_up = max_catch_up
+        self._clients: dict[MediaClient, None] = {}
+        self._snapshot: tuple[MediaClient, ...] = ()
+        self._handle: asyncio.TimerHandle | None = None
+        self._ticking = False
+        self._t0 = 0.0
+        self._n = 0
+        self.ticks = 0
+        self.caught_up = 0  # ticks that ran a whole interval or more late (catching up)
+        self.slipped = 0  # ticks skipped altogether
+        self.lateness: collections.deque[float] = collections.deque(maxlen=history)
+
+    @classmethod
+    def shared(cls, loop: asyncio.AbstractEventLoop | None = None) -> MediaClock:
+        """The clock of ``loop`` (the running loop by default), created on first use."""
+        loop = loop or asyncio.get_running_loop()
+        clock = cls._shared.get(loop)
+        if clock is None:
+            clock = cls._shared[loop] = cls(loop)
+        return clock
+
+    @property
+    def clients(self) -> int:
+        return len(self._snapshot)
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None or self._ticking
+
+    def register(self, client: MediaClient) -> None:
+        """Start driving ``client`` from the next tick; the first client starts the clock."""
+        self._clients[client] = None
+        self._snapshot = tuple(self._clients)
+        if self._handle is None and not self._ticking:
+            self._t0 = self._loop.time()
+            self._n = 0
+            self._handle = self._loop.call_at(self._t0, self._on_timer)
+
+    def unregister(self, client: MediaClient) -> None:
+        """Stop driving ``client`` (it may still get the tick in progress); the last one stops the clock."""
+        if client in self._clients:
+            del self._clients[client]
+            self._snapshot = tuple(self._clients)
+        if not self._snapshot:
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+            if MediaClock._shared.get(self._loop) is self:  # idle: let the loop go when it closes
+                del MediaClock._shared[self._loop]
+
+    def lateness_percentiles(self, *percentiles: float) -> dict[float, float]:
+        """Wake-up lateness over the recent ticks, in milliseconds, for the given percentiles (0-100)."""
+        data = sorted(self.lateness)
+        if not data:
+            return {p: 0.0 for p in percentiles}
+        last = len(data) - 1
+        return {p: data[min(last, round(p / 100 * last))] * 1000 for p in percentiles}
+
+    def _on_timer(self) -> None:
+        self._handle = None
+        self._ticking = True
+        try:
+            self._tick()
+        finally:
+            self._ticking = False
+        if self._snapshot and self._handle is None:
+            self._handle = self._loop.call_at(self._t0 + self._n * self.interval, self._on_timer)
+
+    def _tick(self) -> None:
+        # One tick per callback. A tick that is already overdue is scheduled all the same: asyncio
+        # polls sockets before it runs expired timers, so the packets sent in this tick are received
+        # before the next one plays, and missed ticks replay back to back without starving the I/O.
+        interval = self.interval
+        deadline = self._t0 + self._n * interval
+        late = self._loop.time() - deadline
+        self.lateness.append(late)
+        if late >= interval:
+            behind = int(late / interval)  # later deadlines that have passed too
+            if behind > self.max_catch_up:
+                skipped = behind - self.max_catch_up
+                self.slipped += skipped
+                self._n += skipped
+                deadline += skipped * interval
+                log.warning("media clock %.0f ms behind: skipped %d ticks", late * 1000, skipped)
+            self.caught_up += 1
+        self._n += 1
+        self.ticks += 1
+        for client in self._snapshot:
+            try:
+                client.on_media_tick(deadline)
+            except Exception as exc:
+                log.exception("media client %r failed; no more ticks for it", client)
+                self.unregister(client)
+                client.on_media_error(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class RtpStats:
+    """RTP counters of one call for the call report."""
+
+    local_addr: Address | None
+    remote_addr: Address | None
+    payload_type: int
+    codec: str
+    sent: SenderStats
+    received: ReceiverStats
+    strangers: int  # datagrams from an address other than the negotiated peer, dropped
+    malformed: int  # datagrams from the peer that are not RTP (RFC 3550 §5.1), dropped
+    send_errors: int  # datagrams the kernel refused (full socket buffer, unreachable)
+    icmp_errors: int
+    media_timeout: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_g711_states: dict[int, Any] = {}
+_g711_encode = lib.g711_encode  # bound once: the per-tick C calls go straight to spandsp
+_g711_decode = lib.g711_decode
+
+
+def _g711_state(payload_type: int) -> Any:
+    """spandsp's ``g711_state_t`` for a law. Companding is stateless, so one per law serves every call."""
+    state = _g711_states.get(payload_type)
+    if state is None:
+        raw = lib.g711_init(ffi.NULL, G711_ULAW if payload_type == PT_PCMU else G711_ALAW)
+        if raw == ffi.NULL:
+            raise SpandspError("g711_init failed")
+        state = _g711_states[payload_type] = ffi.gc(raw, lib.g711_free)
+    return state
+
+
+def _check_address(addr: Address, what: str) -> Address:
+    """An IP literal and a port, the host in the canonical text form the kernel reports back."""
+    host, port = addr[0], int(addr[1])
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{what} address must be an IP literal, not {host!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what} port {port} out of range")
+    return (ip.compressed, port)
+
+
+class RtpEndpoint(asyncio.DatagramProtocol):
+    """One G.711 RTP stream of one call, bound to a fax session in audio mode (:class:`AudioSession`).
+
+    ``await RtpEndpoint(session, local_addr, remote_addr, payload_type).start()`` binds the socket (or
+    adopts ``sock``, for a port already put in the SDP) and joins the media clock. ``remote_addr`` may be
+    ``None`` until the answer arrives (:meth:`set_remote`); until then nothing is sent and every datagram
+    counts as a stranger. No RTP from the peer for ``media_timeout`` seconds calls ``on_media_timeout``
+    with a reason, once; so does a local media error. The session is the caller's to close.
+    """
+
+    def __init__(
+        self,
+        session: AudioSession,
+        local_addr: Address,
+        remote_addr: Address | None,
+        payload_type: int = PT_PCMU,
+        *,
+        playout_ms: int = 60,
+        media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
+        on_media_timeout: Callable[[str], None] | None = None,
+        on_session_done: Callable[[AudioSession], None] | None = None,
+        clock: MediaClock | None = None,
+        sender: RtpSender | None = None,
+        tos: int | None = DSCP_EF,
+    ) -> None:
+        if payload_type not in (PT_PCMU, PT_PCMA):
+            raise ValueError(f"payload_type must be {PT_PCMU} (PCMU) or {PT_PCMA} (PCMA), not {payload_type}")
+        self.session = session
+        self._local_request = _check_address(local_addr, "local")
+        self._remote = None if remote_addr is None else _check_address(remote_addr, "remote")
+        self.payload_type = payload_type
+        self.media_timeout = media_timeout
+        self.on_media_timeout = on_media_timeout
+        self.on_session_done = on_session_done
+        self._clock = clock
+        self._tos = tos
+        self.sender = sender or RtpSender(payload_type)
+        self.sender.payload_type = payload_type
+        self.playout = PlayoutBuffer(payload_type, delay_ms=playout_ms)
+        self._g711 = _g711_state(payload_type)
+        # One packet buffer for the whole call: the header is packed and the payload encoded in place.
+        self._tx_packet = bytearray(HEADER_SIZE + FRAME_SAMPLES)
+        self._tx_cdata = ffi.from_buffer("uint8_t[]", self._tx_packet)
+        self._tx_payload = self._tx_cdata + HEADER_SIZE
+        self._rx_pcm = ffi.new("int16_t[]", FRAME_SAMPLES)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._time: Callable[[], float] = time.monotonic
+        self._transport: asyncio.BaseTransport | None = None
+        self._sock: socket.socket | None = None
+        self._local: Address | None = None
+        self._last_rx = 0.0
+        self._timed_out = False
+        self._done_reported = False
+        self._closed = False
+        self.strangers = 0
+        self.malformed = 0
+        self.send_errors = 0
+        self.icmp_errors = 0
+
+    # --- lifetime -----------------------------------------------------------------------------------
+    async def start(self, sock: socket.socket | None = None) -> RtpEndpoint:
+        """Bind (or adopt ``sock``), join the event loop and the media clock. Returns ``self``."""
+        if self._loop is not None:
+            raise RuntimeError("RtpEndpoint already started")
+        loop = self._loop = asyncio.get_running_loop()
+        self._time = loop.time
+        if sock is None:
+            sock = self._bind(self._local_request)
+        sock.setblocking(False)
+        self._sock = sock
+        try:
+            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except BaseException:
+            sock.close()
+            self._closed = True
+            raise
+        name = sock.getsockname()
+        self._local = (name[0], name[1])
+        self._last_rx = loop.time()
+        if self._clock is None:
+            self._clock = MediaClock.shared(loop)
+        self._clock.register(self)
+        log.debug("RTP %s:%d -> %s %s", *self._local, self._remote, PT_NAMES[self.payload_type])
+        return self
+
+    @classmethod
+    async def open(
+        cls,
+        session: AudioSession,
+        local_addr: Address,
+        remote_addr: Address | None,
+        payload_type: int = PT_PCMU,
+        **kwargs: Any,
+    ) -> RtpEndpoint:
+        """Construct and :meth:`start` in one step."""
+        return await cls(session, local_addr, remote_addr, payload_type, **kwargs).start()
+
+    def _bind(self, addr: Address) -> socket.socket:
+        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if self._tos is not None and family == socket.AF_INET:
+                try:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self._tos)
+                except OSError:  # not fatal: marking is a courtesy to the network
+                    log.debug("cannot set IP_TOS on the RTP socket")
+            sock.bind(addr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def close(self) -> None:
+        """Leave the clock and close the socket. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._clock is not None:
+            self._clock.unregister(self)
+        if self._transport is not None:
+            self._transport.close()
+        elif self._sock is not None:
+            self._sock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def local_addr(self) -> Address | None:
+        return self._local
+
+    @property
+    def remote_addr(self) -> Address | None:
+        return self._remote
+
+    def set_remote(self, remote_addr: Address, payload_type: int | None = None) -> None:
+        """A re-INVITE (or the answer) names the peer's RTP address and maybe another G.711 law.
+
+        Our stream goes on (same SSRC, RFC 3550 §8); the peer's may restart under a new SSRC, which the
+        playout buffer handles. The media timeout starts over."""
+        self._remote = _check_address(remote_addr, "remote")
+        if payload_type is not None and payload_type != self.payload_type:
+            if payload_type not in (PT_PCMU, PT_PCMA):
+                raise ValueError(f"payload_type must be {PT_PCMU} or {PT_PCMA}, not {payload_type}")
+            self.payload_type = payload_type
+            self.sender.payload_type = payload_type
+            self.playout.set_payload_type(payload_type)
+            self._g711 = _g711_state(payload_type)
+        if self._loop is not None:
+            self._last_rx = self._loop.time()
+        self._timed_out = False
+
+    def stats(self) -> RtpStats:
+        return RtpStats(
+            local_addr=self._local,
+            remote_addr=self._remote,
+            payload_type=self.payload_type,
+            codec=PT_NAMES[self.payload_type],
+            sent=self.sender.stats,
+            received=self.playout.stats(),
+            strangers=self.strangers,
+            malformed=self.malformed,
+            send_errors=self.send_errors,
+            icmp_errors=self.icmp_errors,
+            media_timeout=self._timed_out,
+        )
+
+    # --- asyncio.DatagramProtocol -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        remote = self._remote
+        if remote is None or addr[1] != remote[1] or addr[0] != remote[0] or self._closed:
+            self.strangers += 1
+            return
+        now = self._time()
+        try:
+            self.playout.push_datagram(data, now)
+        except RtpError as exc:
+            self.malformed += 1
+            if self.malformed == 1:
+                log.info("RTP from %s:%d dropped: %s", addr[0], addr[1], exc)
+            return
+        self._last_rx = now
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error for an earlier datagram (port unreachable while the peer re-binds): not fatal."""
+        self.icmp_errors += 1
+        log.debug("RTP socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._clock is not None:
+                self._clock.unregister(self)
+
+    # --- MediaClient ----------------------------------------------------------------------------------
+    def on_media_tick(self, now: float) -> None:
+        """Send one packet, play one frame, watch the peer's silence."""
+        if self._closed:
+            return
+        session = self.session
+        g711 = self._g711
+        pcm = session.audio_tx(FRAME_SAMPLES)
+        remote = self._remote
+        if remote is not None:
+            _g711_encode(g711, self._tx_payload, pcm, FRAME_SAMPLES)
+            self.sender.write_header(self._tx_packet)
+            try:
+                self._sock.sendto(self._tx_packet, remote)  # type: ignore[union-attr]
+            except OSError as exc:  # a full socket buffer or an unreachable peer: RTP loses the packet
+                self.send_errors += 1
+                if self.send_errors == 1:
+                    log.info("RTP send to %s:%d failed: %s", remote[0], remote[1], exc)
+        frame = self.playout.pop(now)
+        if frame.__class__ is bytes:
+            _g711_decode(g711, self._rx_pcm, frame, FRAME_SAMPLES)
+            session.audio_rx(self._rx_pcm, FRAME_SAMPLES)
+        elif frame is MISSING:
+            session.audio_missing(FRAME_SAMPLES)
+        else:
+            for count, data in frame.runs:  # type: ignore[union-attr]
+                if data is None:
+                    session.audio_missing(count)
+                else:
+                    _g711_decode(g711, self._rx_pcm, data, count)
+                    session.audio_rx(self._rx_pcm, count)
+        if (
+            self.media_timeout is not None
+            and not self._timed_out
+            and now - self._last_rx > self.media_timeout
+        ):
+            self._timed_out = True
+            self._report(f"media timeout: no RTP from the peer for {self.media_timeout:g} s")
+        if not self._done_reported and session.result is not None:
+            self._done_reported = True
+            if self.on_session_done is not None:
+                self.on_session_done(session)
+
+    def on_media_error(self, exc: Exception) -> None:
+        self._report(f"media error: {exc!r}")
+        self.close()
+
+    def _report(self, reason: str) -> None:
+        log.warning("RTP %s: %s", self._local, reason)
+        if self.on_media_timeout is not None:
+            try:
+                self.on_media_timeout(reason)
+            except Exception:  # the call layer's bug must not stop the clock for every other call
+                log.exception("on_media_timeout callback failed")
+
+    def __repr__(self) -> str:
+        return f"<RtpEndpoint {self._local} -> {self._remote} {PT_NAMES[self.payload_type]}>"

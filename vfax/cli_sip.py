@@ -1,0 +1,178 @@
+"""SIP commands of the ``vfax`` CLI: ``vfax register`` (try a SIP account) and ``vfax options`` (ping a peer).
+
+Both start a short-lived user agent, do one thing, print the outcome (a line, or JSON with ``--json``) and
+exit 0 on success or 1 with the SIP status and reason. They are wired in ``vfax/cli.py`` with
+``app.command("register")(register_command)`` and ``app.command("options")(options_command)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from sip.errors import SipError
+from sip.registration import Registration, normalize_registrar
+from sip.uri import SipUri
+from sip.useragent import UserAgent
+
+__all__ = ["options_command", "register_command"]
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _local_host_for(host: str, port: int) -> str:
+    """The local address the kernel would use towards ``host`` (a connected UDP socket sends nothing)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        return "127.0.0.1"
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(addr)
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
+def _emit(data: dict[str, Any], as_json: bool, line: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+    else:
+        typer.echo(line)
+
+
+def _bad_input(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+async def _register(
+    server: str, user: str, password: str, transport: str, expires: int, domain: str | None, bind: str | None
+) -> dict[str, Any]:
+    registrar = normalize_registrar(server, transport)
+    local = bind or _local_host_for(registrar.host_ip, registrar.port or 5060)
+    ua = await UserAgent.create(local, 0, (transport,), contact_user=user)
+    try:
+        reg = Registration(ua, registrar, user, password, expires=expires, domain=domain, transport=transport)
+        result = await reg.register_once()
+        data: dict[str, Any] = {
+            "status": result.status,
+            "reason": result.reason,
+            "registered": result.ok,
+            "expires": result.expires,
+            "contact": result.contact,
+            "rtt_ms": round(result.rtt_ms, 1),
+            "registrar": str(registrar),
+            "user": user,
+        }
+        if result.ok:
+            data["unregistered"] = (await reg.unregister()).ok
+        return data
+    finally:
+        await ua.close()
+
+
+def register_command(
+    server: Annotated[str, typer.Option("--server", help="Registrar as HOST[:PORT] or a sip: URI.")],
+    user: Annotated[str, typer.Option("--user", help="SIP user name (also the digest user name).")],
+    password: Annotated[str, typer.Option("--password", help="SIP password for digest authentication.")],
+    transport: Annotated[str, typer.Option("--transport", help="udp or tcp.")] = "udp",
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+    expires: Annotated[
+        int, typer.Option("--expires", help="Requested registration interval, seconds.")
+    ] = 300,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", help="Domain of the address of record (default: the server host)."),
+    ] = None,
+    bind: Annotated[str | None, typer.Option("--bind", help="Local IP address to use.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 40.0,
+) -> None:
+    """Register a SIP account, print status, expiry, contact and round-trip time, then unregister."""
+    transport = transport.lower()
+    if transport not in ("udp", "tcp"):
+        _bad_input(f"unsupported transport {transport!r} (use udp or tcp)")
+    try:
+        data = asyncio.run(
+            asyncio.wait_for(_register(server, user, password, transport, expires, domain, bind), timeout)
+        )
+    except TimeoutError:
+        data = {"status": 408, "reason": "Request Timeout", "registered": False, "user": user}
+    except (SipError, ValueError, OSError) as exc:
+        _bad_input(str(exc))
+        return
+    if data.get("registered"):
+        line = (
+            f"registered {user} at {data['registrar']}: {data['status']} {data['reason']}, "
+            f"expires {data['expires']} s, contact {data['contact']}, rtt {data['rtt_ms']} ms"
+        )
+    else:
+        line = f"registration of {user} failed: SIP {data['status']} {data['reason']}"
+    _emit(data, json_out, line)
+    if not data.get("registered"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+async def _options(uri: SipUri, transport: str | None, bind: str | None) -> dict[str, Any]:
+    tr = transport or uri.transport or "udp"
+    local = bind or _local_host_for(uri.host_ip, uri.port or 5060)
+    ua = await UserAgent.create(local, 0, (tr,))
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        resp = await ua.options(uri, transport=tr)
+        rtt = (loop.time() - started) * 1000.0
+        return {
+            "uri": str(uri),
+            "status": resp.status,
+            "reason": resp.reason,
+            "rtt_ms": round(rtt, 1),
+            "allow": resp.allow,
+            "supported": resp.supported,
+            "server": resp.headers.get("Server") or resp.headers.get("User-Agent"),
+        }
+    finally:
+        with contextlib.suppress(Exception):
+            await ua.close()
+
+
+def options_command(
+    uri: Annotated[str, typer.Argument(help="The peer to ping, e.g. sip:pbx.example.net:5060.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+    transport: Annotated[str | None, typer.Option("--transport", help="udp or tcp.")] = None,
+    bind: Annotated[str | None, typer.Option("--bind", help="Local IP address to use.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 40.0,
+) -> None:
+    """Send a SIP OPTIONS ping and print the answer's status and round-trip time."""
+    try:
+        target = SipUri.parse(uri if uri.lower().startswith(("sip:", "sips:")) else f"sip:{uri}")
+    except SipError as exc:
+        _bad_input(f"bad SIP URI {uri!r}: {exc}")
+        return
+    if transport is not None and transport.lower() not in ("udp", "tcp"):
+        _bad_input(f"unsupported transport {transport!r} (use udp or tcp)")
+    try:
+        data = asyncio.run(asyncio.wait_for(_options(target, transport and transport.lower(), bind), timeout))
+    except TimeoutError:
+        data = {"uri": str(target), "status": 408, "reason": "Request Timeout"}
+    except (SipError, ValueError, OSError) as exc:
+        _bad_input(str(exc))
+        return
+    ok = 200 <= data["status"] < 300
+    if ok:
+        line = f"{data['uri']}: {data['status']} {data['reason']} in {data['rtt_ms']} ms"
+        if data.get("server"):
+            line += f" ({data['server']})"
+    else:
+        line = f"{data['uri']}: SIP {data['status']} {data['reason']}"
+    _emit(data, json_out, line)
+    if not ok:
+        raise typer.Exit(EXIT_FAILED)
