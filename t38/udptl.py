@@ -16,7 +16,8 @@ Length determinants (X.691 §11.9): ``0xxxxxxx`` for 0..127, ``10xxxxxx xxxxxxxx
 ``11mmmmmm`` for a fragment of m*16384 items followed by another determinant.
 
 Three sans-I/O pieces live here: :class:`UdptlPacket` (one datagram, ``parse``/``__bytes__``),
-:class:`UdptlSender` (history, redundancy or FEC, never above the peer's T38FaxMaxDatagram) and
+:class:`UdptlSender` (history, redundancy deeper for T.30 control than for image data, or parity FEC;
+never above the peer's T38FaxMaxDatagram; idle resends of a control tail) and
 :class:`UdptlReceiver` (reordering, duplicates, recovery, sequence wrap, bounded waiting for gaps).
 Time enters only as the ``now`` argument; nothing here touches a socket or a clock.
 """
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_CONTROL_REDUNDANCY",
     "DEFAULT_FEC_ENTRIES",
     "DEFAULT_FEC_SPAN",
+    "DEFAULT_IDLE_RESENDS",
     "DEFAULT_IMAGE_REDUNDANCY",
     "DEFAULT_LOCAL_MAX_DATAGRAM",
     "DEFAULT_PEER_MAX_DATAGRAM",
@@ -70,7 +72,10 @@ DEFAULT_IMAGE_REDUNDANCY = 4
 """Previous IFP packets repeated after an image-data packet (V.27ter/V.29/V.17 data, T.38 §7.3.2).
 
 Chosen for the loss benchmark: with 4 copies behind the primary a packet is lost only when 5 datagrams in a
-row are lost (0.3**5 = 0.24 % at 30 % random loss), and ECM retransmits what still goes missing."""
+row are lost (0.3**5 = 0.24 % at 30 % random loss), and ECM retransmits what still goes missing.
+Measured with two spandsp engines in virtual time, 3 fine ECM pages, 30 ms jitter, default settings:
+20/20 faxes at 20 % and at 30 % random loss each way. At 400 octets of MaxDatagram, 4 image packets of
+V.17 14400 history is about what fits."""
 DEFAULT_CONTROL_REDUNDANCY = 8
 """Previous IFP packets repeated after a T.30 control packet (indicators and V.21 HDLC, T.38 §7.3).
 
@@ -88,6 +93,16 @@ DEFAULT_REORDER_WINDOW = 16
 """Packets past a hole that the receiver holds before it declares the hole unrecoverable."""
 DEFAULT_REORDER_TIMEOUT = 0.3
 """Seconds the receiver waits for a hole to be filled before it lets the later packets through."""
+DEFAULT_IDLE_RESENDS = (0.02, 0.06, 0.12, 0.24)
+"""Seconds after a control datagram at which it is sent again while nothing newer follows.
+
+Redundancy only protects a packet if later datagrams follow, and the tail of a T.30 message (the end of
+the HDLC frame, its sig-end, the no-signal indicator) is followed by silence until the far end answers.
+Losing that tail leaves the far end's HDLC receiver waiting for a carrier that never stops, which spandsp
+ends with "The HDLC carrier did not stop in a timely manner". Sending the last datagram again, same
+seq-number, spread over a quarter second, protects the tail against bursts (in our virtual-time fax
+runs with Gilbert-Elliott bursts of mean length 3 and 10 % burst loss: 14/20 faxes without, 20/20 with).
+A receiver drops the copies it does not need as duplicates (spandsp: "repeat packet")."""
 
 MAX_REDUNDANCY = 15
 """Deepest redundancy we send: Asterisk reads at most 15 secondaries, FreeSWITCH buffers 16."""
@@ -161,7 +176,8 @@ def _length_overhead(n: int) -> int:
         return 1
     if n < _FRAGMENT:
         return 2
-    return n // _FRAGMENT // 4 + (1 if n // _FRAGMENT % 4 else 0) + 1
+    blocks = n // _FRAGMENT  # 16K blocks, sent in fragments of up to 4 blocks, one octet each
+    return (blocks + 3) // 4 + _length_overhead(n % _FRAGMENT)
 
 
 def _encode_unconstrained_int(value: int) -> bytes:
@@ -484,7 +500,9 @@ class UdptlConfig:
     headers when trimming a packet rebuilt from parity. ``image_redundancy`` and ``control_redundancy``
     apply to ec_mode "redundancy"; ``fec_span`` and ``fec_entries`` to "fec" (Asterisk rejects more than
     5 entries and repairs only within 16 packets, so keep entries <= 5 and span*entries < 16 towards it).
-    ``reorder_window`` (packets) and ``reorder_timeout`` (seconds) bound how long a hole is waited for."""
+    ``reorder_window`` (packets) and ``reorder_timeout`` (seconds) bound how long a hole is waited for.
+    ``idle_resends`` are the delays (seconds) at which a control datagram is repeated while the sender
+    is otherwise silent; () turns this off."""
 
     ec_mode: EcMode = "redundancy"
     image_redundancy: int = DEFAULT_IMAGE_REDUNDANCY
@@ -495,6 +513,7 @@ class UdptlConfig:
     peer_max_datagram: int = DEFAULT_PEER_MAX_DATAGRAM
     reorder_window: int = DEFAULT_REORDER_WINDOW
     reorder_timeout: float = DEFAULT_REORDER_TIMEOUT
+    idle_resends: tuple[float, ...] = DEFAULT_IDLE_RESENDS
     t38_version: int = 0
 
     def __post_init__(self) -> None:
@@ -511,6 +530,8 @@ class UdptlConfig:
             raise ValueError("a max datagram below 8 octets cannot carry any IFP")
         if self.reorder_window < 1 or self.reorder_timeout < 0:
             raise ValueError("reorder window must be >= 1 and timeout >= 0")
+        if list(self.idle_resends) != sorted(self.idle_resends) or any(t <= 0 for t in self.idle_resends):
+            raise ValueError("idle_resends must be increasing positive delays")
 
 
 @dataclass
@@ -521,12 +542,15 @@ class UdptlStats:
     """Datagrams sent."""
     largest_datagram: int = 0
     """Octets in the largest datagram sent (never above the peer's T38FaxMaxDatagram)."""
+    resent: int = 0
+    """Copies of an idle control datagram sent again (not counted in ``sent``), see DEFAULT_IDLE_RESENDS."""
     received: int = 0
     """Well-formed datagrams received."""
     largest_received: int = 0
     """Octets in the largest datagram received (compare with the T38FaxMaxDatagram we announced)."""
     duplicates: int = 0
-    """Datagrams whose primary packet had already arrived as a primary."""
+    """Datagrams whose primary packet had already arrived as a primary (network duplicates, and the
+    idle resends of a peer that repeats its last control datagram, as vfax does)."""
     reordered: int = 0
     """Datagrams that arrived after one with a higher sequence number."""
     late: int = 0
@@ -557,7 +581,10 @@ class UdptlSender:
     the oldest packet still owed a copy, image packets in between included.
 
     Every datagram fits ``peer_max_datagram``: error recovery is cut first (oldest secondary first, or
-    fewer parity entries), never the primary; a primary that cannot fit alone is :class:`UdptlSizeError`."""
+    fewer parity entries), never the primary; a primary that cannot fit alone is :class:`UdptlSizeError`.
+
+    Given the time of each :meth:`send`, :meth:`resends_due` repeats the last datagram while the sender
+    is silent after a control packet (``idle_resends``)."""
 
     def __init__(
         self, config: UdptlConfig | None = None, stats: UdptlStats | None = None, seq: int = 0
@@ -568,6 +595,9 @@ class UdptlSender:
         depth = max(self.config.image_redundancy, self.config.control_redundancy)
         depth = max(depth, self.config.fec_span * self.config.fec_entries, 1)
         self._history: deque[tuple[bytes, IfpKind]] = deque(maxlen=depth)
+        self._last: bytes | None = None  # the last datagram, if its primary was control
+        self._last_at = 0.0
+        self._resends = 0  # how many of config.idle_resends were done for it
 
     @property
     def next_seq(self) -> int:
@@ -585,8 +615,10 @@ class UdptlSender:
             size -= 1
         return max(size, 0)
 
-    def send(self, ifp: bytes) -> bytes:
-        """Encode ``ifp`` as the next datagram and remember it for later redundancy or parity."""
+    def send(self, ifp: bytes, now: float | None = None) -> bytes:
+        """Encode ``ifp`` as the next datagram and remember it for later redundancy or parity.
+
+        ``now`` (seconds, any clock) is needed only for :meth:`resends_due`."""
         if not ifp:
             raise ValueError("an IFP packet is never empty")
         ifp = bytes(ifp)
@@ -603,11 +635,32 @@ class UdptlSender:
                 raise UdptlSizeError(f"IFP of {len(ifp)} octets cannot fit T38FaxMaxDatagram {limit}")
         data = bytes(packet)
         assert len(data) <= limit, (len(data), limit)
-        self._history.appendleft((ifp, classify_ifp(ifp, self.config.t38_version)))
+        kind = classify_ifp(ifp, self.config.t38_version)
+        self._history.appendleft((ifp, kind))
+        self._last = data if kind is IfpKind.CONTROL and now is not None else None
+        self._last_at = now or 0.0
+        self._resends = 0
         self._seq = (self._seq + 1) % SEQ_MODULO
         self.stats.sent += 1
         self.stats.largest_datagram = max(self.stats.largest_datagram, len(data))
         return data
+
+    def resends_due(self, now: float) -> list[bytes]:
+        """The last datagram again, once, if a resend is due at ``now`` (call it every tick, ~20 ms).
+
+        Only a datagram whose primary is control is repeated, and only while nothing newer was sent;
+        several due delays at once (a late call) give one copy."""
+        delays = self.config.idle_resends
+        if self._last is None or self._resends >= len(delays):
+            return []
+        due = self._resends
+        while due < len(delays) and now - self._last_at >= delays[due] - 1e-9:
+            due += 1
+        if due == self._resends:
+            return []
+        self._resends = due
+        self.stats.resent += 1
+        return [self._last]
 
     def _with_redundancy(self, ifp: bytes, base: int, limit: int) -> UdptlPacket:
         cfg = self.config
@@ -910,9 +963,13 @@ class Udptl:
         self.sender = UdptlSender(self.config, self.stats, seq)
         self.receiver = UdptlReceiver(self.config, self.stats)
 
-    def send(self, ifp: bytes) -> bytes:
+    def send(self, ifp: bytes, now: float | None = None) -> bytes:
         """Encode the next IFP packet as a datagram."""
-        return self.sender.send(ifp)
+        return self.sender.send(ifp, now)
+
+    def resends_due(self, now: float) -> list[bytes]:
+        """Copies of the last control datagram due while the sender is idle."""
+        return self.sender.resends_due(now)
 
     def receive(self, datagram: bytes, now: float) -> list[Delivered | Gap]:
         """Decode a datagram and return what can be delivered (raises :class:`UdptlError` if malformed)."""

@@ -240,6 +240,25 @@ async def test_malformed_datagrams_from_the_peer_are_counted_and_dropped() -> No
 
 
 @in_loop
+async def test_endpoint_adopts_a_socket_bound_before_the_offer() -> None:
+    a, b = FakeSession(10), FakeSession(10)
+    announced = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    announced.bind(LOOPBACK)
+    port = announced.getsockname()[1]
+    ea = UdptlEndpoint(a, tick=FAST_TICK)
+    eb = UdptlEndpoint(b, tick=FAST_TICK)
+    assert await ea.start(sock=announced) == ("127.0.0.1", port)
+    await eb.start(LOOPBACK, ea.local_address)
+    ea.set_peer(eb.local_address)
+    try:
+        await _wait_both(ea, eb)
+    finally:
+        ea.close()
+        eb.close()
+    assert b.payload_received() == a.payload
+
+
+@in_loop
 async def test_datagrams_from_a_stranger_are_dropped() -> None:
     a, b = FakeSession(20), FakeSession(20)
     ea, eb = await _pair(a, b)
@@ -275,6 +294,35 @@ async def test_session_error_is_counted_and_the_clock_keeps_running() -> None:
         eb.close()
     assert ea.stats().session_errors == 1
     assert b.payload_received()[-1] == a.payload[-1]
+
+
+class SaysOnce(FakeSession):
+    """Sends one control packet (a CED indicator), then stays silent."""
+
+    def take_t38_tx(self) -> list[bytes]:
+        return [bytes([0x04])] if self.advances == 1 else []
+
+    @property
+    def done(self) -> bool:
+        return self.advances > 40
+
+
+@in_loop
+async def test_silent_session_has_its_last_control_datagram_repeated() -> None:
+    a, b = SaysOnce(0), SaysOnce(0)
+    ea, eb = await _pair(a, b)
+    ea.set_peer(eb.local_address)
+    eb.set_peer(ea.local_address)
+    try:
+        await _wait_both(ea, eb)
+        await asyncio.sleep(FAST_TICK * 4)  # let the last copies land
+    finally:
+        ea.close()
+        eb.close()
+    copies = len(UdptlConfig().idle_resends)
+    assert (ea.stats().sent, ea.stats().resent) == (1, copies)
+    assert b.received == [(0, bytes([0x04]))]  # the engine sees CED once
+    assert eb.stats().duplicates == copies
 
 
 @in_loop

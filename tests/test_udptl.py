@@ -186,6 +186,18 @@ def test_primary_of_every_length_class_round_trips(size: int) -> None:
     assert UdptlPacket.parse(bytes(packet)) == packet
 
 
+@pytest.mark.parametrize("mode", ["none", "redundancy", "fec"])
+@pytest.mark.parametrize("size", [16384, 16383 + 200, 40000, 65536 + 100])
+def test_fragmented_primaries_still_fit_a_huge_max_datagram_exactly(mode: str, size: int) -> None:
+    sender = UdptlSender(UdptlConfig(ec_mode=mode, peer_max_datagram=size + 12))
+    ifp = bytes([0xD0]) * size
+    data = sender.send(ifp)
+    assert len(data) <= size + 12
+    assert UdptlPacket.parse(data).primary == ifp
+    biggest = sender.max_ifp_size()
+    assert len(sender.send(bytes(biggest))) <= size + 12
+
+
 def test_packet_refuses_both_redundancy_and_fec() -> None:
     with pytest.raises(ValueError, match="CHOICE"):
         UdptlPacket(0, CED, (CED,), FecInfo(3, ()))
@@ -354,6 +366,47 @@ def test_fec_winds_up_at_the_start_of_a_stream() -> None:
     assert [(f.npackets, len(f.parity)) for f in fecs if f] == [
         (0, 0), (0, 0), (0, 0), (3, 1), (3, 1), (3, 1), (3, 2), (3, 2), (3, 2), (3, 3)
     ]  # fmt: skip
+
+
+def test_idle_control_datagram_is_repeated_on_schedule_then_stops() -> None:
+    sender = UdptlSender(UdptlConfig(idle_resends=(0.02, 0.06, 0.12)))
+    data = sender.send(hdlc_v21(b"\xff\x13\x84"), now=10.0)
+    assert sender.resends_due(10.01) == []
+    assert sender.resends_due(10.02) == [data]
+    assert sender.resends_due(10.04) == []
+    assert sender.resends_due(10.5) == [data]  # a late call: one copy for both remaining delays
+    assert sender.resends_due(11.0) == []
+    assert (sender.stats.sent, sender.stats.resent) == (1, 2)
+
+
+def test_image_datagrams_and_untimed_sends_are_not_repeated() -> None:
+    sender = UdptlSender()
+    sender.send(images(1)[0], now=0.0)
+    assert sender.resends_due(1.0) == []
+    sender.send(CED)
+    assert sender.resends_due(1.0) == []
+
+
+def test_a_new_datagram_restarts_the_resend_schedule() -> None:
+    sender = UdptlSender(UdptlConfig(idle_resends=(0.02,)))
+    sender.send(CED, now=0.0)
+    sender.send(V21_PREAMBLE, now=0.01)
+    assert sender.resends_due(0.02) == []
+    assert UdptlPacket.parse(sender.resends_due(0.03)[0]).primary == V21_PREAMBLE
+
+
+def test_tail_of_a_message_survives_a_burst_through_idle_resends() -> None:
+    # DCS travels as V.21 HDLC chunks, its sig-end and a no-signal indicator; then the sender is silent
+    tail = [hdlc_v21(b"\xff\x13"), hdlc_v21(b"\x83\x00"), bytes([0xC0, 0x01, 0x40]), NO_SIGNAL]
+    sender, receiver = UdptlSender(), UdptlReceiver()
+    for i, ifp in enumerate(tail):
+        sender.send(ifp, now=i * 0.02)  # all four lost in a burst
+    copies = [c for t in (0.08, 0.1, 0.14, 0.2, 0.32) for c in sender.resends_due(t)]
+    assert len(copies) == 4
+    events = receiver.receive(copies[2], now=0.2)  # the burst also took the first two copies
+    assert deliveries(events) == list(enumerate(tail))
+    assert receiver.receive(copies[3], now=0.32) == []
+    assert receiver.stats.duplicates == 1
 
 
 # --- receiver --------------------------------------------------------------------------------------------
