@@ -59,7 +59,8 @@ class VirtualLink:
 class T38Wire(Protocol):
     """How IFP packets travel: one side's encoder and the other side's decoder."""
 
-    def encode(self, ifp: bytes) -> list[Any]: ...
+    def encode(self, ifp: bytes, now: float) -> list[Any]: ...
+    def resends(self, now: float) -> list[Any]: ...
     def decode(self, datagram: Any, now: float) -> list[tuple[int, bytes]]: ...
     def poll(self, now: float) -> list[tuple[int, bytes]]: ...
 
@@ -70,10 +71,13 @@ class RawIfpWire:
 
     seq: int = 0
 
-    def encode(self, ifp: bytes) -> list[Any]:
+    def encode(self, ifp: bytes, now: float) -> list[Any]:
         item = (self.seq, ifp)
         self.seq = (self.seq + 1) & 0xFFFF
         return [item]
+
+    def resends(self, now: float) -> list[Any]:
+        return []
 
     def decode(self, datagram: Any, now: float) -> list[tuple[int, bytes]]:
         return [datagram]
@@ -91,8 +95,11 @@ class UdptlWire:
     def __init__(self, config: UdptlConfig) -> None:
         self.udptl = Udptl(config)
 
-    def encode(self, ifp: bytes) -> list[Any]:
-        return [self.udptl.send(ifp)]
+    def encode(self, ifp: bytes, now: float) -> list[Any]:
+        return [self.udptl.send(ifp, now)]
+
+    def resends(self, now: float) -> list[Any]:
+        return self.udptl.resends_due(now)
 
     def decode(self, datagram: Any, now: float) -> list[tuple[int, bytes]]:
         try:
@@ -225,6 +232,7 @@ def run_back_to_back(
                 src.advance,
                 src.take_t38_tx,
                 enc.encode,
+                enc.resends,
                 link.send,
                 link.receive,
                 dec.decode,
@@ -238,11 +246,13 @@ def run_back_to_back(
         ]
         while step < max_steps and (calling.result is None or answering.result is None):
             now = step * FRAME_SECONDS
-            for advance, take, encode, send, receive, decode, poll, deliver in paths:
+            for advance, take, encode, resends, send, receive, decode, poll, deliver in paths:
                 advance(FRAME_SAMPLES)
                 for ifp in take():
-                    for datagram in encode(ifp):
+                    for datagram in encode(ifp, now):
                         send(now, datagram)
+                for datagram in resends(now):
+                    send(now, datagram)
                 for datagram in receive(now):
                     for seq, ifp in decode(datagram, now):
                         deliver(ifp, seq)
