@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from t38.engine import Media  # noqa: E402
-from vfax.documents import Resolution, prepare_fax_tiff, sample_document  # noqa: E402
-from vfax.simulate import NetworkModel, SimulationRequest, run_pair  # noqa: E402
+from t38.engine import Media
+from vfax.documents import Resolution, prepare_fax_tiff, sample_document
+from vfax.simulate import NetworkModel, SimulationRequest, run_pair
 
 # name -> (ec, image depth, control depth); None means vfax's defaults
 SETTINGS: dict[str, tuple[str | None, int | None, int | None]] = {
@@ -68,7 +68,12 @@ def main() -> None:
     names = [n.strip() for n in args.settings.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         doc = prepare_fax_tiff(sample_document(), Path(tmp) / "send.tif", resolution=Resolution.FINE)
-        jobs = [(n, loss, seed, str(doc.path)) for n in names for loss in losses for seed in range(1, args.seeds + 1)]
+        jobs = [
+            (n, loss, seed, str(doc.path))
+            for n in names
+            for loss in losses
+            for seed in range(1, args.seeds + 1)
+        ]
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             results = list(pool.map(one, jobs, chunksize=4))
     print(f"3-page fine fax with ECM, T.38 over UDPTL, {args.seeds} seeds per cell: successes (mean line s)")
