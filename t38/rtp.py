@@ -355,6 +355,11 @@ class PlayoutBuffer:
 
     The samples sit in a ring of G.711 octets with a presence mask beside it, both bytearrays: a push
     and a pop are a few slice operations at C speed, and the common 160-octet frame is one copy.
+
+    Any clock drives it: the real-time edge calls ``pop(tick_deadline)`` once per media tick; a
+    virtual-time line calls ``push_datagram(datagram, now)`` for each packet delivered by ``now`` and
+    then ``pop(now)`` once per 20 ms step. A frame that comes back :data:`MISSING` (or the ``None`` runs
+    of a :class:`PartialFrame`) goes to the modems as ``audio_missing``, never as zeros.
     """
 
     __slots__ = (

@@ -233,7 +233,7 @@ def test_media_timeout_fires_once_when_the_peer_goes_silent(
             ("127.0.0.1", 0),
             None,
             clock=clock,
-            media_timeout=0.3,
+            media_timeout=0.5,
             on_media_timeout=on_timeout,
         ).start()
         assert a.local_addr is not None
@@ -242,7 +242,7 @@ def test_media_timeout_fires_once_when_the_peer_goes_silent(
         ).start()
         assert b.local_addr is not None
         a.set_remote(b.local_addr)
-        await asyncio.sleep(0.6)  # the peer talks: twice the timeout, and nothing fires
+        await asyncio.sleep(1.0)  # the peer talks: twice the timeout, and nothing fires
         early.extend(reasons)
         b.close()  # the peer goes silent
         await asyncio.wait_for(fired.wait(), 5.0)
