@@ -1,0 +1,552 @@
+"""The durable job store: queue order, retries, cancel, inbox, events, migrations, crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vfax.jobstore import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    AsyncJobStore,
+    InboundState,
+    InvalidTransitionError,
+    JobFilter,
+    JobNotFoundError,
+    JobState,
+    Migration,
+    SchemaError,
+    SqliteJobStore,
+    TerminalEventExistsError,
+    apply_migrations,
+    new_id,
+)
+from vfax.retry import OPT_ECM, OPT_MAX_BITRATE, AttemptResult, RetryPolicy
+from vfax.status import T30_ERR_CANNOT_TRAIN, FaxStatus
+
+T0 = 1_800_000_000.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
+    s = SqliteJobStore(tmp_path / "jobs.db", policy=RetryPolicy(jitter=0.0), clock=lambda: T0)
+    yield s
+    s.close()
+
+
+def _terminal_events(store: SqliteJobStore, job_id: str) -> list[FaxStatus]:
+    return [e.status for e in store.events_for(job_id) if e.terminal]
+
+
+# -- opening ------------------------------------------------------------------------------------
+
+
+def test_store_opens_in_wal_with_full_sync_and_foreign_keys(store: SqliteJobStore) -> None:
+    assert store.pragma("journal_mode") == "wal"
+    assert store.pragma("synchronous") == 2  # FULL
+    assert store.pragma("foreign_keys") == 1
+    assert store.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+    assert store.integrity_check() == "ok"
+
+
+def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert apply_migrations(conn, MIGRATIONS[:1]) == 1
+    conn.execute(
+        "INSERT INTO outbound_jobs (id, created_at, updated_at, document, destination, not_before,"
+        " max_attempts, state, options) VALUES ('job-v1', 1, 1, '/spool/a.tif', 'sip:2000@127.0.0.1', 1, 3,"
+        " 'queued', '{\"ecm\": true}')"
+    )
+    conn.execute(
+        "INSERT INTO events (job_id, seq, type, status, payload, created_at, terminal)"
+        " VALUES ('job-v1', 1, 'status', ?, '{}', 1, 0)",
+        (int(FaxStatus.FS_DIALING),),
+    )
+    conn.close()
+
+    with SqliteJobStore(path) as upgraded:
+        assert upgraded.schema_version == SCHEMA_VERSION
+        job = upgraded.get("job-v1")
+        assert job.destination == "sip:2000@127.0.0.1" and job.options == {"ecm": True}
+        assert job.fax_failures == 0
+        assert [e.status for e in upgraded.events_for("job-v1")] == [FaxStatus.FS_DIALING]
+        claimed = upgraded.claim_next(now=2.0)
+        assert claimed is not None and claimed.id == "job-v1"
+        upgraded.record_attempt_result("job-v1", AttemptResult(FaxStatus.FS_COMPLETED, pages=1), now=3.0)
+        assert upgraded.integrity_check() == "ok"
+    conn = sqlite3.connect(path)
+    assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    conn.close()
+
+
+def test_failed_migration_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with SqliteJobStore(path) as store:
+        job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+    broken = Migration(
+        SCHEMA_VERSION + 1,
+        "half-done upgrade",
+        ("ALTER TABLE outbound_jobs ADD COLUMN note TEXT", "CREATE TABLE oops (x INTEGER"),
+    )
+    with pytest.raises(sqlite3.OperationalError):
+        SqliteJobStore(path, migrations=(*MIGRATIONS, broken))
+    with SqliteJobStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.get(job.id).state is JobState.QUEUED
+        columns = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(outbound_jobs)")]
+        assert "note" not in columns
+
+
+def test_newer_schema_is_refused_by_older_code(tmp_path: Path) -> None:
+    SqliteJobStore(tmp_path / "new.db").close()
+    with pytest.raises(SchemaError, match="newer"):
+        SqliteJobStore(tmp_path / "new.db", migrations=MIGRATIONS[:1])
+
+
+def test_ids_sort_by_creation_time() -> None:
+    ids = [new_id(T0 + i * 0.002) for i in range(50)]
+    assert ids == sorted(ids) and len(set(ids)) == 50
+    assert all(len(i) == 26 for i in ids)
+
+
+# -- the queue ----------------------------------------------------------------------------------
+
+
+def test_claim_takes_highest_priority_then_oldest_and_skips_scheduled_jobs(store: SqliteJobStore) -> None:
+    low = store.submit("/spool/low.tif", "sip:1@127.0.0.1", priority=0, now=T0)
+    high_later = store.submit("/spool/h2.tif", "sip:2@127.0.0.1", priority=5, now=T0 + 2)
+    high_first = store.submit("/spool/h1.tif", "sip:3@127.0.0.1", priority=5, now=T0 + 1)
+    scheduled = store.submit("/spool/s.tif", "sip:4@127.0.0.1", priority=9, not_before=T0 + 3600, now=T0)
+
+    order = [store.claim_next(now=T0 + 10) for _ in range(4)]
+    assert [j.id if j else None for j in order] == [high_first.id, high_later.id, low.id, None]
+    assert all(
+        j.state is JobState.IN_FLIGHT and j.attempts == 1 and j.lease_owner == store.owner for j in order if j
+    )
+    later = store.claim_next(now=T0 + 3600)
+    assert later is not None and later.id == scheduled.id
+
+
+def test_claim_for_a_device_takes_its_own_jobs_and_unassigned_ones(store: SqliteJobStore) -> None:
+    other = store.submit("/spool/a.tif", "sip:1@127.0.0.1", device="line2", priority=9)
+    mine = store.submit("/spool/b.tif", "sip:2@127.0.0.1", device="line1")
+    anyone = store.submit("/spool/c.tif", "sip:3@127.0.0.1")
+    taken = [store.claim_next(device="line1") for _ in range(3)]
+    assert {j.id for j in taken if j} == {mine.id, anyone.id} and taken[2] is None
+    assert store.get(other.id).state is JobState.QUEUED
+
+
+def test_busy_is_rescheduled_with_backoff_then_completes_with_one_terminal_event(
+    store: SqliteJobStore,
+) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1", options={OPT_ECM: True, "tsid": "vfax"})
+    assert store.claim_next(now=T0) is not None
+    after_busy = store.record_attempt_result(
+        job.id, AttemptResult(FaxStatus.FS_BUSY, sip_code=486), now=T0 + 5
+    )
+    assert after_busy.state is JobState.QUEUED and after_busy.not_before == T0 + 65
+    assert after_busy.last_status is FaxStatus.FS_BUSY and after_busy.lease_owner is None
+    assert store.claim_next(now=T0 + 64) is None
+    again = store.claim_next(now=T0 + 65)
+    assert again is not None and again.attempts == 2
+    done = store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=3), now=T0 + 100)
+    assert done.state is JobState.COMPLETED and done.pages_sent == 3 and done.finished_at == T0 + 100
+    assert done.terminal_event_emitted
+    events = store.events_for(job.id)
+    assert [(e.seq, e.type, e.status) for e in events] == [
+        (1, "status", FaxStatus.FS_BUSY),
+        (2, "terminal", FaxStatus.FS_COMPLETED),
+    ]
+    assert events[0].payload["retry"] is True and events[1].payload["state"] == "completed"
+
+
+def test_exhausted_retries_fail_the_job_once(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1", max_attempts=2)
+    now = T0
+    for _ in range(2):
+        claimed = store.claim_next(now=now)
+        assert claimed is not None
+        store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_NO_ANSWER, sip_code=408), now=now)
+        now += 1000
+    final = store.get(job.id)
+    assert final.state is JobState.FAILED and final.attempts == 2
+    assert _terminal_events(store, job.id) == [FaxStatus.FS_NO_ANSWER]
+    assert store.claim_next(now=now) is None
+
+
+def test_fax_phase_failure_stores_the_9600_no_ecm_fallback_for_the_next_attempt(
+    store: SqliteJobStore,
+) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1", options={OPT_ECM: True, OPT_MAX_BITRATE: 14400})
+    store.claim_next(now=T0)
+    failed = AttemptResult(FaxStatus.FS_FATAL_ERROR, pages=0, t30_code=T30_ERR_CANNOT_TRAIN, error="no train")
+    requeued = store.record_attempt_result(job.id, failed, now=T0)
+    assert requeued.state is JobState.QUEUED
+    assert requeued.options == {OPT_ECM: False, OPT_MAX_BITRATE: 9600}
+    assert requeued.fax_failures == 1 and requeued.last_error == "no train"
+
+
+def test_bad_address_fails_at_once(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:nobody@127.0.0.1")
+    store.claim_next(now=T0)
+    final = store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_BAD_ADDRESS, sip_code=404), now=T0)
+    assert final.state is JobState.FAILED and final.attempts == 1
+
+
+def test_cancel_queued_job_ends_it_with_user_abort(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+    cancelled = store.cancel(job.id)
+    assert cancelled.state is JobState.CANCELLED
+    assert _terminal_events(store, job.id) == [FaxStatus.FS_USER_ABORT]
+    assert store.claim_next(now=T0 + 1) is None
+    assert store.cancel(job.id) == cancelled  # idempotent, no second event
+    assert len(store.events_for(job.id)) == 1
+
+
+def test_cancel_in_flight_job_flags_it_and_its_failure_is_not_retried(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+    store.claim_next(now=T0)
+    flagged = store.cancel(job.id)
+    assert flagged.state is JobState.IN_FLIGHT and flagged.cancel_requested
+    final = store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_BUSY), now=T0 + 1)
+    assert final.state is JobState.CANCELLED
+    assert _terminal_events(store, job.id) == [FaxStatus.FS_BUSY]
+
+
+def test_cancel_too_late_keeps_a_completed_fax_completed(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+    store.claim_next(now=T0)
+    store.cancel(job.id)
+    final = store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1), now=T0 + 1)
+    assert final.state is JobState.COMPLETED
+
+
+def test_result_for_a_job_that_is_not_in_flight_is_refused(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+    with pytest.raises(InvalidTransitionError, match="queued"):
+        store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1))
+    with pytest.raises(JobNotFoundError):
+        store.get("no-such-job")
+    with pytest.raises(JobNotFoundError):
+        store.cancel("no-such-job")
+
+
+def test_list_filters_and_pages(store: SqliteJobStore) -> None:
+    jobs = [store.submit(f"/spool/{i}.tif", f"sip:{i}@127.0.0.1", device="d1", now=T0 + i) for i in range(5)]
+    store.submit("/spool/x.tif", "sip:9@127.0.0.1", device="d2", now=T0 + 10)
+    store.cancel(jobs[0].id)
+    assert [j.id for j in store.list(JobFilter(device="d1"), limit=2, offset=1)] == [jobs[1].id, jobs[2].id]
+    queued = store.list(JobFilter(states=frozenset({JobState.QUEUED}), device="d1"))
+    assert [j.id for j in queued] == [j.id for j in jobs[1:]]
+    assert [j.destination for j in store.list(JobFilter(destination="sip:9@127.0.0.1"))] == [
+        "sip:9@127.0.0.1"
+    ]
+
+
+# -- inbound ------------------------------------------------------------------------------------
+
+
+def test_inbound_is_recorded_before_answer_and_finishes_once(store: SqliteJobStore, tmp_path: Path) -> None:
+    fax = store.record_inbound(call_id="abc@127.0.0.1", caller="1001", callee="2000", device="line1")
+    assert fax.state is InboundState.RECEIVING and store.get_inbound(fax.id).call_id == "abc@127.0.0.1"
+    store.update_inbound(fax.id, pages=1, remote_csi="+1 555 0100")
+    done = store.finish_inbound(fax.id, FaxStatus.FS_COMPLETED, pages=2)
+    assert done.state is InboundState.COMPLETED and done.pages == 2 and done.remote_csi == "+1 555 0100"
+    placed = store.place_inbound_files(fax.id, tiff_path=tmp_path / "a.tif", pdf_path=tmp_path / "a.pdf")
+    assert placed.pdf_path == str(tmp_path / "a.pdf")
+    assert _terminal_events(store, fax.id) == [FaxStatus.FS_COMPLETED]
+    with pytest.raises(InvalidTransitionError):
+        store.finish_inbound(fax.id, FaxStatus.FS_DISCONNECTED, pages=2)
+    with pytest.raises(InvalidTransitionError):
+        store.update_inbound(fax.id, pages=3)
+
+
+@pytest.mark.parametrize(
+    ("status", "pages", "state"),
+    [
+        (FaxStatus.FS_DISCONNECTED, 2, InboundState.PARTIAL),
+        (FaxStatus.FS_DISCONNECTED, 0, InboundState.FAILED),
+        (FaxStatus.FS_COMPLETED, 0, InboundState.FAILED),
+        (FaxStatus.FS_NOT_FAX_CALL, 0, InboundState.FAILED),
+    ],
+)
+def test_inbound_end_state_follows_status_and_pages(
+    store: SqliteJobStore, status: FaxStatus, pages: int, state: InboundState
+) -> None:
+    fax = store.record_inbound(call_id="c", caller="1", callee="2", device="d")
+    assert store.finish_inbound(fax.id, status, pages=pages).state is state
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+def test_second_terminal_event_is_refused_and_changes_nothing(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+    store.append_event(job.id, "status", FaxStatus.FS_DIALING)
+    first = store.append_event(job.id, "terminal", FaxStatus.FS_BUSY, {"why": "486"})
+    assert first.seq == 2 and store.get(job.id).terminal_event_emitted
+    before = store.events_for(job.id)
+    with pytest.raises(TerminalEventExistsError, match=job.id):
+        store.append_event(job.id, "terminal", FaxStatus.FS_COMPLETED)
+    with pytest.raises(TerminalEventExistsError):
+        store.append_event(job.id, "page", FaxStatus.FS_TRANSMITTING, {"pages": 1})
+    assert store.events_for(job.id) == before
+
+
+def test_job_with_a_hand_written_terminal_event_is_finished_not_retried(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+    store.claim_next(now=T0)
+    store.append_event(job.id, "terminal", FaxStatus.FS_BUSY)
+    final = store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_BUSY), now=T0 + 1)
+    assert final.state is JobState.FAILED  # not back in the queue after its end was announced
+    assert _terminal_events(store, job.id) == [FaxStatus.FS_BUSY]
+
+
+def test_database_itself_rejects_a_second_terminal_row(store: SqliteJobStore) -> None:
+    store.append_event("job-x", "terminal", FaxStatus.FS_COMPLETED)
+    conn = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.IntegrityError, match=r"events\.job_id"):
+        conn.execute(
+            "INSERT INTO events (job_id, seq, type, status, payload, created_at, terminal)"
+            " VALUES ('job-x', 99, 'terminal', 1, '{}', 0, 1)"
+        )
+    conn.close()
+
+
+def test_terminal_event_needs_a_terminal_status(store: SqliteJobStore) -> None:
+    with pytest.raises(ValueError, match="FS_TRANSMITTING"):
+        store.append_event("job-y", "terminal", FaxStatus.FS_TRANSMITTING)
+    with pytest.raises(ValueError, match="type"):
+        store.append_event("job-y", "finished", FaxStatus.FS_COMPLETED)  # type: ignore[arg-type]
+    assert store.events_for("job-y") == []
+
+
+# -- recovery -----------------------------------------------------------------------------------
+
+
+def test_recovery_requeues_or_fails_in_flight_work_and_keeps_partial_pages(tmp_path: Path) -> None:
+    dead = SqliteJobStore(tmp_path / "jobs.db", owner="ghost:1:dead", policy=RetryPolicy(jitter=0.0))
+    retry = dead.submit("/spool/a.tif", "sip:1@127.0.0.1", max_attempts=3)
+    last = dead.submit("/spool/b.tif", "sip:2@127.0.0.1", max_attempts=1)
+    asked = dead.submit("/spool/c.tif", "sip:3@127.0.0.1", max_attempts=3)
+    for _ in range(3):
+        dead.claim_next(now=T0)
+    dead.cancel(asked.id)
+    spool = tmp_path / "in1.tif"
+    spool.write_bytes(b"II*\x00" + bytes(64))
+    partial = dead.record_inbound(call_id="c1", caller="1", callee="2", device="d", tiff_path=spool)
+    dead.update_inbound(partial.id, pages=2)
+    empty = dead.record_inbound(
+        call_id="c2", caller="1", callee="2", device="d", tiff_path=tmp_path / "in2.tif"
+    )
+    dead.close()
+
+    store = SqliteJobStore(tmp_path / "jobs.db", policy=RetryPolicy(jitter=0.0))
+    report = store.recover_after_crash(T0 + 10, owner_alive=lambda owner: owner != "ghost:1:dead")
+    assert (report.requeued, report.failed, report.cancelled) == ([retry.id], [last.id], [asked.id])
+    assert (report.inbound_partial, report.inbound_failed) == ([partial.id], [empty.id])
+    requeued = store.get(retry.id)
+    assert requeued.state is JobState.QUEUED and requeued.attempts == 1 and requeued.not_before == T0 + 70
+    assert store.get(last.id).last_status is FaxStatus.FS_DISCONNECTED
+    assert store.get_inbound(partial.id).pages == 2 and spool.exists()
+    assert store.get_inbound(empty.id).state is InboundState.FAILED
+    for job_id in (last.id, asked.id, partial.id, empty.id):
+        assert len(_terminal_events(store, job_id)) == 1
+    assert store.recover_after_crash(T0 + 20, owner_alive=lambda owner: False).changed == 0
+    store.close()
+
+
+def test_recovery_leaves_live_owners_alone(store: SqliteJobStore) -> None:
+    job = store.submit("/spool/a.tif", "sip:1@127.0.0.1")
+    store.claim_next(now=T0)
+    fax = store.record_inbound(call_id="c", caller="1", callee="2", device="d")
+    assert store.recover_after_crash(T0).changed == 0  # our own owner, and default liveness says alive
+    assert store.get(job.id).state is JobState.IN_FLIGHT
+    assert store.get_inbound(fax.id).state is InboundState.RECEIVING
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from vfax.jobstore import SqliteJobStore
+
+    db, spool = sys.argv[1], Path(sys.argv[2])
+    store = SqliteJobStore(db)
+
+    def submit(i):
+        job = store.submit(f"/spool/{i}.tif", f"sip:{1000 + i}@127.0.0.1", priority=i % 3,
+                           max_attempts=1 if i % 2 else 3)
+        print("submitted", job.id, flush=True)
+
+    for i in range(20):
+        submit(i)
+    for _ in range(6):
+        job = store.claim_next()
+        print("claimed", job.id, job.max_attempts, flush=True)
+    partial = store.record_inbound(call_id="c1", caller="1001", callee="2000", device="line1",
+                                   tiff_path=spool / "in1.tif")
+    (spool / "in1.tif").write_bytes(b"II*\\x00" + bytes(200))
+    store.update_inbound(partial.id, pages=2)
+    print("partial", partial.id, flush=True)
+    empty = store.record_inbound(call_id="c2", caller="1002", callee="2000", device="line1",
+                                 tiff_path=spool / "in2.tif")
+    print("empty", empty.id, flush=True)
+    print("ready", flush=True)
+    i = 20
+    while True:
+        submit(i)
+        i += 1
+    """
+)
+
+
+def test_kill_9_mid_loop_loses_no_job_and_recovery_settles_in_flight_work(tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(db), str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert child.stdout is not None
+    lines: list[list[str]] = []
+    try:
+        for line in child.stdout:
+            lines.append(line.split())
+            if lines[-1] == ["ready"]:
+                break
+        for _ in range(15):  # let it get well into the submit loop
+            lines.append(child.stdout.readline().split())
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        lines += [ln.split() for ln in child.stdout.read().splitlines()]
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    submitted = [ln[1] for ln in lines if ln and ln[0] == "submitted"]
+    claimed = {ln[1]: int(ln[2]) for ln in lines if ln and ln[0] == "claimed"}
+    partial = next(ln[1] for ln in lines if ln and ln[0] == "partial")
+    empty = next(ln[1] for ln in lines if ln and ln[0] == "empty")
+    assert len(submitted) >= 35 and len(claimed) == 6
+
+    with SqliteJobStore(db, policy=RetryPolicy(jitter=0.0)) as store:
+        assert store.integrity_check() == "ok"
+        report = store.recover_after_crash()
+        assert sorted(report.requeued) == sorted(j for j, m in claimed.items() if m == 3)
+        assert sorted(report.failed) == sorted(j for j, m in claimed.items() if m == 1)
+        assert (report.inbound_partial, report.inbound_failed) == ([partial], [empty])
+
+        all_jobs = {j.id: j for j in store.list(limit=10_000)}
+        assert set(submitted) <= set(all_jobs)  # every acknowledged submit survived
+        counts = store.count()
+        assert counts.get("in_flight", 0) == 0
+        assert counts["failed"] == len(report.failed)
+        assert counts["queued"] == len(all_jobs) - len(report.failed)
+        for job_id in report.requeued:
+            assert (
+                all_jobs[job_id].attempts == 1 and all_jobs[job_id].last_status is FaxStatus.FS_DISCONNECTED
+            )
+        assert store.get_inbound(partial).state is InboundState.PARTIAL
+        assert store.get_inbound(partial).pages == 2 and (tmp_path / "in1.tif").stat().st_size > 0
+        assert store.get_inbound(empty).state is InboundState.FAILED
+        for job_id in [*report.failed, partial, empty]:
+            assert len(_terminal_events(store, job_id)) == 1
+        assert store.integrity_check() == "ok"
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+
+def test_two_connections_claiming_at_once_never_take_the_same_job(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with SqliteJobStore(path) as seed:
+        expected = {seed.submit(f"/spool/{i}.tif", f"sip:{i}@127.0.0.1").id for i in range(40)}
+    stores = [SqliteJobStore(path) for _ in range(2)]
+    taken: list[list[str]] = [[], []]
+
+    def worker(n: int) -> None:
+        while (job := stores[n].claim_next()) is not None:
+            taken[n].append(job.id)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    everything = taken[0] + taken[1]
+    assert len(everything) == len(set(everything)) == 40 and set(everything) == expected
+
+
+CLAIMER = textwrap.dedent(
+    """
+    import sys
+    from vfax.jobstore import SqliteJobStore
+
+    store = SqliteJobStore(sys.argv[1])
+    print("started", flush=True)
+    sys.stdin.readline()  # start together
+    while (job := store.claim_next()) is not None:
+        print(job.id, flush=True)
+    """
+)
+
+
+def test_two_processes_claiming_from_one_file_never_take_the_same_job(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with SqliteJobStore(path) as seed:
+        expected = {seed.submit(f"/spool/{i}.tif", f"sip:{i}@127.0.0.1").id for i in range(60)}
+    script = tmp_path / "claimer.py"
+    script.write_text(CLAIMER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "started"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outputs = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    everything = outputs[0] + outputs[1]
+    assert len(everything) == len(set(everything)) == 60 and set(everything) == expected
+
+
+def test_async_wrapper_runs_the_same_operations(tmp_path: Path) -> None:
+    async def scenario() -> JobState:
+        store = AsyncJobStore(SqliteJobStore(tmp_path / "jobs.db"))
+        job = await store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+        claimed = await store.claim_next()
+        assert claimed is not None and claimed.id == job.id
+        await store.append_event(job.id, "page", FaxStatus.FS_TRANSMITTING, {"pages": 1})
+        await store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1))
+        events = await store.events_for(job.id)
+        assert [e.type for e in events] == ["page", "terminal"]
+        final = await store.get(job.id)
+        await store.close()
+        return final.state
+
+    assert asyncio.run(scenario()) is JobState.COMPLETED

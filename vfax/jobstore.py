@@ -1,0 +1,1367 @@
+"""The durable job store: outbound queue, inbound inbox, the event outbox and its delivery records.
+
+A fax job is money and a received fax is somebody's contract, so the store is built for durability first:
+SQLite in WAL mode with ``synchronous=FULL`` (a committed transaction survives a power cut), foreign keys
+on, schema migrations applied in order inside one transaction at open. :class:`JobStore` is the interface
+the controller uses; :class:`SqliteJobStore` implements it, and a PostgreSQL backend (several vfax nodes
+sharing one queue) can implement the same protocol later (``claim_next`` maps to
+``SELECT ... FOR UPDATE SKIP LOCKED``).
+
+Outbound jobs (``queued -> in_flight -> completed | failed | cancelled``, or back to ``queued`` to retry)
+------------------------------------------------------------------------------------------------------
+- :meth:`~SqliteJobStore.submit` queues a document for a destination with a priority (higher first), a
+  schedule time ``not_before``, ``max_attempts`` and options (``ecm``, ``max_bitrate``, ``header``,
+  ``tsid``...).
+- :meth:`~SqliteJobStore.claim_next` atomically takes the best due job (highest priority, then oldest)
+  and marks it ``in_flight`` under this process's lease owner; it counts the attempt at once, so a job
+  that crashes the process every time still runs out of attempts.
+- :meth:`~SqliteJobStore.record_attempt_result` applies the :class:`~vfax.retry.RetryPolicy`: back to
+  ``queued`` with a back-off (maybe with a 9600 bit/s, no-ECM fall-back), or finished with its terminal
+  event, in the same transaction.
+- :meth:`~SqliteJobStore.cancel`: a queued job is cancelled at once; an in-flight one gets
+  ``cancel_requested`` for the device to abort (its result then finishes the job as cancelled).
+
+Inbound faxes (``receiving -> completed | partial | failed``)
+-------------------------------------------------------------
+The row is written *before* the call is answered (:meth:`~SqliteJobStore.record_inbound`), so a crash in
+the middle of a reception leaves a trace; pages are counted as they arrive, the files are noted once placed.
+
+Events
+------
+:meth:`~SqliteJobStore.append_event` is the only way to write an event. A unique partial index
+(``events(job_id) WHERE terminal``) makes a second terminal event for a job impossible:
+it raises :class:`TerminalEventExistsError` and changes nothing. The :class:`vfax.events.EventDispatcher`
+reads the outbox through :meth:`~SqliteJobStore.pending_events` and records each sink's outcome in the
+``deliveries`` table (attempts, next try, delivered, dead letter, last error).
+
+Crash recovery
+--------------
+:meth:`~SqliteJobStore.recover_after_crash` (call it at start-up) finds work left by dead processes:
+``in_flight`` jobs are treated as an attempt that ended ``FS_DISCONNECTED`` (attempt counted, then retried
+or failed per policy; cancelled if a cancel was pending), and ``receiving`` faxes become ``partial`` when
+their TIFF holds data (the pages are kept) or ``failed`` otherwise. A process is dead when its lease owner
+(``host:pid:token``) names this host and a pid that no longer exists; owners on other hosts are left alone.
+
+Concurrency
+-----------
+One connection per store object, guarded by a lock, so a store can be shared by threads. Every call is one
+short transaction (a few milliseconds, most of it the fsync of ``synchronous=FULL``); from asyncio use
+:class:`AsyncJobStore`, which runs each call in a worker thread (``asyncio.to_thread``). Several processes
+may open the same file: WAL lets readers run beside the writer, ``busy_timeout`` makes writers wait for one
+another, and every write transaction starts with ``BEGIN IMMEDIATE`` so two claimers never take one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins  # the stores have a method named `list`: annotations say builtins.list
+import contextlib
+import enum
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vfax.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
+from vfax.retry import AttemptResult, RetryPolicy
+from vfax.status import FaxStatus
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------
+
+
+class JobStoreError(Exception):
+    """Base class of the store's own errors."""
+
+
+class JobNotFoundError(JobStoreError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job or inbound fax with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidTransitionError(JobStoreError):
+    """The call does not fit the job's current state (a bug of the caller, not of the peer)."""
+
+
+class TerminalEventExistsError(JobStoreError):
+    """A job already has its terminal event: a second one (or any event after it) is refused."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} already has its terminal event; nothing was written")
+        self.job_id = job_id
+
+
+class SchemaError(JobStoreError):
+    """The database schema is newer than this code, or a migration failed."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------------
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    IN_FLIGHT = "in_flight"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class InboundState(enum.StrEnum):
+    RECEIVING = "receiving"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundJob:
+    id: str
+    created_at: float
+    updated_at: float
+    document: str
+    original: str | None
+    destination: str
+    device: str | None
+    priority: int
+    not_before: float
+    attempts: int
+    max_attempts: int
+    state: JobState
+    last_status: FaxStatus | None
+    last_error: str
+    pages_sent: int
+    options: dict[str, Any]
+    lease_owner: str | None
+    cancel_requested: bool
+    terminal_event_emitted: bool
+    fax_failures: int
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundFax:
+    id: str
+    created_at: float
+    updated_at: float
+    call_id: str
+    caller: str
+    callee: str
+    device: str
+    started_at: float
+    state: InboundState
+    pages: int
+    remote_csi: str
+    tiff_path: str | None
+    pdf_path: str | None
+    report_path: str | None
+    last_status: FaxStatus | None
+    error: str
+    owner: str | None
+    terminal_event_emitted: bool
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which outbound jobs :meth:`SqliteJobStore.list` returns (None = any)."""
+
+    states: frozenset[JobState] | None = None
+    device: str | None = None
+    destination: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What :meth:`SqliteJobStore.recover_after_crash` changed (ids per outcome)."""
+
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    inbound_partial: list[str] = field(default_factory=list)
+    inbound_failed: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return sum(
+            len(x)
+            for x in (self.requeued, self.failed, self.cancelled, self.inbound_partial, self.inbound_failed)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    sink: str
+    rowid: int
+    event: FaxEvent
+    attempts: int
+    dead_letter_at: float
+    last_error: str
+
+
+# --------------------------------------------------------------------------------------------------
+# The interface
+# --------------------------------------------------------------------------------------------------
+
+
+class JobStore(Protocol):
+    """What the controller needs from a job store (SQLite now, PostgreSQL later). All times are Unix
+    seconds; ``now=None`` means the store's clock."""
+
+    def submit(
+        self,
+        document: str | os.PathLike[str],
+        destination: str,
+        *,
+        original: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        priority: int = 0,
+        not_before: float | None = None,
+        max_attempts: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> OutboundJob: ...
+
+    def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None: ...
+
+    def record_attempt_result(
+        self, job_id: str, result: AttemptResult, *, now: float | None = None
+    ) -> OutboundJob: ...
+
+    def cancel(self, job_id: str, *, now: float | None = None) -> OutboundJob: ...
+
+    def get(self, job_id: str) -> OutboundJob: ...
+
+    def list(
+        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[OutboundJob]: ...
+
+    def record_inbound(
+        self,
+        *,
+        call_id: str,
+        caller: str,
+        callee: str,
+        device: str,
+        tiff_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax: ...
+
+    def update_inbound(
+        self,
+        inbound_id: str,
+        *,
+        pages: int | None = None,
+        remote_csi: str | None = None,
+        tiff_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax: ...
+
+    def finish_inbound(
+        self,
+        inbound_id: str,
+        status: FaxStatus,
+        *,
+        pages: int,
+        error: str = "",
+        remote_csi: str | None = None,
+        now: float | None = None,
+    ) -> InboundFax: ...
+
+    def place_inbound_files(
+        self,
+        inbound_id: str,
+        *,
+        tiff_path: str | os.PathLike[str] | None = None,
+        pdf_path: str | os.PathLike[str] | None = None,
+        report_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax: ...
+
+    def get_inbound(self, inbound_id: str) -> InboundFax: ...
+
+    def list_inbound(
+        self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[InboundFax]: ...
+
+    def append_event(
+        self,
+        job_id: str,
+        type: EventType,
+        status: FaxStatus,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        now: float | None = None,
+    ) -> FaxEvent: ...
+
+    def events_for(self, job_id: str) -> builtins.list[FaxEvent]: ...
+
+    def recover_after_crash(
+        self, now: float | None = None, *, owner_alive: Callable[[str], bool] | None = None
+    ) -> RecoveryReport: ...
+
+    def pending_events(
+        self, sink: str, *, now: float, after_id: int = 0, limit: int = 200
+    ) -> OutboxBatch: ...
+
+    def mark_delivered(self, sink: str, rowid: int, *, now: float) -> None: ...
+
+    def mark_retry(self, sink: str, rowid: int, *, error: str, next_try: float, now: float) -> None: ...
+
+    def mark_dead_letter(self, sink: str, rowid: int, *, error: str, now: float) -> None: ...
+
+    def dead_letters(self, sink: str | None = None) -> builtins.list[DeadLetter]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema and migrations
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """Schema version ``version`` is reached by running ``statements`` in order (one transaction)."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "outbound queue, inbound inbox, events with one terminal event per job",
+        (
+            """CREATE TABLE outbound_jobs (
+                id TEXT PRIMARY KEY,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                document TEXT NOT NULL,
+                original TEXT,
+                destination TEXT NOT NULL,
+                device TEXT,
+                priority INTEGER NOT NULL DEFAULT 0,
+                not_before REAL NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+                max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+                state TEXT NOT NULL
+                    CHECK (state IN ('queued', 'in_flight', 'completed', 'failed', 'cancelled')),
+                last_status INTEGER,
+                last_error TEXT NOT NULL DEFAULT '',
+                pages_sent INTEGER NOT NULL DEFAULT 0,
+                options TEXT NOT NULL DEFAULT '{}',
+                lease_owner TEXT,
+                lease_at REAL,
+                cancel_requested INTEGER NOT NULL DEFAULT 0,
+                terminal_event_emitted INTEGER NOT NULL DEFAULT 0,
+                finished_at REAL
+            )""",
+            "CREATE INDEX outbound_due ON outbound_jobs (state, priority DESC, not_before, created_at)",
+            "CREATE INDEX outbound_created ON outbound_jobs (created_at, id)",
+            """CREATE TABLE inbound_faxes (
+                id TEXT PRIMARY KEY,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                call_id TEXT NOT NULL,
+                caller TEXT NOT NULL DEFAULT '',
+                callee TEXT NOT NULL DEFAULT '',
+                device TEXT NOT NULL DEFAULT '',
+                started_at REAL NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('receiving', 'completed', 'partial', 'failed')),
+                pages INTEGER NOT NULL DEFAULT 0,
+                remote_csi TEXT NOT NULL DEFAULT '',
+                tiff_path TEXT,
+                pdf_path TEXT,
+                report_path TEXT,
+                last_status INTEGER,
+                error TEXT NOT NULL DEFAULT '',
+                owner TEXT,
+                terminal_event_emitted INTEGER NOT NULL DEFAULT 0,
+                finished_at REAL
+            )""",
+            "CREATE INDEX inbound_state ON inbound_faxes (state, created_at)",
+            "CREATE INDEX inbound_call ON inbound_faxes (call_id)",
+            """CREATE TABLE events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                job_id TEXT NOT NULL,
+                seq INTEGER NOT NULL CHECK (seq >= 1),
+                type TEXT NOT NULL CHECK (type IN ('status', 'page', 'terminal')),
+                status INTEGER NOT NULL,
+                payload TEXT NOT NULL DEFAULT '{}',
+                created_at REAL NOT NULL,
+                terminal INTEGER NOT NULL DEFAULT 0 CHECK (terminal = (type = 'terminal')),
+                UNIQUE (job_id, seq)
+            )""",
+            "CREATE UNIQUE INDEX events_one_terminal ON events (job_id) WHERE terminal = 1",
+        ),
+    ),
+    Migration(
+        2,
+        "per-sink delivery records (outbox); fax-phase failure count for the 9600 bit/s fall-back",
+        (
+            "ALTER TABLE outbound_jobs ADD COLUMN fax_failures INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE deliveries (
+                sink TEXT NOT NULL,
+                event_id INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_try REAL,
+                delivered_at REAL,
+                dead_letter_at REAL,
+                last_error TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (sink, event_id)
+            )""",
+            "CREATE INDEX deliveries_dead ON deliveries (sink, dead_letter_at)"
+            " WHERE dead_letter_at IS NOT NULL",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The version recorded in ``schema_version`` (0 for an empty database)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if not exists:
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database up to the last of ``migrations`` in one ``BEGIN IMMEDIATE`` transaction.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). A database newer than ``migrations``
+    raises :class:`SchemaError` (old code must not write a schema it does not know). Returns the version.
+    """
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise SchemaError(f"migrations must be numbered 1..n in order, got {versions}")
+    target = versions[-1] if versions else 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = schema_version(conn)
+        if current > target:
+            raise SchemaError(f"database schema version {current} is newer than this vfax knows ({target})")
+        for migration in migrations[current:]:
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.description, time.time()),
+            )
+            log.info("job store schema migrated to version %d: %s", migration.version, migration.description)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# Ids and lease owners
+# --------------------------------------------------------------------------------------------------
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(now: float) -> str:
+    """A 26-character ULID-like id: 48 bits of milliseconds then 80 random bits, Crockford base32,
+    so ids sort by creation time and need no coordination between processes or nodes."""
+    value = (int(now * 1000) & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def make_owner() -> str:
+    """This process's lease owner: ``host:pid:token``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def default_owner_alive(owner: str) -> bool:
+    """False only when ``owner`` names this host and a pid that no longer exists.
+
+    Owners on other hosts are presumed alive (they must recover their own work). A reused pid keeps
+    a dead owner's work in flight until the next restart; harmless, never a double send.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# SQLite implementation
+# --------------------------------------------------------------------------------------------------
+
+_CRASH_ERROR = "interrupted: the vfax process died during this attempt"
+
+
+def _path_or_none(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else os.fspath(value)
+
+
+class SqliteJobStore:
+    """:class:`JobStore` on one SQLite file (WAL, ``synchronous=FULL``). See the module docstring."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        owner: str | None = None,
+        busy_timeout_ms: int = 10_000,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.path = Path(path)
+        self.policy = policy or RetryPolicy()
+        self.owner = owner or make_owner()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise SchemaError(f"cannot switch {self.path} to WAL mode (got {mode!r})")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self.schema_version = apply_migrations(self._conn, migrations)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SqliteJobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _now(self, now: float | None) -> float:
+        return self._clock() if now is None else now
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # a failed COMMIT (disk full, I/O error) leaves the transaction open: never reuse it
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One consistent snapshot for several SELECTs."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+
+    def pragma(self, name: str) -> Any:
+        """Read a PRAGMA (``journal_mode``, ``synchronous``, ``foreign_keys``...) for checks and tests."""
+        if not name.replace("_", "").isalpha():
+            raise ValueError(f"not a pragma name: {name!r}")
+        with self._lock:
+            return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def integrity_check(self) -> str:
+        """``"ok"`` when SQLite's ``PRAGMA integrity_check`` finds nothing wrong."""
+        with self._lock:
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(str(r[0]) for r in rows)
+
+    # -- row mapping ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _job(row: sqlite3.Row) -> OutboundJob:
+        return OutboundJob(
+            id=row["id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            document=row["document"],
+            original=row["original"],
+            destination=row["destination"],
+            device=row["device"],
+            priority=row["priority"],
+            not_before=row["not_before"],
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            state=JobState(row["state"]),
+            last_status=None if row["last_status"] is None else FaxStatus(row["last_status"]),
+            last_error=row["last_error"],
+            pages_sent=row["pages_sent"],
+            options=json.loads(row["options"]),
+            lease_owner=row["lease_owner"],
+            cancel_requested=bool(row["cancel_requested"]),
+            terminal_event_emitted=bool(row["terminal_event_emitted"]),
+            fax_failures=row["fax_failures"],
+            finished_at=row["finished_at"],
+        )
+
+    @staticmethod
+    def _inbound(row: sqlite3.Row) -> InboundFax:
+        return InboundFax(
+            id=row["id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            call_id=row["call_id"],
+            caller=row["caller"],
+            callee=row["callee"],
+            device=row["device"],
+            started_at=row["started_at"],
+            state=InboundState(row["state"]),
+            pages=row["pages"],
+            remote_csi=row["remote_csi"],
+            tiff_path=row["tiff_path"],
+            pdf_path=row["pdf_path"],
+            report_path=row["report_path"],
+            last_status=None if row["last_status"] is None else FaxStatus(row["last_status"]),
+            error=row["error"],
+            owner=row["owner"],
+            terminal_event_emitted=bool(row["terminal_event_emitted"]),
+            finished_at=row["finished_at"],
+        )
+
+    @staticmethod
+    def _event(row: sqlite3.Row) -> FaxEvent:
+        return FaxEvent(
+            job_id=row["job_id"],
+            seq=row["seq"],
+            type=row["type"],
+            status=FaxStatus(row["status"]),
+            at=row["created_at"],
+            payload=json.loads(row["payload"]),
+        )
+
+    def _job_row(self, conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM outbound_jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return row
+
+    def _inbound_row(self, conn: sqlite3.Connection, inbound_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM inbound_faxes WHERE id = ?", (inbound_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(inbound_id)
+        return row
+
+    # -- events -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _has_terminal(conn: sqlite3.Connection, job_id: str) -> bool:
+        return (
+            conn.execute("SELECT 1 FROM events WHERE job_id = ? AND terminal = 1", (job_id,)).fetchone()
+            is not None
+        )
+
+    def _append_event(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        type: EventType,
+        status: FaxStatus,
+        payload: Mapping[str, Any] | None,
+        now: float,
+    ) -> FaxEvent:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"event type must be one of {EVENT_TYPES}, got {type!r}")
+        status = FaxStatus(status)
+        terminal = type == "terminal"
+        if terminal and not status.is_terminal:
+            raise ValueError(f"a terminal event needs a terminal status, not {status.name}")
+        if self._has_terminal(conn, job_id):
+            raise TerminalEventExistsError(job_id)
+        seq = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)
+        ).fetchone()[0]
+        body = json.dumps(dict(payload or {}), sort_keys=True, default=str)
+        try:
+            conn.execute(
+                "INSERT INTO events (job_id, seq, type, status, payload, created_at, terminal) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, seq, type, int(status), body, now, int(terminal)),
+            )
+        except sqlite3.IntegrityError as exc:  # another process won the race for the terminal event
+            if terminal and "events.job_id" in str(exc):
+                raise TerminalEventExistsError(job_id) from exc
+            raise
+        if terminal:
+            conn.execute("UPDATE outbound_jobs SET terminal_event_emitted = 1 WHERE id = ?", (job_id,))
+            conn.execute("UPDATE inbound_faxes SET terminal_event_emitted = 1 WHERE id = ?", (job_id,))
+        return FaxEvent(job_id, seq, type, status, now, json.loads(body))
+
+    def append_event(
+        self,
+        job_id: str,
+        type: EventType,
+        status: FaxStatus,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        now: float | None = None,
+    ) -> FaxEvent:
+        """Append an event for ``job_id`` (the next ``seq``). ``type == "terminal"`` needs a terminal status
+        and may happen once per job: a second one, or any event after it, raises
+        :class:`TerminalEventExistsError` and writes nothing.
+
+        ``job_id`` is an outbound job or an inbound fax id (or any id the controller chooses: events are not
+        tied to a table). The terminal events of outbound jobs and inbound faxes are written by the store
+        itself when they finish (:meth:`record_attempt_result`, :meth:`cancel`, :meth:`finish_inbound`,
+        :meth:`recover_after_crash`); the controller appends ``status`` and ``page`` events."""
+        with self._write() as conn:
+            return self._append_event(conn, job_id, type, status, payload, self._now(now))
+
+    def events_for(self, job_id: str) -> builtins.list[FaxEvent]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,)
+            ).fetchall()
+        return [self._event(r) for r in rows]
+
+    # -- outbound ---------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        document: str | os.PathLike[str],
+        destination: str,
+        *,
+        original: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        priority: int = 0,
+        not_before: float | None = None,
+        max_attempts: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> OutboundJob:
+        """Queue a fax. ``document`` is the prepared TIFF-F, ``original`` what the user gave us."""
+        now = self._now(now)
+        if not destination:
+            raise ValueError("destination must not be empty")
+        limit = self.policy.max_attempts if max_attempts is None else max_attempts
+        if limit < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {limit}")
+        job_id = new_id(now)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO outbound_jobs (id, created_at, updated_at, document, original, destination,"
+                " device, priority, not_before, max_attempts, state, options)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    now,
+                    now,
+                    os.fspath(document),
+                    _path_or_none(original),
+                    destination,
+                    device,
+                    priority,
+                    now if not_before is None else not_before,
+                    limit,
+                    JobState.QUEUED.value,
+                    json.dumps(dict(options or {}), sort_keys=True),
+                ),
+            )
+            return self._job(self._job_row(conn, job_id))
+
+    def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None:
+        """Take the best due job: highest priority, then earliest ``not_before``, then oldest.
+
+        With ``device`` only jobs for that device or for any device are considered. The job becomes
+        ``in_flight`` owned by this store's ``owner`` and its attempt is counted.
+        """
+        now = self._now(now)
+        query = "SELECT id FROM outbound_jobs WHERE state = 'queued' AND not_before <= ?"
+        args: list[Any] = [now]
+        if device is not None:
+            query += " AND (device IS NULL OR device = ?)"
+            args.append(device)
+        query += " ORDER BY priority DESC, not_before, created_at, id LIMIT 1"
+        with self._write() as conn:
+            row = conn.execute(query, args).fetchone()
+            if row is None:
+                return None
+            taken = conn.execute(
+                "UPDATE outbound_jobs SET state = 'in_flight', attempts = attempts + 1, lease_owner = ?,"
+                " lease_at = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
+                (self.owner, now, now, row["id"]),
+            ).rowcount
+            if taken != 1:  # cannot happen inside BEGIN IMMEDIATE; a backend without it must not double-claim
+                raise JobStoreError(f"job {row['id']} was claimed by someone else")
+            return self._job(self._job_row(conn, row["id"]))
+
+    def _finish_attempt(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, result: AttemptResult, now: float
+    ) -> JobState:
+        job = self._job(row)
+        cancelled = result.status is FaxStatus.FS_USER_ABORT or (
+            job.cancel_requested and not result.status.is_success
+        )
+        decision = self.policy.decide(
+            result.status,
+            max(job.attempts, 1),
+            job.options,
+            now=now,
+            fax_phase=result.failed_in_fax_phase,
+            fax_failures=job.fax_failures,
+            max_attempts=job.max_attempts,
+            rng=self._rng,
+        )
+        common = {
+            "attempt": job.attempts,
+            "max_attempts": job.max_attempts,
+            "pages": result.pages,
+            "error": result.error,
+            "sip_code": result.sip_code,
+            "t30_code": result.t30_code,
+        }
+        # The store writes an outbound job's terminal event. If one exists already (a caller appended it
+        # by hand), the job must not come back to life after it: finish without a second event.
+        ended = self._has_terminal(conn, job.id)
+        if ended:
+            log.warning("job %s already has a terminal event; finishing it without another", job.id)
+        if decision.retry and not cancelled and not ended:
+            conn.execute(
+                "UPDATE outbound_jobs SET state = 'queued', not_before = ?, options = ?, fax_failures = ?,"
+                " last_status = ?, last_error = ?, pages_sent = ?, lease_owner = NULL, lease_at = NULL,"
+                " updated_at = ? WHERE id = ?",
+                (
+                    decision.not_before,
+                    json.dumps(decision.next_options, sort_keys=True),
+                    decision.fax_failures,
+                    int(result.status),
+                    result.error,
+                    result.pages,
+                    now,
+                    job.id,
+                ),
+            )
+            payload = {**common, "retry": True, "not_before": decision.not_before, "reason": decision.reason}
+            self._append_event(conn, job.id, "status", result.status, payload, now)
+            return JobState.QUEUED
+        if result.status.is_success:
+            state = JobState.COMPLETED
+        elif cancelled:
+            state = JobState.CANCELLED
+        else:
+            state = JobState.FAILED
+        conn.execute(
+            "UPDATE outbound_jobs SET state = ?, fax_failures = ?, last_status = ?, last_error = ?,"
+            " pages_sent = ?, lease_owner = NULL, lease_at = NULL, finished_at = ?, updated_at = ?"
+            " WHERE id = ?",
+            (
+                state.value,
+                decision.fax_failures,
+                int(result.status),
+                result.error,
+                result.pages,
+                now,
+                now,
+                job.id,
+            ),
+        )
+        reason = "cancelled" if state is JobState.CANCELLED else decision.reason
+        payload = {**common, "state": state.value, "retry": False, "reason": reason}
+        if not ended:
+            self._append_event(conn, job.id, "terminal", result.status, payload, now)
+        return state
+
+    def record_attempt_result(
+        self, job_id: str, result: AttemptResult, *, now: float | None = None
+    ) -> OutboundJob:
+        """End the in-flight attempt of ``job_id``: retry per policy or finish with the terminal event."""
+        now = self._now(now)
+        with self._write() as conn:
+            row = self._job_row(conn, job_id)
+            if row["state"] != JobState.IN_FLIGHT:
+                raise InvalidTransitionError(
+                    f"job {job_id} is {row['state']}, not in_flight: no attempt to end"
+                )
+            self._finish_attempt(conn, row, result, now)
+            return self._job(self._job_row(conn, job_id))
+
+    def cancel(self, job_id: str, *, now: float | None = None) -> OutboundJob:
+        """Cancel: a queued job ends now (terminal ``FS_USER_ABORT``); an in-flight job is flagged
+        ``cancel_requested`` for its device to abort; a finished job is returned unchanged."""
+        now = self._now(now)
+        with self._write() as conn:
+            row = self._job_row(conn, job_id)
+            state = JobState(row["state"])
+            if state is JobState.QUEUED:
+                conn.execute(
+                    "UPDATE outbound_jobs SET state = 'cancelled', cancel_requested = 1, last_status = ?,"
+                    " finished_at = ?, updated_at = ? WHERE id = ?",
+                    (int(FaxStatus.FS_USER_ABORT), now, now, job_id),
+                )
+                payload = {
+                    "state": "cancelled",
+                    "attempt": row["attempts"],
+                    "pages": 0,
+                    "reason": "cancelled",
+                }
+                self._append_event(conn, job_id, "terminal", FaxStatus.FS_USER_ABORT, payload, now)
+            elif state is JobState.IN_FLIGHT:
+                conn.execute(
+                    "UPDATE outbound_jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                    (now, job_id),
+                )
+            return self._job(self._job_row(conn, job_id))
+
+    def get(self, job_id: str) -> OutboundJob:
+        with self._lock:
+            return self._job(self._job_row(self._conn, job_id))
+
+    def list(
+        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[OutboundJob]:
+        """Outbound jobs, oldest first."""
+        query = "SELECT * FROM outbound_jobs WHERE 1"
+        args: list[Any] = []
+        if filter is not None:
+            if filter.states is not None:
+                states = sorted(s.value for s in filter.states)
+                query += f" AND state IN ({','.join('?' * len(states))})"
+                args += states
+            if filter.device is not None:
+                query += " AND device = ?"
+                args.append(filter.device)
+            if filter.destination is not None:
+                query += " AND destination = ?"
+                args.append(filter.destination)
+        query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
+        args += [limit, offset]
+        with self._lock:
+            rows = self._conn.execute(query, args).fetchall()
+        return [self._job(r) for r in rows]
+
+    def count(self) -> dict[str, int]:
+        """Jobs per state, outbound as ``"queued"``... and inbound as ``"inbound:receiving"``..."""
+        with self._read() as conn:
+            out = {
+                r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM outbound_jobs GROUP BY state")
+            }
+            for r in conn.execute("SELECT state, COUNT(*) FROM inbound_faxes GROUP BY state"):
+                out[f"inbound:{r[0]}"] = r[1]
+        return out
+
+    # -- inbound ----------------------------------------------------------------------------------
+
+    def record_inbound(
+        self,
+        *,
+        call_id: str,
+        caller: str,
+        callee: str,
+        device: str,
+        tiff_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax:
+        """Record an incoming fax call *before* answering it. ``tiff_path`` is where pages will be spooled."""
+        now = self._now(now)
+        inbound_id = new_id(now)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO inbound_faxes (id, created_at, updated_at, call_id, caller, callee, device,"
+                " started_at, state, tiff_path, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'receiving', ?, ?)",
+                (
+                    inbound_id,
+                    now,
+                    now,
+                    call_id,
+                    caller,
+                    callee,
+                    device,
+                    now,
+                    _path_or_none(tiff_path),
+                    self.owner,
+                ),
+            )
+            return self._inbound(self._inbound_row(conn, inbound_id))
+
+    def update_inbound(
+        self,
+        inbound_id: str,
+        *,
+        pages: int | None = None,
+        remote_csi: str | None = None,
+        tiff_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax:
+        """Progress of a reception: pages so far, the caller's TSI (our "remote CSI"), the spool file."""
+        now = self._now(now)
+        with self._write() as conn:
+            row = self._inbound_row(conn, inbound_id)
+            if row["state"] != InboundState.RECEIVING:
+                raise InvalidTransitionError(f"inbound fax {inbound_id} is {row['state']}, not receiving")
+            conn.execute(
+                "UPDATE inbound_faxes SET pages = COALESCE(?, pages), remote_csi = COALESCE(?, remote_csi),"
+                " tiff_path = COALESCE(?, tiff_path), updated_at = ? WHERE id = ?",
+                (pages, remote_csi, _path_or_none(tiff_path), now, inbound_id),
+            )
+            return self._inbound(self._inbound_row(conn, inbound_id))
+
+    def _end_inbound(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        state: InboundState,
+        status: FaxStatus,
+        pages: int,
+        error: str,
+        remote_csi: str | None,
+        now: float,
+    ) -> None:
+        conn.execute(
+            "UPDATE inbound_faxes SET state = ?, last_status = ?, pages = ?, error = ?,"
+            " remote_csi = COALESCE(?, remote_csi), finished_at = ?, updated_at = ? WHERE id = ?",
+            (state.value, int(status), pages, error, remote_csi, now, now, row["id"]),
+        )
+        payload = {"state": state.value, "pages": pages, "error": error, "call_id": row["call_id"]}
+        if self._has_terminal(conn, row["id"]):
+            log.warning(
+                "inbound fax %s already has a terminal event; finishing it without another", row["id"]
+            )
+        else:
+            self._append_event(conn, row["id"], "terminal", status, payload, now)
+
+    def finish_inbound(
+        self,
+        inbound_id: str,
+        status: FaxStatus,
+        *,
+        pages: int,
+        error: str = "",
+        remote_csi: str | None = None,
+        now: float | None = None,
+    ) -> InboundFax:
+        """End a reception with its terminal event: ``completed`` only for ``FS_COMPLETED`` with pages,
+        ``partial`` when some pages arrived, ``failed`` otherwise."""
+        now = self._now(now)
+        if not status.is_terminal:
+            raise ValueError(f"a reception ends with a terminal status, not {status.name}")
+        if pages < 0:
+            raise ValueError(f"pages must be >= 0, got {pages}")
+        if status.is_success and pages > 0:
+            state = InboundState.COMPLETED
+        elif pages > 0:
+            state = InboundState.PARTIAL
+        else:
+            state = InboundState.FAILED
+        with self._write() as conn:
+            row = self._inbound_row(conn, inbound_id)
+            if row["state"] != InboundState.RECEIVING:
+                raise InvalidTransitionError(f"inbound fax {inbound_id} is {row['state']}, not receiving")
+            self._end_inbound(conn, row, state, status, pages, error, remote_csi, now)
+            return self._inbound(self._inbound_row(conn, inbound_id))
+
+    def place_inbound_files(
+        self,
+        inbound_id: str,
+        *,
+        tiff_path: str | os.PathLike[str] | None = None,
+        pdf_path: str | os.PathLike[str] | None = None,
+        report_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax:
+        """Note where the received fax's files were placed (any state: conversion may come later)."""
+        now = self._now(now)
+        with self._write() as conn:
+            self._inbound_row(conn, inbound_id)
+            conn.execute(
+                "UPDATE inbound_faxes SET tiff_path = COALESCE(?, tiff_path),"
+                " pdf_path = COALESCE(?, pdf_path), report_path = COALESCE(?, report_path),"
+                " updated_at = ? WHERE id = ?",
+                (
+                    _path_or_none(tiff_path),
+                    _path_or_none(pdf_path),
+                    _path_or_none(report_path),
+                    now,
+                    inbound_id,
+                ),
+            )
+            return self._inbound(self._inbound_row(conn, inbound_id))
+
+    def get_inbound(self, inbound_id: str) -> InboundFax:
+        with self._lock:
+            return self._inbound(self._inbound_row(self._conn, inbound_id))
+
+    def list_inbound(
+        self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[InboundFax]:
+        query = "SELECT * FROM inbound_faxes"
+        args: list[Any] = []
+        if states is not None:
+            values = sorted(s.value for s in states)
+            query += f" WHERE state IN ({','.join('?' * len(values))})"
+            args += values
+        query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
+        args += [limit, offset]
+        with self._lock:
+            rows = self._conn.execute(query, args).fetchall()
+        return [self._inbound(r) for r in rows]
+
+    # -- crash recovery ---------------------------------------------------------------------------
+
+    def recover_after_crash(
+        self, now: float | None = None, *, owner_alive: Callable[[str], bool] | None = None
+    ) -> RecoveryReport:
+        """Settle the work of dead processes (see the module docstring). Safe to call at every start."""
+        now = self._now(now)
+        alive = owner_alive or default_owner_alive
+        report = RecoveryReport()
+
+        def dead(owner: str | None) -> bool:
+            return owner != self.owner and (owner is None or not alive(owner))
+
+        with self._write() as conn:
+            for row in conn.execute(
+                "SELECT * FROM outbound_jobs WHERE state = 'in_flight' ORDER BY id"
+            ).fetchall():
+                if not dead(row["lease_owner"]):
+                    continue
+                result = AttemptResult(
+                    FaxStatus.FS_DISCONNECTED, pages=0, error=_CRASH_ERROR, fax_phase=False
+                )
+                state = self._finish_attempt(conn, row, result, now)
+                {
+                    JobState.QUEUED: report.requeued,
+                    JobState.FAILED: report.failed,
+                    JobState.CANCELLED: report.cancelled,
+                }[state].append(row["id"])
+                log.warning(
+                    "recovered in-flight job %s from dead owner %s: %s", row["id"], row["lease_owner"], state
+                )
+            for row in conn.execute(
+                "SELECT * FROM inbound_faxes WHERE state = 'receiving' ORDER BY id"
+            ).fetchall():
+                if not dead(row["owner"]):
+                    continue
+                tiff = row["tiff_path"]
+                has_pages = bool(tiff) and os.path.isfile(tiff) and os.path.getsize(tiff) > 0
+                state = InboundState.PARTIAL if has_pages else InboundState.FAILED
+                pages = row["pages"] if has_pages else 0
+                self._end_inbound(conn, row, state, FaxStatus.FS_DISCONNECTED, pages, _CRASH_ERROR, None, now)
+                (report.inbound_partial if has_pages else report.inbound_failed).append(row["id"])
+                log.warning("recovered inbound fax %s from dead owner %s: %s", row["id"], row["owner"], state)
+        return report
+
+    # -- the outbox (vfax.events.EventOutbox) -----------------------------------------------------
+
+    def pending_events(self, sink: str, *, now: float, after_id: int = 0, limit: int = 200) -> OutboxBatch:
+        """See :meth:`vfax.events.EventOutbox.pending_events`. Reads one snapshot; pages on past events that
+        wait behind a retry, so one stuck job cannot hide the due events of others."""
+        items: list[OutboxItem] = []
+        blocked: set[str] = set()
+        next_due: float | None = None
+        settled_through: int | None = None
+        cursor = after_id
+        with self._read() as conn:
+            while True:
+                rows = conn.execute(
+                    "SELECT e.*, COALESCE(d.attempts, 0) AS d_attempts, d.next_try AS d_next_try"
+                    " FROM events e LEFT JOIN deliveries d ON d.event_id = e.id AND d.sink = ?"
+                    " WHERE e.id > ? AND d.delivered_at IS NULL AND d.dead_letter_at IS NULL"
+                    " ORDER BY e.id LIMIT ?",
+                    (sink, cursor, limit),
+                ).fetchall()
+                if settled_through is None:
+                    if rows:
+                        settled_through = rows[0]["id"] - 1
+                    else:
+                        settled_through = conn.execute(
+                            "SELECT COALESCE(MAX(id), ?) FROM events", (after_id,)
+                        ).fetchone()[0]
+                for row in rows:
+                    job_id = row["job_id"]
+                    if job_id in blocked:
+                        continue
+                    next_try = row["d_next_try"]
+                    if next_try is not None and next_try > now:
+                        blocked.add(job_id)
+                        next_due = next_try if next_due is None else min(next_due, next_try)
+                        continue
+                    if len(items) < limit:
+                        items.append(OutboxItem(row["id"], self._event(row), row["d_attempts"]))
+                    else:
+                        blocked.add(job_id)  # keep its later events out of this batch
+                if items or len(rows) < limit:
+                    break
+                cursor = rows[-1]["id"]
+        return OutboxBatch(items=items, settled_through=max(settled_through, after_id), next_due=next_due)
+
+    def _delivery(self, sink: str, rowid: int, sets: str, args: Sequence[Any]) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO deliveries (sink, event_id) VALUES (?, ?)"
+                " ON CONFLICT (sink, event_id) DO NOTHING",
+                (sink, rowid),
+            )
+            conn.execute(
+                f"UPDATE deliveries SET attempts = attempts + 1, {sets} WHERE sink = ? AND event_id = ?",
+                (*args, sink, rowid),
+            )
+
+    def mark_delivered(self, sink: str, rowid: int, *, now: float) -> None:
+        self._delivery(sink, rowid, "delivered_at = ?, next_try = NULL", (now,))
+
+    def mark_retry(self, sink: str, rowid: int, *, error: str, next_try: float, now: float) -> None:
+        self._delivery(sink, rowid, "next_try = ?, last_error = ?", (next_try, error))
+
+    def mark_dead_letter(self, sink: str, rowid: int, *, error: str, now: float) -> None:
+        self._delivery(sink, rowid, "dead_letter_at = ?, next_try = NULL, last_error = ?", (now, error))
+
+    def dead_letters(self, sink: str | None = None) -> builtins.list[DeadLetter]:
+        query = (
+            "SELECT e.*, d.sink AS d_sink, d.attempts AS d_attempts, d.dead_letter_at AS d_dead,"
+            " d.last_error AS d_error FROM deliveries d JOIN events e ON e.id = d.event_id"
+            " WHERE d.dead_letter_at IS NOT NULL"
+        )
+        args: list[Any] = []
+        if sink is not None:
+            query += " AND d.sink = ?"
+            args.append(sink)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY d.dead_letter_at, e.id", args).fetchall()
+        return [
+            DeadLetter(r["d_sink"], r["id"], self._event(r), r["d_attempts"], r["d_dead"], r["d_error"])
+            for r in rows
+        ]
+
+    def retry_dead_letters(self, sink: str) -> int:
+        """Give ``sink``'s dead letters a fresh set of attempts (after the receiver is fixed); a running
+        :class:`~vfax.events.EventDispatcher` picks them up after its ``rescan()``."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE deliveries SET dead_letter_at = NULL, attempts = 0, next_try = NULL"
+                " WHERE sink = ? AND dead_letter_at IS NOT NULL",
+                (sink,),
+            )
+            return cursor.rowcount
+
+    def delivery(self, sink: str, rowid: int) -> dict[str, Any] | None:
+        """The delivery record of one event for one sink (for inspection and tests)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM deliveries WHERE sink = ? AND event_id = ?", (sink, rowid)
+            ).fetchone()
+        return None if row is None else dict(row)
+
+
+# --------------------------------------------------------------------------------------------------
+# asyncio wrapper
+# --------------------------------------------------------------------------------------------------
+
+
+class AsyncJobStore:
+    """The same operations as coroutines: each call runs in a worker thread, so a slow fsync never stalls
+    the event loop that carries SIP and media. ``sync`` is the wrapped store."""
+
+    def __init__(self, store: SqliteJobStore) -> None:
+        self.sync = store
+
+    async def submit(self, document: str | os.PathLike[str], destination: str, **kw: Any) -> OutboundJob:
+        return await asyncio.to_thread(self.sync.submit, document, destination, **kw)
+
+    async def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None:
+        return await asyncio.to_thread(self.sync.claim_next, now, device)
+
+    async def record_attempt_result(self, job_id: str, result: AttemptResult, **kw: Any) -> OutboundJob:
+        return await asyncio.to_thread(self.sync.record_attempt_result, job_id, result, **kw)
+
+    async def cancel(self, job_id: str, **kw: Any) -> OutboundJob:
+        return await asyncio.to_thread(self.sync.cancel, job_id, **kw)
+
+    async def get(self, job_id: str) -> OutboundJob:
+        return await asyncio.to_thread(self.sync.get, job_id)
+
+    async def list(
+        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[OutboundJob]:
+        return await asyncio.to_thread(self.sync.list, filter, limit, offset)
+
+    async def record_inbound(self, **kw: Any) -> InboundFax:
+        return await asyncio.to_thread(lambda: self.sync.record_inbound(**kw))
+
+    async def update_inbound(self, inbound_id: str, **kw: Any) -> InboundFax:
+        return await asyncio.to_thread(self.sync.update_inbound, inbound_id, **kw)
+
+    async def finish_inbound(self, inbound_id: str, status: FaxStatus, **kw: Any) -> InboundFax:
+        return await asyncio.to_thread(self.sync.finish_inbound, inbound_id, status, **kw)
+
+    async def place_inbound_files(self, inbound_id: str, **kw: Any) -> InboundFax:
+        return await asyncio.to_thread(self.sync.place_inbound_files, inbound_id, **kw)
+
+    async def get_inbound(self, inbound_id: str) -> InboundFax:
+        return await asyncio.to_thread(self.sync.get_inbound, inbound_id)
+
+    async def append_event(
+        self,
+        job_id: str,
+        type: EventType,
+        status: FaxStatus,
+        payload: Mapping[str, Any] | None = None,
+        **kw: Any,
+    ) -> FaxEvent:
+        return await asyncio.to_thread(self.sync.append_event, job_id, type, status, payload, **kw)
+
+    async def events_for(self, job_id: str) -> builtins.list[FaxEvent]:
+        return await asyncio.to_thread(self.sync.events_for, job_id)
+
+    async def recover_after_crash(self, now: float | None = None, **kw: Any) -> RecoveryReport:
+        return await asyncio.to_thread(self.sync.recover_after_crash, now, **kw)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.sync.close)
