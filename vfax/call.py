@@ -56,7 +56,11 @@ class CallOptions:
     page_header: str | None = None
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     reinvite_timeout: float = 5.0  # no answer to our T.38 re-INVITE in this time: stay on G.711
-    t38_wait: float = 3.0  # t38=only sender: how long to wait for the peer's T.38 re-INVITE
+    t38_wait: float = 3.0  # sender: how long to wait for the peer's T.38 re-INVITE before asking itself
+    # sender under auto: ask for T.38 itself if the peer did not (always under only)
+    t38_request: bool = False
+    # receiver: wait this long after the ACK before asking for T.38
+    t38_reinvite_delay: float = 0.0
     media_timeout: float = 20.0  # no RTP/UDPTL from the peer for this long ends the call
     max_call_seconds: float = 1800.0
     ring_timeout: float = 60.0
@@ -161,6 +165,9 @@ class FaxCall:
         self._pending: Any = None
         self.aborted = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Where our media goes for a given (kind, peer address): the peer itself unless a test or a
+        #: benchmark routes the stream through an impairment relay.
+        self.route_media: Callable[[str, tuple[str, int]], tuple[str, int]] = lambda kind, addr: addr
         #: Called with each engine event (T.30 message, page, result) while the call runs.
         self.on_event: Callable[[FaxCall, FaxEvent], None] | None = None
 
@@ -207,7 +214,10 @@ class FaxCall:
                 self.end_reason = "no usable media in the answer"
                 await self._hangup()
                 return self._outcome()
-            if self.options.t38 is T38Policy.ONLY and self.session and self.session.media is Media.AUDIO:
+            wants_t38 = self.options.t38 is T38Policy.ONLY or (
+                self.options.t38 is T38Policy.AUTO and self.options.t38_request
+            )
+            if wants_t38 and self.session and self.session.media is Media.AUDIO:
                 self._spawn(self._insist_on_t38())
             await self._run_until_done()
             return self._outcome()
@@ -344,13 +354,15 @@ class FaxCall:
             if self.session is None or self.session.media is not Media.T38:
                 await self._start_t38(deal, (answer.chosen_image.address, answer.chosen_image.port))
             elif self.udptl is not None:
-                self.udptl.set_peer((answer.chosen_image.address, answer.chosen_image.port))
+                self.udptl.set_peer(
+                    self.route_media("image", (answer.chosen_image.address, answer.chosen_image.port))
+                )
         elif answer.chosen_audio is not None:
             if wants_image:
                 self._note("T.38 re-INVITE answered with audio only", policy=str(self.options.t38))
             a = answer.chosen_audio
             if self.rtp is not None:
-                self.rtp.set_remote((a.address, a.port), a.payload_type)
+                self.rtp.set_remote(self.route_media("audio", (a.address, a.port)), a.payload_type)
         return 200, bytes(answer.sdp)
 
     async def _reinvite_to_t38(self) -> None:
@@ -358,6 +370,17 @@ class FaxCall:
         assert self.sip is not None
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.sip.confirmed), 5.0)
+        if self.options.t38_reinvite_delay > 0:
+            await asyncio.sleep(self.options.t38_reinvite_delay)
+        await self.request_t38()
+
+    async def request_t38(self) -> None:
+        """Ask the peer to move this call to T.38 now (a re-INVITE with an image line in the audio
+        line's place). Refused or unanswered within ``reinvite_timeout``: the call stays on G.711
+        (under ``only`` it ends). Both ends asking at once is glare: the SIP layer answers 491 and
+        retries after the RFC 3261 §14.1 delay."""
+        if self.sip is None:
+            return
         if (
             self._closed
             or self.session is None
@@ -377,6 +400,8 @@ class FaxCall:
             self._note("T.38 re-INVITE refused", status=outcome.status, reason=outcome.reason)
             await self._t38_refused(f"T.38 refused ({outcome.status} {outcome.reason})")
             return
+        if self.session is not None and self.session.media is Media.T38 and self.udptl is not None:
+            return  # the peer's own T.38 offer won meanwhile (glare): we are there already
         try:
             negotiation = process_answer(offer, parse_sdp(outcome.remote_sdp))
             image = negotiation.chosen_image
@@ -390,11 +415,10 @@ class FaxCall:
         await self._start_t38(deal, (image.address, image.port))
 
     async def _insist_on_t38(self) -> None:
-        """Sending side under ``only``: the peer should move us to T.38; if not, we ask ourselves."""
+        """Sending side under ``only`` (or ``auto`` with ``t38_request``): the peer should move us to
+        T.38; if it has not after ``t38_wait`` seconds, we ask ourselves."""
         await asyncio.sleep(self.options.t38_wait)
-        if self._closed or self.session is None or self.session.media is Media.T38:
-            return
-        await self._reinvite_to_t38()
+        await self.request_t38()
 
     async def _t38_refused(self, why: str) -> None:
         if self.image_port is not None:
@@ -433,7 +457,7 @@ class FaxCall:
         self.rtp = RtpEndpoint(
             self.session,
             (self.host, self.audio_port.port),
-            remote,
+            self.route_media("audio", remote),
             pt,
             playout_ms=self.options.playout_ms,
             media_timeout=self.options.media_timeout,
@@ -457,7 +481,7 @@ class FaxCall:
             self.udptl = UdptlEndpoint(self.session, media.udptl, name=self.name)
             await self.udptl.start(sock=self.image_port.take())
             self.image_port = None
-        self.udptl.set_peer(remote)
+        self.udptl.set_peer(self.route_media("image", remote))
         self._udptl_seen = (0, time.monotonic())
         if self.rtp is not None:  # the audio stream ends with the switch
             self.rtp.close()
@@ -554,7 +578,13 @@ class FaxCall:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: background task failed", self.name, exc_info=task.exception())
+            self._note("internal error", error=repr(task.exception()))
 
     async def _cleanup(self) -> None:
         if self._closed:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sip.registration import Registration, RegistrationResult
+from sip.registration import Registration, RegistrationResult, normalize_registrar
 from sip.useragent import IncomingInvite, UserAgent
 from t38.engine import FaxEvent
 from vfax.call import CallOptions, CallOutcome, FaxCall
@@ -54,10 +54,14 @@ class FaxLine:
         self.registration: Registration | None = None
         self.inbox = Inbox(config.inbox) if config.inbox else None
         self.active: set[FaxCall] = set()
+        self.calls_started = 0
+        self.last_call: FaxCall | None = None
         self.receptions: asyncio.Queue[Reception] = asyncio.Queue()
         #: Takes an offered call instead of the inbox; must return once the call is over.
         self.on_incoming: Callable[[IncomingInvite], Awaitable[None]] | None = None
         self.on_event: EventCallback | None = None
+        #: See FaxCall.route_media (tests and benchmarks put an impairment relay in the media path).
+        self.route_media: Callable[[str, tuple[str, int]], tuple[str, int]] | None = None
         ua.on_invite = self._incoming
 
     @classmethod
@@ -115,17 +119,24 @@ class FaxLine:
         if len(self.active) >= self.config.channels:
             raise RuntimeError(f"all {self.config.channels} channels of {self.config.name} are busy")
         call = FaxCall(self.ua, options or self.config.call, send_file=tiff, name=name)
-        call.on_event = self.on_event
+        self._prepare(call)
         if on_call is not None:
             on_call(call)
         c = self.config
         credentials = (c.user, c.password) if c.user and c.password is not None else None
-        proxy = c.server if c.server else None
+        proxy = str(normalize_registrar(c.server)) if c.server else None
         self.active.add(call)
         try:
             return await call.place(to, proxy=proxy, credentials=credentials)
         finally:
             self.active.discard(call)
+
+    def _prepare(self, call: FaxCall) -> None:
+        call.on_event = self.on_event
+        if self.route_media is not None:
+            call.route_media = self.route_media
+        self.calls_started += 1
+        self.last_call = call
 
     # --- receiving ------------------------------------------------------------------------------------
     async def _incoming(self, incoming: IncomingInvite) -> None:
@@ -147,7 +158,7 @@ class FaxLine:
         """Answer ``incoming``, receive into ``inbox``, and place the result there."""
         part = inbox.new_part_file()
         call = FaxCall(self.ua, options or self.config.call, receive_file=part, name="receive")
-        call.on_event = self.on_event
+        self._prepare(call)
         self.active.add(call)
         try:
             outcome = await call.answer(incoming)
