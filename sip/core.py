@@ -1007,7 +1007,7 @@ class UserAgentCore:
         top.stamp_source(source[1], source[2])
         req.headers.remove_first("Via")
         req.headers.prepend("Via", str(top))
-        txn = self.layer.match_request(req)
+        txn = self.layer.match_request(req, top)
         if req.method == "ACK":
             if txn is not None and not txn.receive_retransmission(req, now):
                 return
@@ -1352,7 +1352,14 @@ class UserAgentCore:
 
     def _receive_reinvite(self, call: Call, req: Request, stxn: ServerTransaction, now: float) -> None:
         pending = call.reinvite_out
-        if req.method == "INVITE" and pending is not None and not pending.done and call.glare_timer is None:
+        offer_clash = req.method == "INVITE" or bool(req.body)  # RFC 3311 §5.2: an UPDATE offer clashes too
+        if (
+            offer_clash
+            and pending is not None
+            and not pending.done
+            and call.glare_timer is None
+            and (pending.request.method == "INVITE" or pending.request.body)
+        ):
             self._respond(stxn, 491, now=now)  # §14.2: our own INVITE is pending
             return
         if call.reinvite_in is not None or call.state in (CallState.ANSWERED, CallState.INCOMING):

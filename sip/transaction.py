@@ -21,6 +21,7 @@ from typing import Protocol
 from sip.errors import SipParseError
 from sip.message import Headers, Request, Response
 from sip.timers import TimerHandle, TimerQueue, TimerValues
+from sip.uri import Via
 
 __all__ = [
     "Address",
@@ -396,13 +397,13 @@ class NonInviteServerTransaction(ServerTransaction):
         return False
 
 
-def server_key(request: Request, method: str | None = None) -> tuple[str, ...]:
+def server_key(request: Request, method: str | None = None, via: Via | None = None) -> tuple[str, ...]:
     """The key that matches a request to a server transaction (§17.2.3).
 
     With an RFC 3261 branch: branch, sent-by and method (ACK matches the INVITE). Otherwise the RFC 2543
     fallback: Call-ID, From tag, CSeq number, top Via and method.
     """
-    via = request.via
+    via = via or request.via
     m = method or request.method
     if m == "ACK":
         m = "INVITE"
@@ -465,12 +466,13 @@ class TransactionLayer:
             return None
         return self.clients.get((branch, method))
 
-    def match_request(self, request: Request) -> ServerTransaction | None:
-        return self.servers.get(server_key(request))
+    def match_request(self, request: Request, via: Via | None = None) -> ServerTransaction | None:
+        """§17.2.3; ``via`` is the request's top Via when the caller has parsed it already."""
+        return self.servers.get(server_key(request, via=via))
 
-    def find_invite_server(self, request: Request) -> ServerTransaction | None:
+    def find_invite_server(self, request: Request, via: Via | None = None) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (§9.2: same key, method INVITE)."""
-        return self.servers.get(server_key(request, "INVITE"))
+        return self.servers.get(server_key(request, "INVITE", via))
 
     def transport_error(self, dest: Address, now: float) -> int:
         """Fail every live transaction bound to ``dest`` (a TCP connection that broke); count them."""

@@ -17,7 +17,6 @@ import asyncio
 import inspect
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -294,9 +293,14 @@ class UserAgent:
         tls_client: ssl.SSLContext | None = None,
         tls_port: int = 0,
         allow_invite_from: Iterable[str] | None = None,
+        advertise_host: str | None = None,
         **overrides: Any,
     ) -> UserAgent:
-        """Bind the sockets and start; ``overrides`` set ``CoreConfig`` fields (``session_expires=...``)."""
+        """Bind the sockets and start; ``overrides`` set ``CoreConfig`` fields (``session_expires=...``).
+
+        ``advertise_host`` is the address written in Via and Contact; it is needed when binding to a
+        wildcard address (``0.0.0.0``, ``::``), which peers cannot send to.
+        """
         config = config or CoreConfig()
         config.contact_user = contact_user
         if allow_invite_from is not None:
@@ -311,7 +315,14 @@ class UserAgent:
         await ua.transports.bind(
             local_host, port, transports, tls_server=tls_server, tls_client=tls_client, tls_port=tls_port
         )
-        ua.core.local_addresses = dict(ua.transports.local_addresses)
+        if advertise_host is None and local_host in ("0.0.0.0", "::", ""):
+            log.warning(
+                "bound to %r without advertise_host: Via and Contact will not be reachable", local_host
+            )
+        ua.core.local_addresses = {
+            name: (advertise_host or host, port)
+            for name, (host, port) in ua.transports.local_addresses.items()
+        }
         return ua
 
     # -- properties ---------------------------------------------------------------------------------
@@ -329,9 +340,11 @@ class UserAgent:
         return self.loop.time()
 
     def ladder(self, call_id: str) -> list[tuple[float, str, str]]:
-        """(Unix time, ``in``/``out``, first line) of each message of the Call-ID, for the call report."""
-        offset = time.time() - self.loop.time()
-        return [(t + offset, direction, first) for t, direction, first in self.core.ladder(call_id)]
+        """(time, ``in``/``out``, first line) of each message of the Call-ID, for the call report.
+
+        Times are on the clock of ``now()`` (the event loop's), so ``t - ua.now()`` is an age in seconds.
+        """
+        return self.core.ladder(call_id)
 
     # -- outgoing -------------------------------------------------------------------------------------
 
@@ -370,6 +383,13 @@ class UserAgent:
             log.info("INVITE %s not answered in time: cancelling", call.call_id)
             self.core.cancel(call, self.now())
             self._pump()
+            pending = call.user_data
+            if not call.cancel_sent and isinstance(pending, OutgoingInvite) and not pending.result.done():
+                # §9.1: no provisional yet, so no CANCEL may be sent; it goes out if one arrives later (and
+                # a late 2xx is ACKed and ended with BYE). The application does not wait for that.
+                assert call.invite is not None
+                resp = Response.for_request(call.invite, 408, "Request Timeout (no answer)")
+                pending.result.set_result(InviteResult(408, resp.reason, resp, None))
 
     async def request(
         self,

@@ -6,6 +6,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from sip.auth import DigestClient, DigestVerifier, VerifyResult
 from sip.core import (
     CallAnswered,
@@ -17,6 +19,7 @@ from sip.core import (
     CoreConfig,
     Event,
     IncomingCall,
+    ReinviteResult,
     RequestCompleted,
     UserAgentCore,
 )
@@ -520,3 +523,34 @@ def test_2xx_without_contact_fails_the_call_with_502() -> None:
     a.core.invite("sip:b@127.0.0.1:5063", SDP_A, net.now)  # type: ignore[union-attr]
     net.pump()
     assert [e.response.status for e in a.of(CallFailed)] == [502]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_call_setup_reinvite_and_teardown_survive_25_percent_loss(seed: int) -> None:
+    net = Net()
+    rng = random.Random(seed)
+    net.drop = lambda data, dest, sender: rng.random() < 0.25
+    a, b = net.add(5061), net.add(5062)
+    call_a = a.core.invite(f"sip:b@127.0.0.1:{b.port}", SDP_A, net.now)  # type: ignore[union-attr]
+    for _ in range(400):
+        net.advance(0.1)
+        for inc in b.of(IncomingCall):
+            if inc.call.state is CallState.INCOMING:
+                b.core.accept(inc.call, SDP_B, net.now)  # type: ignore[union-attr]
+        if call_a.state is CallState.CONFIRMED and b.of(CallConfirmed):
+            break
+    call_b = b.of(IncomingCall)[0].call
+    assert call_a.state is CallState.CONFIRMED and call_b.state is CallState.CONFIRMED
+    assert len(b.of(IncomingCall)) == 1  # retransmitted INVITEs were absorbed, not new calls
+    a.core.reinvite(call_a, SDP_A.replace(b"1 1", b"1 2"), net.now)  # type: ignore[union-attr]
+    for _ in range(400):
+        net.advance(0.1)
+        if call_b.reinvite_in is not None and call_b.ok is None and call_b.reinvite_in_request is not None:
+            b.core.answer_reinvite(call_b, 200, net.now, SDP_B)  # type: ignore[union-attr]
+        if a.of(ReinviteResult):
+            break
+    assert [e.response.status for e in a.of(ReinviteResult)] == [200]
+    bye = a.core.bye(call_a, net.now)  # type: ignore[union-attr]
+    net.advance(40.0, step=0.1)
+    assert b.of(CallTerminated) and b.of(CallTerminated)[0].reason == "remote BYE"
+    assert bye is not None and bye.final is not None and bye.final.status in (200, 408)

@@ -282,3 +282,59 @@ def test_connection_flood_is_capped_and_idle_connections_are_closed() -> None:
         await ua.close()
 
     run(main)
+
+
+def test_invite_timeout_without_any_answer_returns_408_promptly() -> None:
+    async def main() -> None:
+        a = await UserAgent.create()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            port = silent.getsockname()[1]
+            result = await a.invite(f"sip:b@127.0.0.1:{port}", SDP_A, timeout=0.3)
+            assert result.status == 408 and result.session is None
+        await a.close()
+
+    run(main)
+
+
+def test_session_timer_refreshes_on_the_event_loop_without_bothering_the_application() -> None:
+    async def main() -> None:
+        a = await UserAgent.create(session_expires=1, min_se=1)
+        b = await UserAgent.create(session_expires=1, min_se=1)
+        sessions: list[CallSession] = []
+        answering(b, sessions=sessions)
+        asked: list[bytes] = []
+
+        async def on_reinvite(sdp: bytes) -> tuple[int, bytes]:
+            asked.append(sdp)
+            return 200, SDP_B
+
+        result = await a.invite(f"sip:b@127.0.0.1:{b.local_address[1]}", SDP_A)
+        assert result.session is not None and result.session.session_interval == 1
+        sessions[0].on_reinvite = on_reinvite
+        await asyncio.sleep(1.3)
+        invites = [f for _, d, f in a.ladder(result.session.call_id) if d == "out" and f.startswith("INVITE")]
+        assert len(invites) >= 3  # the initial INVITE and a refresh every half interval
+        assert asked == []  # same SDP: answered by the core, media untouched
+        assert not sessions[0].terminated.done() and not result.session.terminated.done()
+        await result.session.bye()
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
+def test_advertised_host_goes_into_contact_and_in_dialog_requests_follow_it() -> None:
+    async def main() -> None:
+        a = await UserAgent.create()
+        b = await UserAgent.create("127.0.0.1", advertise_host="localhost")
+        answering(b)
+        assert b.contact_uri().host == "localhost"
+        result = await a.invite(f"sip:b@127.0.0.1:{b.local_address[1]}", SDP_A)
+        assert result.ok and result.session is not None
+        assert result.session.dialog is not None and result.session.dialog.remote_target.host == "localhost"
+        assert (await result.session.bye()).status == 200  # type: ignore[union-attr]
+        await a.close()
+        await b.close()
+
+    run(main)

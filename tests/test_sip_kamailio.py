@@ -1,0 +1,185 @@
+"""Our user agent against a real Kamailio (registrar with digest auth, record-routing proxy) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import typer
+from typer.testing import CliRunner
+
+from sip.registration import Registration, RegistrationState
+from sip.useragent import CallSession, IncomingInvite, UserAgent
+from tests.peers.kamailio import KamailioServer
+from tests.test_sip_core import SDP_A, SDP_B
+from vfax.cli_sip import options_command, register_command
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(fn(), 20))
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("register")(register_command)
+    app.command("options")(options_command)
+    return app
+
+
+def test_register_with_digest_then_unregister(kamailio: KamailioServer) -> None:
+    async def main() -> None:
+        ua = await UserAgent.create(contact_user="1001")
+        reg = Registration(ua, kamailio.uri, "1001", "secret1001", expires=120, domain=kamailio.realm)
+        result = await reg.start()
+        assert result.status == 200 and reg.state is RegistrationState.REGISTERED
+        assert 0 < reg.expires <= 120
+        assert any(str(ua.local_address[1]) in c for c in kamailio.registered_contacts("1001"))
+        await reg.stop()
+        assert kamailio.registered_contacts("1001") == []
+        await ua.close()
+
+    run(main)
+
+
+def test_register_over_tcp(kamailio: KamailioServer) -> None:
+    async def main() -> None:
+        ua = await UserAgent.create(transports=("tcp",), contact_user="1003")
+        reg = Registration(ua, kamailio.tcp_uri, "1003", "secret1003", domain=kamailio.realm)
+        assert (await reg.start()).ok
+        await reg.stop()
+        await ua.close()
+
+    run(main)
+
+
+def test_wrong_password_reports_the_failure(kamailio: KamailioServer) -> None:
+    async def main() -> None:
+        ua = await UserAgent.create()
+        reg = Registration(ua, kamailio.uri, "1001", "not-the-password", domain=kamailio.realm)
+        result = await reg.start()
+        assert result.status == 401 and not result.ok
+        assert reg.state is RegistrationState.FAILED
+        await reg.stop()
+        await ua.close()
+
+    run(main)
+
+
+def test_call_through_the_proxy_keeps_in_dialog_requests_on_the_record_route(
+    kamailio: KamailioServer,
+) -> None:
+    async def main() -> None:
+        a = await UserAgent.create(contact_user="1001")
+        b = await UserAgent.create(contact_user="1002")
+        reg_b = Registration(b, kamailio.uri, "1002", "secret1002", domain=kamailio.realm)
+        assert (await reg_b.start()).ok
+        sessions: list[CallSession] = []
+
+        async def handler(incoming: IncomingInvite) -> None:
+            assert incoming.source[2] == kamailio.udp_port  # it came through the proxy
+            await incoming.ringing()
+            session = await incoming.accept(SDP_B)
+
+            async def on_reinvite(sdp: bytes) -> tuple[int, bytes]:
+                return 200, SDP_B.replace(b"1 1", b"1 2")
+
+            session.on_reinvite = on_reinvite
+            sessions.append(session)
+
+        b.on_invite = handler
+        result = await a.invite(
+            f"sip:1002@{kamailio.realm}", SDP_A, proxy=kamailio.uri, credentials=("1001", "secret1001"),
+            from_=f"<sip:1001@{kamailio.realm}>",
+        )  # fmt: skip
+        assert result.ok, (result.status, result.reason)
+        session = result.session
+        assert session is not None and session.dialog is not None
+        assert session.dialog.route_set, "Kamailio's Record-Route is the route set"
+        assert session.dialog.next_hop().port == kamailio.udp_port
+        await asyncio.wait_for(sessions[0].confirmed, 5)
+        assert sessions[0].dialog is not None and sessions[0].dialog.route_set
+        outcome = await session.reinvite(SDP_A.replace(b"1 1", b"1 2"))
+        assert outcome.ok
+        # and a re-INVITE from the callee, back through the proxy
+        back = await sessions[0].reinvite(SDP_B.replace(b"1 1", b"1 3"))
+        assert back.status == 488  # the caller has no on_reinvite handler: refused, call kept
+        assert (await sessions[0].bye()).status == 200  # type: ignore[union-attr]
+        assert await session.wait_terminated(5) == "remote BYE"
+        await reg_b.stop()
+        await a.close()
+        await b.close()
+
+    run(main)
+    log = kamailio.log_text()
+    assert "rx BYE" in log and "rx INVITE" in log  # in-dialog requests went via the proxy
+
+
+def test_cli_register_prints_status_and_unregisters(kamailio: KamailioServer) -> None:
+    result = CliRunner().invoke(
+        cli(),
+        ["register", "--server", f"127.0.0.1:{kamailio.udp_port}", "--user", "1004",
+         "--password", "secret1004", "--domain", kamailio.realm, "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["status"] == 200 and data["registered"] and data["unregistered"]
+    assert data["expires"] > 0 and data["contact"].startswith("sip:1004@") and data["rtt_ms"] >= 0
+    assert kamailio.registered_contacts("1004") == []
+
+
+def test_cli_register_with_wrong_password_exits_nonzero_with_sip_status(kamailio: KamailioServer) -> None:
+    result = CliRunner().invoke(
+        cli(),
+        ["register", "--server", f"127.0.0.1:{kamailio.udp_port}", "--user", "1004", "--password", "bad",
+         "--transport", "tcp"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "SIP 401" in result.output
+
+
+def test_cli_options_pings_the_proxy(kamailio: KamailioServer) -> None:
+    result = CliRunner().invoke(cli(), ["options", kamailio.uri, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["status"] == 200
+
+
+def test_invites_only_from_the_registrar_when_asked(kamailio: KamailioServer) -> None:
+    async def main() -> None:
+        a = await UserAgent.create("127.0.0.1", contact_user="1001")
+        b = await UserAgent.create("127.0.0.1", contact_user="1002")
+        reg = Registration(b, kamailio.uri, "1002", "secret1002", domain=kamailio.realm)
+        reg.invites_only_from_registrar = True
+        assert (await reg.start()).ok
+        assert b.core.config.invite_allow_list == frozenset({"127.0.0.1"})  # the registrar's address
+
+        async def accept(incoming: IncomingInvite) -> None:
+            await incoming.accept(SDP_B)
+
+        b.on_invite = accept
+        direct = await a.invite(f"sip:1002@127.0.0.1:{b.local_address[1]}", SDP_A)
+        assert direct.status == 200  # 127.0.0.1 is the registrar's address too: allowed
+        assert direct.session is not None
+        await direct.session.bye()
+        b.core.config.invite_allow_list = frozenset({"192.0.2.1"})  # only a stranger's address
+        refused = await a.invite(f"sip:1002@127.0.0.1:{b.local_address[1]}", SDP_A)
+        assert refused.status == 403
+        await reg.stop()
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
+def test_register_through_an_outbound_proxy(kamailio: KamailioServer) -> None:
+    async def main() -> None:
+        ua = await UserAgent.create(contact_user="1002")
+        reg = Registration(ua, f"sip:{kamailio.realm}", "1002", "secret1002", proxy=kamailio.uri)
+        result = await reg.start()  # the registrar's name does not resolve: only the proxy makes this work
+        assert result.ok, (result.status, result.reason)
+        assert kamailio.registered_contacts("1002")
+        await reg.stop()
+        await ua.close()
+
+    run(main)
