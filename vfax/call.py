@@ -168,6 +168,8 @@ class FaxCall:
         #: Where our media goes for a given (kind, peer address): the peer itself unless a test or a
         #: benchmark routes the stream through an impairment relay.
         self.route_media: Callable[[str, tuple[str, int]], tuple[str, int]] = lambda kind, addr: addr
+        #: Called with "dialing" (the INVITE is out, ``call_id`` is known) and "answered".
+        self.on_progress: Callable[[FaxCall, str], None] | None = None
         #: Called with each engine event (T.30 message, page, result) while the call runs.
         self.on_event: Callable[[FaxCall, FaxEvent], None] | None = None
 
@@ -198,6 +200,7 @@ class FaxCall:
                 return self._outcome()
             self.sip = result.session
             self.sip.on_reinvite = self._on_reinvite
+            self._progress("answered")
             try:
                 negotiation = process_answer(offer, parse_sdp(result.remote_sdp))
             except SdpError as exc:
@@ -238,6 +241,7 @@ class FaxCall:
         )  # fmt: skip
         self.call_id = pending.call_id
         self._pending = pending
+        self._progress("dialing")
         try:
             return await pending
         finally:
@@ -263,6 +267,7 @@ class FaxCall:
                 self.end_reason = "no acceptable media in the offer (488)"
                 return self._outcome()
             await incoming.accept(bytes(answer.sdp))
+            self._progress("answered")
             if answer.chosen_image is not None and deal is not None:
                 await self._start_t38(deal, (answer.chosen_image.address, answer.chosen_image.port))
             elif answer.chosen_audio is not None:
@@ -498,13 +503,17 @@ class FaxCall:
             self._media_dead = reason
 
     def _udptl_silent(self) -> bool:
+        """Nothing moved in either direction for ``media_timeout`` seconds. Unlike RTP, T.38 is quiet
+        by design (a receiver sends nothing while a page streams to it), so only total silence counts;
+        a peer that vanishes mid-page is caught by T.30's own response timers (T.30 §5.4.3)."""
         if self.udptl is None:
             return False
-        received = self.udptl.stats().received
+        st = self.udptl.stats()
+        moved = st.received + st.sent
         count, since = self._udptl_seen
         now = time.monotonic()
-        if received != count:
-            self._udptl_seen = (received, now)
+        if moved != count:
+            self._udptl_seen = (moved, now)
             return False
         return now - since > self.options.media_timeout
 
@@ -526,7 +535,9 @@ class FaxCall:
             if session is not None and session.done:
                 if phase_e_at is None:
                     phase_e_at = time.monotonic()
-                    self.end_reason = self.end_reason or "T.30 phase E"
+                    r = session.result
+                    verdict = "T.30 phase E" if r is None or r.ok else f"T.30 phase E: {r.text}"
+                    self.end_reason = self.end_reason or verdict
                 if self.sending or time.monotonic() - phase_e_at > BYE_GRACE_SECONDS:
                     await self._hangup()
                     return
@@ -541,6 +552,13 @@ class FaxCall:
                     session.close()
                 await self._hangup()
                 return
+
+    def _progress(self, what: str) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(self, what)
+            except Exception:
+                log.exception("%s: progress callback failed", self.name)
 
     def _dispatch_events(self) -> None:
         if self.session is None or not self.session.events:

@@ -60,6 +60,7 @@ class FaxLine:
         #: Takes an offered call instead of the inbox; must return once the call is over.
         self.on_incoming: Callable[[IncomingInvite], Awaitable[None]] | None = None
         self.on_event: EventCallback | None = None
+        self.on_progress: Callable[[FaxCall, str], None] | None = None
         #: See FaxCall.route_media (tests and benchmarks put an impairment relay in the media path).
         self.route_media: Callable[[str, tuple[str, int]], tuple[str, int]] | None = None
         ua.on_invite = self._incoming
@@ -133,6 +134,7 @@ class FaxLine:
 
     def _prepare(self, call: FaxCall) -> None:
         call.on_event = self.on_event
+        call.on_progress = self.on_progress
         if self.route_media is not None:
             call.route_media = self.route_media
         self.calls_started += 1
@@ -153,12 +155,19 @@ class FaxLine:
         await self.receptions.put(reception)
 
     async def receive(
-        self, incoming: IncomingInvite, inbox: Inbox, options: CallOptions | None = None
+        self,
+        incoming: IncomingInvite,
+        inbox: Inbox,
+        options: CallOptions | None = None,
+        *,
+        on_call: Callable[[FaxCall], None] | None = None,
     ) -> Reception:
         """Answer ``incoming``, receive into ``inbox``, and place the result there."""
         part = inbox.new_part_file()
         call = FaxCall(self.ua, options or self.config.call, receive_file=part, name="receive")
         self._prepare(call)
+        if on_call is not None:
+            on_call(call)
         self.active.add(call)
         try:
             outcome = await call.answer(incoming)
