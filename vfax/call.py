@@ -94,6 +94,8 @@ class CallOutcome:
             return FaxStatus.FS_COMPLETED
         if self.aborted:
             return FaxStatus.FS_USER_ABORT
+        if self.sip_status in (408, 487) and self.result is None:
+            return FaxStatus.FS_NO_ANSWER  # our ring timeout cancelled the INVITE (or it timed out)
         if self.result is not None:
             return status_for_t30(self.result.code, self.result.pages)
         if self.sip_status is not None and self.sip_status >= 300:

@@ -59,6 +59,7 @@ class FaxReceive:
     inbox: Path
     csid: str = ""  # our CSID, sent as T.30 CSI
     receiving_number: str = ""
+    part_file: Path | None = None  # where the reception is written while it runs (recorded beforehand)
 
 
 @dataclass
@@ -178,7 +179,9 @@ class VirtualFaxDevice:
             c.on_progress = lambda cc, what: self._progress(handle, what, None)
             c.on_event = lambda cc, e: self._engine_event(handle, e)
 
-        reception = await self.line.receive(call, Inbox(fax.inbox), options, on_call=on_call)
+        reception = await self.line.receive(
+            call, Inbox(fax.inbox), options, on_call=on_call, part=fax.part_file
+        )
         handle.reception = reception
         handle.outcome = reception.outcome
         return self._finish(handle, reception.outcome)

@@ -161,9 +161,10 @@ class FaxLine:
         options: CallOptions | None = None,
         *,
         on_call: Callable[[FaxCall], None] | None = None,
+        part: Path | None = None,
     ) -> Reception:
         """Answer ``incoming``, receive into ``inbox``, and place the result there."""
-        part = inbox.new_part_file()
+        part = part or inbox.new_part_file()
         call = FaxCall(self.ua, options or self.config.call, receive_file=part, name="receive")
         self._prepare(call)
         if on_call is not None:
