@@ -1,0 +1,134 @@
+"""The controller: queue → device → store, inbound into the inbox, retries, cancel; real calls on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from tests import docfactory
+from vfax.controller import Controller
+from vfax.device import VirtualFaxDevice
+from vfax.documents import Resolution, prepare_fax_tiff, read_tiff_pages
+from vfax.events import CallbackSink, JsonLinesSink
+from vfax.jobstore import InboundState, JobState, SqliteJobStore
+from vfax.line import LineConfig
+from vfax.retry import RetryPolicy
+from vfax.status import FaxStatus
+
+
+def tiff(tmp: Path, pages: int = 1) -> Path:
+    src = docfactory.text_pdf(tmp / f"d{pages}.pdf", pages=pages)
+    return prepare_fax_tiff(src, tmp / f"s{pages}.tif", resolution=Resolution.STANDARD).path
+
+
+FAST_RETRY = RetryPolicy(max_attempts=2, backoff=(0.5, 0.5), jitter=0.0)
+
+
+async def until(predicate: Any, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.2)
+
+
+class Service:
+    """One controller with one device and its own store and inbox, as `vfax serve` builds it."""
+
+    def __init__(self, tmp: Path, name: str, channels: int = 4, sinks: list[Any] | None = None) -> None:
+        self.tmp = tmp / name
+        self.tmp.mkdir()
+        self.name = name
+        self.channels = channels
+        self.sinks = sinks or []
+        self.store = SqliteJobStore(self.tmp / "vfax.db", policy=FAST_RETRY)
+
+    async def __aenter__(self) -> Service:
+        self.device = await VirtualFaxDevice.open(LineConfig(name=self.name, channels=self.channels))
+        self.controller = Controller(self.store, [self.device], inbox=self.tmp / "inbox", sinks=self.sinks,
+                                     poll_interval=0.2)  # fmt: skip
+        await self.controller.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.controller.stop(grace=5)
+        await self.device.close()
+
+
+def test_queued_job_is_sent_and_received_with_one_terminal_event_each(tmp_path: Path) -> None:
+    seen: list[Any] = []
+    doc = tiff(tmp_path)
+
+    async def scenario() -> Any:
+        sinks = [CallbackSink(seen.append), JsonLinesSink(tmp_path / "events.jsonl")]
+        async with Service(tmp_path, "a", sinks=sinks) as a, Service(tmp_path, "b") as b:
+            job = a.store.submit(doc, b.device.line.uri, options={"tsid": "+1 555 0100"})
+            a.controller.wake()
+            await until(lambda: a.store.get(job.id).state.is_final, 60)
+            await until(
+                lambda: (
+                    b.store.list_inbound() and b.store.list_inbound()[0].state is not InboundState.RECEIVING
+                ),
+                30,
+            )
+            await until(lambda: any(e.type == "terminal" for e in seen), 10)
+            return a.store.get(job.id), a.store.events_for(job.id), b.store.list_inbound()[0], b.store
+
+    job, events, fax, b_store = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert (
+        job.state is JobState.COMPLETED and job.last_status is FaxStatus.FS_COMPLETED and job.pages_sent == 1
+    )
+    kinds = [(e.type, e.status) for e in events]
+    assert [k for k in kinds if k[0] == "terminal"] == [("terminal", FaxStatus.FS_COMPLETED)]
+    assert ("status", FaxStatus.FS_DIALING) in kinds and ("status", FaxStatus.FS_TRANSMITTING) in kinds
+    assert ("page", FaxStatus.FS_TRANSMITTING) in kinds
+    assert kinds.index(("status", FaxStatus.FS_DIALING)) < kinds.index(("terminal", FaxStatus.FS_COMPLETED))
+    # the sinks got the same stream, in order
+    assert [e.seq for e in seen if e.job_id == job.id] == [e.seq for e in events]
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [x["seq"] for x in lines if x["job_id"] == job.id] == [e.seq for e in events]
+    # the far end recorded the reception before answering, and placed the files
+    assert fax.state is InboundState.COMPLETED and fax.pages == 1 and fax.remote_csi == "+1 555 0100"
+    assert fax.tiff_path and fax.pdf_path and len(read_tiff_pages(fax.tiff_path)) == 1
+    assert [e.type for e in b_store.events_for(fax.id)].count("terminal") == 1
+
+
+def test_busy_destination_is_retried_then_failed(tmp_path: Path) -> None:
+    doc = tiff(tmp_path)
+
+    async def scenario() -> Any:
+        async with Service(tmp_path, "a") as a, Service(tmp_path, "full", channels=0) as full:
+            job = a.store.submit(doc, full.device.line.uri)
+            a.controller.wake()
+            await until(lambda: a.store.get(job.id).state.is_final, 60)
+            return a.store.get(job.id), a.store.events_for(job.id)
+
+    job, events = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert job.state is JobState.FAILED and job.attempts == 2 and job.last_status is FaxStatus.FS_BUSY
+    assert [e.type for e in events].count("terminal") == 1
+    assert any(e.payload.get("retry") for e in events if e.type == "status")  # the first attempt was retried
+
+
+def test_cancel_before_and_during_the_call(tmp_path: Path) -> None:
+    doc = tiff(tmp_path, pages=2)
+
+    async def scenario() -> Any:
+        async with Service(tmp_path, "a", channels=1) as a, Service(tmp_path, "b") as b:
+            later = a.store.submit(doc, b.device.line.uri, not_before=4e9)  # scheduled far ahead
+            a.store.cancel(later.id)
+            now = a.store.submit(doc, b.device.line.uri)
+            a.controller.wake()
+            await until(
+                lambda: any(e.status is FaxStatus.FS_TRANSMITTING for e in a.store.events_for(now.id)), 30
+            )
+            a.store.cancel(now.id)
+            a.controller.wake()
+            await until(lambda: a.store.get(now.id).state.is_final, 30)
+            return a.store.get(later.id), a.store.get(now.id), a.store.events_for(now.id)
+
+    later, now, events = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert later.state is JobState.CANCELLED and later.attempts == 0
+    assert now.state is JobState.CANCELLED and now.last_status is FaxStatus.FS_USER_ABORT
+    assert [e.type for e in events].count("terminal") == 1
