@@ -224,12 +224,13 @@ def loopback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (imported here so `vfax --help` lists them all)."""
-    from vfax import cli_fax, cli_sip
+    from vfax import cli_fax, cli_sip, service
 
     app.command("send")(cli_fax.send_command)
     app.command("receive")(cli_fax.receive_command)
     app.command("demo")(cli_fax.demo_command)
     app.command("register")(cli_sip.register_command)
+    app.command("serve")(service.serve_command)
     app.command("options")(cli_sip.options_command)
 
 

@@ -307,6 +307,9 @@ class Controller:
         last = self._last_pages.get(job_id, 0)
         if status.page_count > last:
             self._last_pages[job_id] = status.page_count
+            if handle.kind == "receive":  # the store knows how far a reception got, should we crash
+                with contextlib.suppress(Exception):
+                    self.store.update_inbound(job_id, pages=status.page_count, remote_csi=status.csi or None)
             self._event(job_id, "page", status.status, {"pages": status.page_count, "csi": status.csi})
         elif handle.history[-2:-1] and handle.history[-2].status is status.status:
             return  # the same status again (e.g. the remote CSI arrived): nothing new to tell

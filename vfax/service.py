@@ -1,0 +1,101 @@
+"""`vfax serve`: the long-running fax service (devices, controller, job store, HTTP API).
+
+Start-up order matters for durability: the store opens (and recovers from a crash) before any device
+listens, so an offered call is always recorded in a consistent store; devices register before the
+queue starts; the API comes last, once there is something to serve. Shutdown reverses it, letting
+calls in progress finish for a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vfax.cli_common import EXIT_FAILED, err, fail
+from vfax.config import ConfigError, ServiceConfig, build_sinks, device_line_config, load_config
+from vfax.controller import Controller
+from vfax.device import VirtualFaxDevice
+from vfax.jobstore import SqliteJobStore
+
+log = logging.getLogger("vfax.service")
+
+
+async def run_service(config: ServiceConfig, *, ready: asyncio.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code."""
+    for d in (config.data_dir, config.inbox, config.spool):
+        d.mkdir(parents=True, exist_ok=True)
+    store = SqliteJobStore(config.database, policy=config.retry)
+    devices: list[VirtualFaxDevice] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    controller: Controller | None = None
+    server = None
+    try:
+        for dev in config.devices:
+            line_config = device_line_config(dev, None)
+            device = await VirtualFaxDevice.open(line_config, register=dev.register)
+            devices.append(device)
+            reg = device.line.registration
+            state = reg.state.value if reg else "not registering"
+            log.warning("device %s listening at %s (%s)", dev.name, device.line.uri, state)
+        controller = Controller(store, devices, inbox=config.inbox, sinks=build_sinks(config.sinks))
+        await controller.start()
+        from vfax.api import create_app, serve_api
+
+        app = create_app(
+            store,
+            config.api,
+            inbox_dir=config.inbox,
+            spool_dir=config.spool,
+            wake=controller.wake,
+            subscribe=controller.subscribe,
+            devices_status=controller.devices_status,
+        )
+        server = await serve_api(app, config.api.listen)
+        host, port = server.address
+        log.warning("vfax serve: API at http://%s:%d, inbox %s", host, port, config.inbox)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.warning("vfax serve: stopping")
+        return 0
+    finally:
+        if server is not None:
+            await server.stop()
+        if controller is not None:
+            await controller.stop(grace=30)
+        for device in devices:
+            await device.close()
+        store.close()
+
+
+def serve_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The service configuration (TOML).")],
+) -> None:
+    """Run the fax service: register the devices, receive into the inbox, send queued jobs, serve the API.
+
+    Environment variables override the file (VFAX_API_TOKEN, VFAX_DEVICE_<NAME>_PASSWORD, ...; see
+    vfax/samples/vfax.example.toml). Stops cleanly on SIGINT or SIGTERM.
+    """
+    try:
+        cfg = load_config(config)
+    except FileNotFoundError:
+        fail(f"no configuration file at {config}")
+    except ConfigError as exc:
+        fail(f"invalid configuration {config}: {exc}")
+    logging.getLogger("vfax").setLevel(getattr(logging, cfg.log_level.upper(), logging.INFO))
+    try:
+        code = asyncio.run(run_service(cfg))
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    raise typer.Exit(code)
