@@ -1,0 +1,1108 @@
+"""The local HTTP API of ``vfax serve``: submit and follow outbound jobs, fetch received faxes, live events.
+
+The API is a thin shell over the job store. It never reaches into the controller: a submitted job is a row
+written with :meth:`~vfax.jobstore.JobStore.submit` followed by ``wake()`` (the controller looks at its
+queue now), a cancel is :meth:`~vfax.jobstore.JobStore.cancel` followed by ``wake()``. It runs in the
+service's own asyncio loop, the loop that carries SIP and media, so nothing slow runs on it: store calls
+(an fsync each) and document conversion (PDF rendering) go to worker threads.
+
+Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see ``docs/api.md``)::
+
+    POST /v1/jobs                 multipart upload: document + to, device, priority, not_before, ...
+    GET  /v1/jobs                 ?state=&device=&limit=&offset=
+    GET  /v1/jobs/{id}            the job and its events
+    POST /v1/jobs/{id}/cancel     200 job; 404 unknown; 409 already finished
+    GET  /v1/faxes                ?state=&limit=&offset=
+    GET  /v1/faxes/{id}           the received fax and its events
+    GET  /v1/faxes/{id}/pdf|tiff|report
+    GET  /v1/events               server-sent events (id: store-wide event number; Last-Event-ID resumes)
+    GET  /v1/devices              what the service reports about its devices
+    GET  /healthz                 liveness, no authentication
+
+Security: the token is compared in constant time (``hmac.compare_digest``) before any request body is
+read, so an anonymous client cannot make the service parse an upload; bodies larger than
+``max_upload_mb`` get 413 while they stream in. Failed requests answer ``{"error": code, "detail":
+reason}`` and store nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hmac
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Literal, cast
+
+import uvicorn
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vfax import documents
+from vfax.config import ApiConfig, parse_listen
+from vfax.events import FaxEvent
+from vfax.jobstore import (
+    InboundFax,
+    InboundState,
+    JobFilter,
+    JobNotFoundError,
+    JobState,
+    JobStore,
+    OutboundJob,
+)
+from vfax.storage import fsync_dir
+
+log = logging.getLogger("vfax.api")
+
+__all__ = [
+    "API_VERSION",
+    "ApiServer",
+    "create_app",
+    "openapi_spec",
+    "serve_api",
+]
+
+API_VERSION = "1.0.0"
+HEARTBEAT_SECONDS = 15.0
+POLL_SECONDS = 1.0
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+#: The reserved outbox sink name the event stream reads through when the store has no ``events_after``:
+#: no delivery is ever recorded for it, so every event is "pending" for it, in store order.
+SSE_CURSOR_SINK = "vfax-api:sse"
+MAX_DESTINATION = 256
+MAX_HEADER = 100
+_DESTINATION_USER = re.compile(r"^[A-Za-z0-9+*#._~()-]{1,64}$")
+_TIFF = "image/tiff"
+_PDF = "application/pdf"
+
+Wake = Callable[[], None]
+Subscribe = Callable[[], AsyncIterator[FaxEvent]]
+DevicesStatus = Callable[[], list[dict[str, Any]]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Response models (they make /openapi.json useful)
+# --------------------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """Every failed request answers with this body."""
+
+    error: str = Field(
+        description="Short machine-readable code: unauthorized, invalid_request, bad_document, not_found, "
+        "conflict, too_large, file_missing."
+    )
+    detail: str = Field(description="One-line reason for a person.")
+
+
+class Event(BaseModel):
+    """One event of a job or received fax (the same JSON the event sinks deliver, version 1)."""
+
+    v: int = Field(description="Schema version of the event JSON (keys are only ever added).")
+    id: str = Field(description="Stable event id `<job_id>.<seq>`; receivers dedupe on it.")
+    job_id: str
+    seq: int = Field(ge=1, description="1, 2, ... per job.")
+    type: Literal["status", "page", "terminal"]
+    terminal: bool = Field(description="True for the one terminal event of the job.")
+    status: str = Field(description="FAX_DEV_STATUS as a string id, e.g. `busy`, `completed`.")
+    status_code: int = Field(description="The Windows `FS_*` number.")
+    status_name: str = Field(description="The `FS_*` name.")
+    at: str = Field(description="UTC time the event was recorded, ISO 8601 with milliseconds.")
+    payload: dict[str, Any] = Field(description="Depends on `type`; see `vfax.events`.")
+
+
+class Job(BaseModel):
+    """An outbound fax job."""
+
+    id: str
+    state: Literal["queued", "in_flight", "completed", "failed", "cancelled"]
+    destination: str
+    device: str | None = Field(description="The device that must send it; null: any device.")
+    priority: int = Field(description="Higher is sent first.")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    not_before: dt.datetime = Field(description="Not sent (or retried) before this time.")
+    finished_at: dt.datetime | None
+    attempts: int = Field(description="Attempts started so far.")
+    max_attempts: int
+    status: str | None = Field(description="Outcome of the last attempt (string id), null before one.")
+    status_code: int | None
+    status_name: str | None
+    last_error: str
+    pages_sent: int
+    options: dict[str, Any] = Field(description="Call options of the next attempt (ecm, t38, header ...).")
+    cancel_requested: bool
+
+
+class JobDetail(Job):
+    events: list[Event]
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    limit: int
+    offset: int
+
+
+class Fax(BaseModel):
+    """A received fax."""
+
+    id: str
+    state: Literal["receiving", "completed", "partial", "failed"]
+    call_id: str
+    caller: str
+    callee: str
+    device: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    pages: int
+    remote_csi: str = Field(description="The sender's fax identity (T.30 CSI/TSI).")
+    status: str | None
+    status_code: int | None
+    status_name: str | None
+    error: str
+    has_tiff: bool = Field(description="GET /v1/faxes/{id}/tiff will return the file.")
+    has_pdf: bool
+    has_report: bool
+
+
+class FaxDetail(Fax):
+    events: list[Event]
+
+
+class FaxList(BaseModel):
+    faxes: list[Fax]
+    limit: int
+    offset: int
+
+
+class Device(BaseModel):
+    """What the service reports about a device (more keys may be present)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class DeviceList(BaseModel):
+    devices: list[Device]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Mapping store records to JSON
+# --------------------------------------------------------------------------------------------------
+
+
+def _time(at: float | None) -> dt.datetime | None:
+    return None if at is None else dt.datetime.fromtimestamp(at, tz=dt.UTC)
+
+
+def _event(event: FaxEvent) -> Event:
+    return Event.model_validate(event.to_dict())
+
+
+def _job(job: OutboundJob) -> Job:
+    status = job.last_status
+    return Job(
+        id=job.id,
+        state=job.state.value,
+        destination=job.destination,
+        device=job.device,
+        priority=job.priority,
+        created_at=cast(dt.datetime, _time(job.created_at)),
+        updated_at=cast(dt.datetime, _time(job.updated_at)),
+        not_before=cast(dt.datetime, _time(job.not_before)),
+        finished_at=_time(job.finished_at),
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        status=None if status is None else status.string_id,
+        status_code=None if status is None else int(status),
+        status_name=None if status is None else status.name,
+        last_error=job.last_error,
+        pages_sent=job.pages_sent,
+        options=dict(job.options),
+        cancel_requested=job.cancel_requested,
+    )
+
+
+class _Files:
+    """Which files of a received fax may be served: only regular files inside the inbox."""
+
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox.resolve()
+
+    def get(self, value: str | None) -> Path | None:
+        if not value:
+            return None
+        path = Path(value).resolve()
+        if not path.is_relative_to(self.inbox):
+            log.warning("not serving %s: outside the inbox %s", path, self.inbox)
+            return None
+        return path if path.is_file() else None
+
+
+def _fax(fax: InboundFax, files: _Files) -> Fax:
+    status = fax.last_status
+    return Fax(
+        id=fax.id,
+        state=fax.state.value,
+        call_id=fax.call_id,
+        caller=fax.caller,
+        callee=fax.callee,
+        device=fax.device,
+        started_at=cast(dt.datetime, _time(fax.started_at)),
+        finished_at=_time(fax.finished_at),
+        pages=fax.pages,
+        remote_csi=fax.remote_csi,
+        status=None if status is None else status.string_id,
+        status_code=None if status is None else int(status),
+        status_name=None if status is None else status.name,
+        error=fax.error,
+        has_tiff=files.get(fax.tiff_path) is not None,
+        has_pdf=files.get(fax.pdf_path) is not None,
+        has_report=files.get(fax.report_path) is not None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A request refused with a status, a code and a reason (rendered as :class:`ErrorBody`)."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers
+
+
+def _error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "header")]
+        parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+# --------------------------------------------------------------------------------------------------
+# The guard: authentication and body size, before any body is read
+# --------------------------------------------------------------------------------------------------
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def token_matches(header: bytes | None, token: str) -> bool:
+    """Constant-time check of an ``Authorization: Bearer <token>`` header value."""
+    if header is None:
+        return False
+    scheme, _, value = header.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(value.strip(), token.encode())
+
+
+class _Guard:
+    """ASGI middleware: 401 without the token (except public paths), 413 for oversized bodies."""
+
+    def __init__(self, app: ASGIApp, token: str | None, max_body: int) -> None:
+        self.app = app
+        self.token = token
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        protected = (
+            self.token is not None and scope["path"] not in PUBLIC_PATHS and scope["method"] != "OPTIONS"
+        )
+        if protected and not token_matches(headers.get(b"authorization"), self.token or ""):
+            response = _error_response(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+                {"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+        exceeded = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return  # the 413 replaces whatever the app made of the cut-off body
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, counting_receive, guarded_send)
+        if exceeded and not started:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.max_body / (1024 * 1024)
+        response = _error_response(413, "too_large", f"request body larger than {limit:g} MB")
+        await response(scope, receive, send)
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------------
+
+
+def check_destination(value: str) -> str:
+    """A destination is a SIP URI (``sip:``/``sips:``) or a bare user part (digits, ``+``, ``*``, ``#``...)
+    that the device dials through its server."""
+    text = value.strip()
+    if not text:
+        raise ApiError(422, "invalid_request", "to: must not be empty")
+    if len(text) > MAX_DESTINATION:
+        raise ApiError(422, "invalid_request", f"to: longer than {MAX_DESTINATION} characters")
+    if any(ord(c) <= 32 or ord(c) == 127 for c in text):
+        raise ApiError(422, "invalid_request", "to: must not contain spaces or control characters")
+    lower = text.lower()
+    if lower.startswith(("sip:", "sips:")):
+        rest = text.split(":", 1)[1]
+        if not rest or rest.startswith("@") or rest.endswith("@"):
+            raise ApiError(422, "invalid_request", f"to: not a SIP URI: {text!r}")
+        return text
+    if not _DESTINATION_USER.match(text):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"to: must be sip:USER@HOST or a number/user (A-Z 0-9 + * # . - _), not {text!r}",
+        )
+    return text
+
+
+def parse_not_before(value: str) -> float:
+    """ISO 8601 (naive means UTC) or Unix seconds, between 1970 and 2100."""
+    text = value.strip()
+    try:
+        at = float(text)
+    except ValueError:
+        try:
+            stamp = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ApiError(
+                422, "invalid_request", f"not_before: not ISO 8601 or Unix seconds: {value[:64]!r}"
+            ) from None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=dt.UTC)
+        at = stamp.timestamp()
+    if not math.isfinite(at) or not 0 <= at < 4102444800:
+        raise ApiError(422, "invalid_request", f"not_before: out of range (1970..2100): {value[:64]!r}")
+    return at
+
+
+def check_header(value: str) -> str:
+    if len(value) > MAX_HEADER:
+        raise ApiError(422, "invalid_request", f"header: longer than {MAX_HEADER} characters")
+    if not value.isprintable():
+        raise ApiError(422, "invalid_request", "header: must be printable text")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Spooling an upload
+# --------------------------------------------------------------------------------------------------
+
+
+_SPOOL_NAMES = re.compile(r"^(upload|original\.\w+|fax\.tif)(?=:)")
+
+
+def _display_name(filename: str | None) -> str:
+    """The client's file name for messages (never a path of ours), or ``document``."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    if not name or len(name) > 100 or not name.isprintable():
+        return "document"
+    return name
+
+
+def _scrub(message: str, staging: Path, shown_name: str) -> str:
+    """A conversion error for the client: its own file name in place of our spool paths."""
+    for name in ("original.pdf", "original.png", "original.jpg", "original.tiff", "fax.tif", "upload"):
+        message = message.replace(str(staging / name), shown_name)
+    message = message.replace(str(staging), "spool")
+    return _SPOOL_NAMES.sub(lambda _: shown_name, message, count=1)
+
+
+def _copy_upload(src: BinaryIO, dst: Path) -> int:
+    src.seek(0)
+    with dst.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+        return out.tell()
+
+
+def _spool_and_submit(
+    store: JobStore,
+    spool_dir: Path,
+    upload: BinaryIO,
+    *,
+    shown_name: str,
+    destination: str,
+    resolution: documents.Resolution,
+    paper: documents.PaperSize,
+    submit_kw: dict[str, Any],
+) -> OutboundJob:
+    """Keep the upload and its TIFF-F in ``spool/<key>/``, then queue the job; on any error nothing
+    is left (no row, no file). Runs in a worker thread."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(10)
+    staging = spool_dir / f".{key}.part"
+    final = spool_dir / key
+    staging.mkdir()
+    try:
+        raw = staging / "upload"
+        if _copy_upload(upload, raw) == 0:
+            raise documents.DocumentError("upload: empty file, not a document")
+        kind = documents.detect_kind(raw)
+        original = staging / f"original.{'jpg' if kind == 'jpeg' else kind}"
+        raw.rename(original)
+        prepared = documents.prepare_fax_tiff(
+            original, staging / "fax.tif", resolution=resolution, paper=paper
+        )
+        log.info("spooled %s: %d page(s) from %s", key, prepared.pages, kind)
+        fsync_dir(staging)
+        staging.rename(final)
+        fsync_dir(spool_dir)
+    except documents.DocumentError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise documents.DocumentError(_scrub(str(exc), staging, shown_name)) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        return store.submit(final / "fax.tif", destination, original=final / original.name, **submit_kw)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# The event stream
+# --------------------------------------------------------------------------------------------------
+
+
+class _EventFeed:
+    """Every event of the store in order, by a store-wide number (the SQLite row id of the event).
+
+    Uses ``store.events_after(after_id, limit) -> list[(number, FaxEvent)]`` and ``store.last_event_id()``
+    when the store has them; otherwise reads the outbox (``pending_events``) under a sink name that never
+    records a delivery, which yields the same sequence.
+    """
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def after(self, after_id: int, limit: int = 200) -> list[tuple[int, FaxEvent]]:
+        events_after = getattr(self.store, "events_after", None)
+        if events_after is not None:
+            return list(events_after(after_id, limit))
+        batch = self.store.pending_events(SSE_CURSOR_SINK, now=time.time(), after_id=after_id, limit=limit)
+        return [(item.rowid, item.event) for item in batch.items]
+
+    def last_id(self) -> int:
+        """The number of the newest event (0 when there is none)."""
+        last = getattr(self.store, "last_event_id", None)
+        if last is not None:
+            return int(last())
+        if not self.after(0, 1):
+            return 0
+        lo, hi = 0, 1  # invariant: an event exists after lo
+        while self.after(hi, 1):
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:  # the newest number is in (lo, hi]: no event after hi
+            mid = (lo + hi) // 2
+            if self.after(mid, 1):
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+
+def _sse(number: int, event: FaxEvent) -> bytes:
+    return b"id: %d\ndata: %s\n\n" % (number, event.to_json())
+
+
+# --------------------------------------------------------------------------------------------------
+# The application
+# --------------------------------------------------------------------------------------------------
+
+JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="Job id.")]
+FaxId = Annotated[str, PathParam(min_length=1, max_length=64, description="Received fax id.")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Rows to skip.")]
+
+_bearer = HTTPBearer(auto_error=False, description="The `api.token` of the service configuration.")
+
+
+def _file_responses(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": what,
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        404: {"model": ErrorBody, "description": "No such fax, or the file is not there."},
+    }
+
+
+def create_app(
+    store: JobStore,
+    config: ApiConfig,
+    *,
+    inbox_dir: Path,
+    spool_dir: Path,
+    wake: Wake,
+    subscribe: Subscribe | None = None,
+    devices_status: DevicesStatus | None = None,
+    heartbeat: float = HEARTBEAT_SECONDS,
+    poll_interval: float = POLL_SECONDS,
+) -> FastAPI:
+    """The API over ``store``. ``wake()`` is called (in the event loop) after a job was submitted or
+    cancelled; ``subscribe()``, when given, yields live events and makes the event stream prompt (the
+    stream reads the events themselves from the store, so none is missed or repeated); without it the
+    stream polls the store every ``poll_interval`` seconds."""
+    files = _Files(inbox_dir)
+    feed = _EventFeed(store)
+    app = FastAPI(
+        title="vfax",
+        version=API_VERSION,
+        summary="Local HTTP API of a virtual fax device (SIP, T.38, G.711).",
+        description=(
+            "Submit documents to fax, follow outbound jobs, download received faxes and follow events "
+            "live. Every endpoint but `/healthz` needs `Authorization: Bearer <token>` when the service "
+            'has a token. Errors answer `{"error": code, "detail": reason}`.'
+        ),
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(_bearer)],
+    )
+    app.state.closing = False
+    common: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
+        422: {"model": ErrorBody, "description": "Invalid input; nothing was stored."},
+    }
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return _error_response(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _error_response(422, "invalid_request", _validation_detail(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return _error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    def known_device(name: str) -> None:
+        if devices_status is None:
+            return
+        names = {str(d.get("name")) for d in devices_status()}
+        if name not in names:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"device: no device named {name!r} (known: {', '.join(sorted(names))})",
+            )
+
+    def get_job(job_id: str) -> OutboundJob:
+        try:
+            return store.get(job_id)
+        except JobNotFoundError:
+            raise ApiError(404, "not_found", f"no job {job_id!r}") from None
+
+    def get_fax(fax_id: str) -> InboundFax:
+        try:
+            return store.get_inbound(fax_id)
+        except JobNotFoundError:
+            raise ApiError(404, "not_found", f"no received fax {fax_id!r}") from None
+
+    # -- health ------------------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["service"], summary="Liveness (no authentication)", response_model=Health)
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    # -- outbound jobs -----------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/jobs",
+        tags=["jobs"],
+        summary="Submit a document to fax",
+        status_code=201,
+        response_model=Job,
+        responses={
+            **common,
+            201: {"description": "Queued; `Location` names the job.", "model": Job},
+            413: {"model": ErrorBody, "description": "The upload is larger than the configured limit."},
+            422: {"model": ErrorBody, "description": "Invalid field or unusable document; nothing stored."},
+        },
+    )
+    async def submit_job(
+        document: Annotated[UploadFile, File(description="PDF, PNG, JPEG or TIFF.")],
+        to: Annotated[str, Form(description="sip:USER@HOST[:PORT], or a number the device dials.")],
+        device: Annotated[str | None, Form(description="Device to send it (default: any).")] = None,
+        priority: Annotated[int, Form(ge=-100, le=100, description="Higher is sent first.")] = 0,
+        not_before: Annotated[
+            str | None, Form(description="Do not send before: ISO 8601 (UTC if no offset) or Unix seconds.")
+        ] = None,
+        ecm: Annotated[
+            bool | None, Form(description="Error correction mode (default: the device's).")
+        ] = None,
+        resolution: Annotated[
+            Literal["standard", "fine", "superfine"], Form(description="Vertical resolution of the fax.")
+        ] = "fine",
+        paper: Annotated[Literal["a4", "letter", "legal"], Form(description="Page size.")] = "a4",
+        t38: Annotated[
+            Literal["auto", "off", "only", "direct"] | None, Form(description="T.38 policy for this job.")
+        ] = None,
+        header: Annotated[str | None, Form(description="Page header text (default: the device's).")] = None,
+        max_attempts: Annotated[int | None, Form(ge=1, le=100, description="Attempts in all.")] = None,
+    ) -> Response:
+        destination = check_destination(to)
+        if device is not None:
+            known_device(device)
+        options: dict[str, Any] = {}
+        if ecm is not None:
+            options["ecm"] = ecm
+        if t38 is not None:
+            options["t38"] = t38
+        if header is not None:
+            options["header"] = check_header(header)
+        submit_kw: dict[str, Any] = {
+            "device": device,
+            "priority": priority,
+            "not_before": None if not_before is None else parse_not_before(not_before),
+            "max_attempts": max_attempts,
+            "options": options,
+        }
+        try:
+            job = await asyncio.to_thread(
+                _spool_and_submit,
+                store,
+                spool_dir,
+                document.file,
+                shown_name=_display_name(document.filename),
+                destination=destination,
+                resolution=documents.Resolution.from_name(resolution),
+                paper=documents.PaperSize.from_name(paper),
+                submit_kw=submit_kw,
+            )
+        except documents.DocumentError as exc:
+            raise ApiError(422, "bad_document", str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
+        log.info("job %s queued for %s", job.id, job.destination)
+        wake()
+        body = _job(job).model_dump(mode="json")
+        return JSONResponse(body, status_code=201, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @app.get(
+        "/v1/jobs",
+        tags=["jobs"],
+        summary="List outbound jobs, oldest first",
+        response_model=JobList,
+        responses=common,
+    )
+    def list_jobs(
+        state: Annotated[
+            list[Literal["queued", "in_flight", "completed", "failed", "cancelled"]] | None,
+            Query(description="Only jobs in these states (repeat the parameter for several)."),
+        ] = None,
+        device: Annotated[str | None, Query(max_length=64, description="Only jobs for this device.")] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> JobList:
+        states = None if not state else frozenset(JobState(s) for s in state)
+        jobs = store.list(JobFilter(states=states, device=device), limit=limit, offset=offset)
+        return JobList(jobs=[_job(j) for j in jobs], limit=limit, offset=offset)
+
+    @app.get(
+        "/v1/jobs/{job_id}",
+        tags=["jobs"],
+        summary="One job and its events",
+        response_model=JobDetail,
+        responses={**common, 404: {"model": ErrorBody, "description": "No such job."}},
+    )
+    def get_job_detail(job_id: JobId) -> JobDetail:
+        job = get_job(job_id)
+        events = [_event(e) for e in store.events_for(job_id)]
+        return JobDetail(**_job(job).model_dump(), events=events)
+
+    @app.post(
+        "/v1/jobs/{job_id}/cancel",
+        tags=["jobs"],
+        summary="Cancel a job",
+        description="A queued job is cancelled at once; a job being sent gets `cancel_requested` and its "
+        "device aborts the call.",
+        response_model=Job,
+        responses={
+            **common,
+            404: {"model": ErrorBody, "description": "No such job."},
+            409: {"model": ErrorBody, "description": "The job is already finished."},
+        },
+    )
+    async def cancel_job(job_id: JobId) -> Job:
+        job = await asyncio.to_thread(get_job, job_id)
+        if job.state.is_final:
+            raise ApiError(409, "conflict", f"job {job_id} is already {job.state.value}")
+        job = await asyncio.to_thread(store.cancel, job_id)
+        log.info("job %s: cancel requested (now %s)", job_id, job.state.value)
+        wake()
+        return _job(job)
+
+    # -- received faxes ----------------------------------------------------------------------------
+
+    @app.get(
+        "/v1/faxes",
+        tags=["faxes"],
+        summary="List received faxes, oldest first",
+        response_model=FaxList,
+        responses=common,
+    )
+    def list_faxes(
+        state: Annotated[
+            list[Literal["receiving", "completed", "partial", "failed"]] | None,
+            Query(description="Only faxes in these states (repeat the parameter for several)."),
+        ] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> FaxList:
+        states = None if not state else frozenset(InboundState(s) for s in state)
+        faxes = store.list_inbound(states, limit=limit, offset=offset)
+        return FaxList(faxes=[_fax(f, files) for f in faxes], limit=limit, offset=offset)
+
+    @app.get(
+        "/v1/faxes/{fax_id}",
+        tags=["faxes"],
+        summary="One received fax and its events",
+        response_model=FaxDetail,
+        responses={**common, 404: {"model": ErrorBody, "description": "No such fax."}},
+    )
+    def get_fax_detail(fax_id: FaxId) -> FaxDetail:
+        fax = get_fax(fax_id)
+        events = [_event(e) for e in store.events_for(fax_id)]
+        return FaxDetail(**_fax(fax, files).model_dump(), events=events)
+
+    def serve_file(fax_id: str, which: str, media_type: str, suffix: str) -> FileResponse:
+        fax = get_fax(fax_id)
+        path = files.get(getattr(fax, f"{which}_path"))
+        if path is None:
+            raise ApiError(404, "file_missing", f"fax {fax_id} has no {which} file")
+        return FileResponse(path, media_type=media_type, filename=f"{fax_id}{suffix}")
+
+    @app.get(
+        "/v1/faxes/{fax_id}/pdf",
+        tags=["faxes"],
+        summary="The received fax as PDF",
+        response_class=FileResponse,
+        responses={**common, **_file_responses(_PDF, "The PDF.")},
+    )
+    def fax_pdf(fax_id: FaxId) -> FileResponse:
+        return serve_file(fax_id, "pdf", _PDF, ".pdf")
+
+    @app.get(
+        "/v1/faxes/{fax_id}/tiff",
+        tags=["faxes"],
+        summary="The received fax as TIFF (as received)",
+        response_class=FileResponse,
+        responses={**common, **_file_responses(_TIFF, "The TIFF-F.")},
+    )
+    def fax_tiff(fax_id: FaxId) -> FileResponse:
+        return serve_file(fax_id, "tiff", _TIFF, ".tif")
+
+    @app.get(
+        "/v1/faxes/{fax_id}/report",
+        tags=["faxes"],
+        summary="The call report of a received fax (SIP ladder, media, T.30 timeline)",
+        response_class=FileResponse,
+        responses={
+            **common,
+            200: {
+                "description": "The report.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            404: {"model": ErrorBody, "description": "No such fax, or no report."},
+        },
+    )
+    def fax_report(fax_id: FaxId) -> FileResponse:
+        return serve_file(fax_id, "report", "application/json", ".json")
+
+    # -- events ------------------------------------------------------------------------------------
+
+    @app.get(
+        "/v1/events",
+        tags=["events"],
+        summary="Live events (server-sent events)",
+        description=(
+            "A `text/event-stream`: each event is `id: <n>` (a store-wide event number) and `data: <event "
+            "JSON>`; a comment line is sent every 15 s of silence. Without `Last-Event-ID` or `after` the "
+            "stream starts with the next new event; with either, it replays every event after that number "
+            "first. EventSource clients resume by themselves."
+        ),
+        response_class=StreamingResponse,
+        responses={
+            **common,
+            200: {
+                "description": "The stream.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+        },
+    )
+    async def events(
+        request: Request,
+        after: Annotated[int | None, Query(ge=0, description="Replay the events after this number.")] = None,
+        job: Annotated[
+            str | None, Query(max_length=64, description="Only the events of this job or fax.")
+        ] = None,
+        last_event_id: Annotated[str | None, Header(description="Resume after this event number.")] = None,
+    ) -> StreamingResponse:
+        cursor: int | None = after
+        if last_event_id is not None:
+            if not last_event_id.strip().isdigit():
+                raise ApiError(400, "invalid_request", "Last-Event-ID: must be an event number")
+            cursor = int(last_event_id.strip())
+        if cursor is None:
+            cursor = await asyncio.to_thread(feed.last_id)
+        return StreamingResponse(
+            _stream(feed, cursor, job, subscribe, app, heartbeat, poll_interval),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # -- devices -----------------------------------------------------------------------------------
+
+    @app.get(
+        "/v1/devices",
+        tags=["service"],
+        summary="The fax devices and their state",
+        response_model=DeviceList,
+        responses=common,
+    )
+    async def list_devices() -> DeviceList:
+        return DeviceList(devices=[Device(**d) for d in (devices_status() if devices_status else [])])
+
+    # Starlette adds middleware outside-in in reverse order: CORS (if any) must see preflights first.
+    app.add_middleware(_Guard, token=config.token, max_body=config.max_upload_bytes)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
+    return app
+
+
+async def _stream(
+    feed: _EventFeed,
+    cursor: int,
+    job: str | None,
+    subscribe: Subscribe | None,
+    app: FastAPI,
+    heartbeat: float,
+    poll_interval: float,
+) -> AsyncIterator[bytes]:
+    """The body of ``GET /v1/events``: store events after ``cursor``, as they come."""
+    signal = asyncio.Event()
+    listener: asyncio.Task[None] | None = None
+
+    async def listen() -> None:
+        assert subscribe is not None
+        source = subscribe()
+        try:
+            async for _ in source:
+                signal.set()
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    if subscribe is not None:
+        listener = asyncio.create_task(listen(), name="vfax-api:sse-subscribe")
+    loop = asyncio.get_running_loop()
+    last_sent = loop.time()
+    try:
+        yield b"retry: 3000\n: vfax events\n\n"
+        while not app.state.closing:
+            while True:
+                batch = await asyncio.to_thread(feed.after, cursor, 200)
+                for number, event in batch:
+                    cursor = number
+                    if job is None or event.job_id == job:
+                        yield _sse(number, event)
+                        last_sent = loop.time()
+                if len(batch) < 200:
+                    break
+            if loop.time() - last_sent >= heartbeat:
+                yield b": keep-alive\n\n"
+                last_sent = loop.time()
+            wait = min(poll_interval, max(0.01, heartbeat - (loop.time() - last_sent)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), timeout=wait)
+            signal.clear()
+    finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+
+
+# --------------------------------------------------------------------------------------------------
+# The spec and the server
+# --------------------------------------------------------------------------------------------------
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI document of the API (what ``docs/openapi.json`` holds)."""
+    app = create_app(
+        cast(JobStore, None), ApiConfig(), inbox_dir=Path("."), spool_dir=Path("."), wake=lambda: None
+    )
+    return app.openapi()
+
+
+class ApiServer(uvicorn.Server):
+    """A uvicorn server that runs as a task of an existing loop and leaves signal handling to its owner."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the service installs its own handlers
+        yield
+
+    def install_signal_handlers(self) -> None:  # older uvicorn versions call this instead
+        return None
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self._ready is not None:
+            self._ready.set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where it listens (the real port when the configured one was 0)."""
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                return host, port
+        raise RuntimeError("the API server is not listening")
+
+    async def stop(self) -> None:
+        """Ask open event streams to end, stop accepting, and wait for the task."""
+        app = self.config.app
+        state = getattr(app, "state", None)
+        if state is not None:
+            state.closing = True
+        self.should_exit = True
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+async def serve_api(app: FastAPI, listen: str, *, log_level: str = "warning") -> ApiServer:
+    """Start serving ``app`` on ``listen`` (``HOST:PORT``) as a task of the running loop; returns once it
+    listens. Raises ``OSError`` when it cannot listen. Stop it with ``await server.stop()``."""
+    host, port = parse_listen(listen, "api.listen")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=3,
+    )
+    server = ApiServer(config)
+    server._ready = asyncio.Event()
+
+    async def run() -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits the process when it cannot bind: turn that into an error
+            raise OSError(f"cannot listen on {listen} for the API") from None
+
+    server.task = asyncio.create_task(run(), name="vfax-api")
+    ready = asyncio.create_task(server._ready.wait())
+    try:
+        await asyncio.wait({server.task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+    if server.task.done():
+        server.task.result()  # raises the start-up error
+        raise OSError(f"the API server on {listen} stopped at start-up")
+    log.info("API listening on http://%s:%d", *server.address)
+    return server
+
+
+def write_openapi(path: Path) -> None:
+    path.write_text(json.dumps(openapi_spec(), indent=2) + "\n")
+
+
+if __name__ == "__main__":  # python -m vfax.api docs/openapi.json
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.stderr.write("usage: python -m vfax.api OUTPUT.json\n")
+        raise SystemExit(2)
+    write_openapi(Path(sys.argv[1]))
