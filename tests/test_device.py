@@ -221,3 +221,14 @@ def test_offered_call_nobody_takes_gets_480(tmp_path: Path) -> None:
 
     handle = run(scenario())
     assert handle.status.error_code == 480 and handle.status.status is FaxStatus.FS_NO_ANSWER
+
+
+def test_a_final_response_outside_the_sip_classes_is_a_fatal_error() -> None:
+    from vfax.call import CallOutcome
+
+    odd = CallOutcome(ok=False, sip_status=799, sip_reason="Weird", result=None, media="none", end_reason="",
+                      duration_seconds=0.0)  # fmt: skip
+    assert odd.status is FaxStatus.FS_FATAL_ERROR
+    busy = CallOutcome(ok=False, sip_status=486, sip_reason="Busy Here", result=None, media="none", end_reason="",
+                       duration_seconds=0.0)  # fmt: skip
+    assert busy.status is FaxStatus.FS_BUSY

@@ -98,7 +98,7 @@ class CallOutcome:
             return FaxStatus.FS_NO_ANSWER  # our ring timeout cancelled the INVITE (or it timed out)
         if self.result is not None:
             return status_for_t30(self.result.code, self.result.pages)
-        if self.sip_status is not None and self.sip_status >= 300:
+        if self.sip_status is not None and 300 <= self.sip_status <= 699:
             return status_for_sip(self.sip_status)
         return FaxStatus.FS_FATAL_ERROR
 
