@@ -226,9 +226,8 @@ def test_offered_call_nobody_takes_gets_480(tmp_path: Path) -> None:
 def test_a_final_response_outside_the_sip_classes_is_a_fatal_error() -> None:
     from vfax.call import CallOutcome
 
-    odd = CallOutcome(ok=False, sip_status=799, sip_reason="Weird", result=None, media="none", end_reason="",
-                      duration_seconds=0.0)  # fmt: skip
-    assert odd.status is FaxStatus.FS_FATAL_ERROR
-    busy = CallOutcome(ok=False, sip_status=486, sip_reason="Busy Here", result=None, media="none", end_reason="",
-                       duration_seconds=0.0)  # fmt: skip
-    assert busy.status is FaxStatus.FS_BUSY
+    def outcome(code: int) -> CallOutcome:
+        return CallOutcome(False, code, "", None, "none", "", 0.0)
+
+    assert outcome(799).status is FaxStatus.FS_FATAL_ERROR
+    assert outcome(486).status is FaxStatus.FS_BUSY
