@@ -631,6 +631,7 @@ def create_app(
         dependencies=[Depends(_bearer)],
     )
     app.state.closing = False
+    app.state.stream_signals = set()  # one asyncio.Event per open event stream: set to wake it
     common: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
         422: {"model": ErrorBody, "description": "Invalid input; nothing was stored."},
@@ -688,7 +689,11 @@ def create_app(
         response_model=Job,
         responses={
             **common,
-            201: {"description": "Queued; `Location` names the job.", "model": Job},
+            201: {
+                "description": "Queued; `Location` names the job.",
+                "model": Job,
+                "headers": {"Location": {"description": "/v1/jobs/{id}", "schema": {"type": "string"}}},
+            },
             413: {"model": ErrorBody, "description": "The upload is larger than the configured limit."},
             422: {"model": ErrorBody, "description": "Invalid field or unusable document; nothing stored."},
         },
@@ -976,6 +981,7 @@ async def _stream(
 
     if subscribe is not None:
         listener = asyncio.create_task(listen(), name="vfax-api:sse-subscribe")
+    app.state.stream_signals.add(signal)
     loop = asyncio.get_running_loop()
     last_sent = loop.time()
     try:
@@ -998,6 +1004,7 @@ async def _stream(
                 await asyncio.wait_for(signal.wait(), timeout=wait)
             signal.clear()
     finally:
+        app.state.stream_signals.discard(signal)
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1052,6 +1059,8 @@ class ApiServer(uvicorn.Server):
         state = getattr(app, "state", None)
         if state is not None:
             state.closing = True
+            for signal in list(getattr(state, "stream_signals", ())):
+                signal.set()
         self.should_exit = True
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError):

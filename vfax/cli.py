@@ -224,13 +224,18 @@ def loopback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (imported here so `vfax --help` lists them all)."""
-    from vfax import cli_fax, cli_sip, service
+    from vfax import cli_fax, cli_service, cli_sip, service
 
     app.command("send")(cli_fax.send_command)
     app.command("receive")(cli_fax.receive_command)
     app.command("demo")(cli_fax.demo_command)
     app.command("register")(cli_sip.register_command)
     app.command("serve")(service.serve_command)
+    app.command("submit")(cli_service.submit_command)
+    app.command("jobs")(cli_service.jobs_command)
+    app.command("status")(cli_service.status_command)
+    app.command("cancel")(cli_service.cancel_command)
+    app.command("faxes")(cli_service.faxes_command)
     app.command("options")(cli_sip.options_command)
 
 

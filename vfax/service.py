@@ -88,8 +88,6 @@ def serve_command(
     """
     try:
         cfg = load_config(config)
-    except FileNotFoundError:
-        fail(f"no configuration file at {config}")
     except ConfigError as exc:
         fail(f"invalid configuration {config}: {exc}")
     logging.getLogger("vfax").setLevel(getattr(logging, cfg.log_level.upper(), logging.INFO))
