@@ -231,3 +231,40 @@ def test_a_final_response_outside_the_sip_classes_is_a_fatal_error() -> None:
 
     assert outcome(799).status is FaxStatus.FS_FATAL_ERROR
     assert outcome(486).status is FaxStatus.FS_BUSY
+
+
+@pytest.mark.parametrize(
+    ("to", "server", "expected"),
+    [
+        ("2000", "pbx.example:5070", "sip:2000@pbx.example:5070"),
+        ("sip:2000@10.0.0.1", None, "sip:2000@10.0.0.1"),
+        ("2000", None, None),
+        ("sip:bad uri@", None, None),
+        ("20 00", "pbx.example", None),
+        ("", "pbx.example", None),
+    ],
+)
+def test_destinations_resolve_through_the_server_or_are_refused(
+    to: str, server: str | None, expected: str | None
+) -> None:
+    from vfax.line import BadDestination, dial_uri
+
+    if expected is None:
+        with pytest.raises(BadDestination):
+            dial_uri(to, server)
+    else:
+        assert dial_uri(to, server) == expected
+
+
+def test_an_undiallable_destination_is_a_bad_address(tmp_path: Path) -> None:
+    async def scenario() -> Any:
+        near = await VirtualFaxDevice.open(LineConfig(name="near"))
+        try:
+            handle = near.start_job()
+            await near.send(handle, FaxSend(tiff(tmp_path), "2000"))  # an extension, but no server
+            return handle
+        finally:
+            await near.close()
+
+    handle = run(scenario())
+    assert handle.status.status is FaxStatus.FS_BAD_ADDRESS and "no server" in handle.error_text

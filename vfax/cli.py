@@ -224,7 +224,7 @@ def loopback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (imported here so `vfax --help` lists them all)."""
-    from vfax import cli_fax, cli_service, cli_sip, service
+    from vfax import cli_fax, cli_health, cli_service, cli_sip, service
 
     app.command("send")(cli_fax.send_command)
     app.command("receive")(cli_fax.receive_command)
@@ -236,6 +236,7 @@ def _register_commands() -> None:
     app.command("status")(cli_service.status_command)
     app.command("cancel")(cli_service.cancel_command)
     app.command("faxes")(cli_service.faxes_command)
+    app.command("health")(cli_health.health_command)
     app.command("options")(cli_sip.options_command)
 
 

@@ -16,7 +16,7 @@ from vfax import documents
 from vfax.call import CallOptions, CallOutcome, FaxCall
 from vfax.cli_common import EXIT_FAILED, PageProgress, err, fail, out, parse_choice, print_json, print_report
 from vfax.documents import Resolution
-from vfax.line import FaxLine, LineConfig, Reception
+from vfax.line import BadDestination, FaxLine, LineConfig, Reception, dial_uri
 from vfax.media import T38Policy
 
 T38Opt = Annotated[str, typer.Option("--t38", help="T.38 policy: auto, off, only or direct.")]
@@ -117,11 +117,12 @@ def send_command(
     host, port = _host_port(listen, "--listen", 0)
     if (user or password) and not server:
         fail("--user and --password go with --server")
-    target = to if to.lower().startswith(("sip:", "sips:")) else None
-    if target is None:
-        if not server:
-            fail("--to must be a SIP URI (sip:USER@HOST[:PORT]) when no --server is given")
-        target = f"sip:{to}@{server}"
+    if not to.lower().startswith(("sip:", "sips:")) and not server:
+        fail("--to must be a SIP URI (sip:USER@HOST[:PORT]) when no --server is given")
+    try:
+        target = dial_uri(to, server)
+    except BadDestination as exc:
+        fail(f"--to: {exc}")
     try:
         options = CallOptions(t38=policy, ecm=ecm, ident=ident, page_header=header)
         options.fax_config()
@@ -163,7 +164,11 @@ async def _send(config: LineConfig, tiff: Path, target: str, on_event: Any) -> C
                 err.print(f"[bold red]error:[/] registration failed: {reg.status} {reg.reason}")
                 return None
         line.on_event = on_event
-        return await line.send(tiff, target)
+        try:
+            return await line.send(tiff, target)
+        except BadDestination as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            return None
     finally:
         await line.close()
 

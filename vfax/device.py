@@ -24,7 +24,7 @@ from sip.useragent import IncomingInvite
 from t38.engine import FaxEvent, Negotiated, PageDone
 from vfax.call import CallOutcome, FaxCall
 from vfax.inbox import Inbox
-from vfax.line import FaxLine, LineConfig, Reception
+from vfax.line import BadDestination, FaxLine, LineConfig, Reception
 from vfax.media import T38Policy
 from vfax.status import FaxDevStatus, FaxStatus
 
@@ -157,6 +157,9 @@ class VirtualFaxDevice:
             return self._finish(handle, None)
         try:
             outcome = await self.line.send(fax.document, fax.destination, options=options, on_call=on_call)
+        except BadDestination as exc:
+            self._report(handle, FaxStatus.FS_BAD_ADDRESS, error=str(exc))
+            return handle.status
         except RuntimeError as exc:  # all channels busy
             self._report(handle, FaxStatus.FS_LINE_UNAVAILABLE, error=str(exc))
             return handle.status

@@ -13,13 +13,38 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sip.errors import SipError
 from sip.registration import Registration, RegistrationResult, normalize_registrar
+from sip.uri import SipUri
 from sip.useragent import IncomingInvite, UserAgent
 from t38.engine import FaxEvent
 from vfax.call import CallOptions, CallOutcome, FaxCall
 from vfax.inbox import Inbox, PlacedFax
 
 log = logging.getLogger("vfax.line")
+
+
+class BadDestination(ValueError):
+    """A destination that cannot be dialled (the user's input, not the network's fault)."""
+
+
+def dial_uri(to: str, server: str | None, line: str = "the line") -> str:
+    """``to`` as a SIP URI: an extension alone goes to the line's server (``sip:2000@pbx``).
+    Raises BadDestination for anything that cannot be dialled."""
+    to = to.strip()
+    if to.lower().startswith(("sip:", "sips:")):
+        try:
+            SipUri.parse(to)
+        except SipError as exc:
+            raise BadDestination(f"destination {to!r} is not a valid SIP URI: {exc}") from None
+        return to
+    if not to or any(c in to for c in ' <>@;:"\r\n'):
+        raise BadDestination(f"destination {to!r} is neither a SIP URI nor an extension")
+    if not server:
+        raise BadDestination(f"destination {to!r} is not a SIP URI and {line} has no server")
+    registrar = normalize_registrar(server)
+    host = f"{registrar.host}:{registrar.port}" if registrar.port else registrar.host
+    return f"sip:{to}@{host}"
 
 
 @dataclass
@@ -119,6 +144,7 @@ class FaxLine:
         """Send a prepared TIFF-F to ``to``; through the registrar when the line has one."""
         if len(self.active) >= self.config.channels:
             raise RuntimeError(f"all {self.config.channels} channels of {self.config.name} are busy")
+        to = self.target_uri(to)
         call = FaxCall(self.ua, options or self.config.call, send_file=tiff, name=name)
         self._prepare(call)
         if on_call is not None:
@@ -131,6 +157,9 @@ class FaxLine:
             return await call.place(to, proxy=proxy, credentials=credentials)
         finally:
             self.active.discard(call)
+
+    def target_uri(self, to: str) -> str:
+        return dial_uri(to, self.config.server, self.config.name)
 
     def _prepare(self, call: FaxCall) -> None:
         call.on_event = self.on_event

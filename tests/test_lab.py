@@ -1,0 +1,767 @@
+"""The Asterisk lab (compose.yaml, lab/, Dockerfile, docs/lab.md) checked without a Docker engine.
+
+CI has the docker client at most, never an engine, so nothing here starts a container. What a user would
+hit on `docker compose up` is checked statically instead: the compose file has the shape the Compose
+specification requires (and `docker compose config` accepts it where the compose plugin exists), every
+file it mounts exists, the Asterisk configs parse as Asterisk reads them, and every credential,
+extension, address and port agrees between the Asterisk side, the vfax side and the docs. The health
+command of the image is exercised against a local HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from vfax.cli_health import check_health, evaluate_devices, health_command
+from vfax.config import ConfigError, ServiceConfig, load_config, parse_config, parse_listen
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "compose.yaml"
+ASTERISK_DIR = ROOT / "lab" / "asterisk"
+LAB_MD = ROOT / "docs" / "lab.md"
+PBX_MD = ROOT / "docs" / "pbx.md"
+REQUIRED_ASTERISK_FILES = (
+    "pjsip.conf",
+    "extensions.conf",
+    "udptl.conf",
+    "rtp.conf",
+    "res_fax.conf",
+    "modules.conf",
+    "logger.conf",
+)
+VFAX_SERVICES = {"vfax-sender": "lab/vfax/sender.toml", "vfax-receiver": "lab/vfax/receiver.toml"}
+#: Top-level keys of the Compose specification (compose-spec/schema/compose-spec.json).
+COMPOSE_TOP_LEVEL = {"version", "name", "include", "services", "networks", "volumes", "secrets", "configs"}
+#: Service keys this lab may use, all from the Compose specification's service definition.
+COMPOSE_SERVICE_KEYS = {
+    "build", "image", "command", "entrypoint", "environment", "volumes", "ports", "networks",
+    "depends_on", "healthcheck", "restart", "read_only", "tmpfs", "cap_drop", "cap_add",
+    "security_opt", "user", "working_dir", "labels", "logging", "stop_grace_period", "init",
+}  # fmt: skip
+#: What an unfinished config looks like: "changeme", "TODO", "<...>", "<PBX_IP>", "<your-password>".
+PLACEHOLDERS = re.compile(
+    r"(?i:change[-_ ]?me|\bTODO\b|\bFIXME\b|\bXXX\b|your[-_ ]?(password|secret|token)|\bplaceholder\b"
+    r"|example\.com|<\.\.\.>|<your[^>]*>)|<[A-Z][A-Z0-9_]+>|<[a-z]+(?:[-_ ][a-z]+)+>"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# A reader of Asterisk's configuration format (main/config.c), strict enough to catch what Asterisk
+# would refuse or silently misread: [section], [section](!), [section](template,...), key=value,
+# key => value, ';' comments (a '\;' is a literal semicolon), no text outside a section.
+# --------------------------------------------------------------------------------------------------
+
+
+class AsteriskConfError(ValueError):
+    """A line Asterisk's config parser would not read as intended (names file and line)."""
+
+
+@dataclass
+class Section:
+    name: str
+    line: int
+    is_template: bool = False
+    templates: list[str] = field(default_factory=list)
+    items: list[tuple[str, str, int]] = field(default_factory=list)  # key, value, line
+
+    def get(self, key: str) -> str | None:
+        values = [v for k, v, _ in self.items if k == key]
+        return values[-1] if values else None
+
+    def all(self, key: str) -> list[str]:
+        return [v for k, v, _ in self.items if k == key]
+
+
+_SECTION = re.compile(r"^\[([^\[\]]+)\](?:\(([^()]*)\))?$")
+
+
+def _strip_comment(line: str) -> str:
+    out = []
+    i = 0
+    while i < len(line):
+        if line[i] == "\\" and i + 1 < len(line) and line[i + 1] == ";":
+            out.append(";")
+            i += 2
+            continue
+        if line[i] == ";":
+            break
+        out.append(line[i])
+        i += 1
+    return "".join(out).strip()
+
+
+def parse_asterisk_conf(text: str, where: str = "<conf>") -> list[Section]:
+    sections: list[Section] = []
+    current: Section | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if raw.lstrip().startswith(";--"):
+            raise AsteriskConfError(f"{where}:{number}: block comments are not used in the lab")
+        line = _strip_comment(raw)
+        if not line:
+            continue
+        if line.startswith("#"):
+            raise AsteriskConfError(
+                f"{where}:{number}: #include/#exec would pull in files the lab does not ship"
+            )
+        if line.startswith("["):
+            match = _SECTION.match(line)
+            if not match:
+                raise AsteriskConfError(f"{where}:{number}: malformed section header {line!r}")
+            flags = [f.strip() for f in (match.group(2) or "").split(",") if f.strip()]
+            current = Section(
+                match.group(1).strip(),
+                number,
+                is_template="!" in flags,
+                templates=[f for f in flags if f != "!"],
+            )
+            sections.append(current)
+            continue
+        if current is None:
+            raise AsteriskConfError(f"{where}:{number}: {line!r} is outside any [section]")
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise AsteriskConfError(f"{where}:{number}: expected key=value, got {line!r}")
+        if value.startswith(">"):
+            value = value[1:]
+        current.items.append((key.strip(), value.strip(), number))
+    return sections
+
+
+def read_conf(name: str) -> list[Section]:
+    path = ASTERISK_DIR / name
+    return parse_asterisk_conf(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+
+
+def resolved_objects(sections: list[Section]) -> list[Section]:
+    """pjsip.conf objects with their templates applied (template options first, own options last)."""
+    by_name = {s.name: s for s in sections if s.is_template}
+    out = []
+    for sec in sections:
+        if sec.is_template:
+            continue
+        items: list[tuple[str, str, int]] = []
+        for tpl in sec.templates:
+            if tpl not in by_name:
+                raise AsteriskConfError(f"[{sec.name}] uses the unknown template {tpl!r}")
+            items.extend(by_name[tpl].items)
+        out.append(Section(sec.name, sec.line, items=items + sec.items))
+    return out
+
+
+def pjsip_objects(kind: str) -> dict[str, Section]:
+    objects = [o for o in resolved_objects(read_conf("pjsip.conf")) if o.get("type") == kind]
+    return {o.name: o for o in objects}
+
+
+@dataclass
+class Step:
+    exten: str
+    priority: str
+    label: str | None
+    app: str
+    args: str
+    line: int
+
+
+_STEP = re.compile(
+    r"^(?P<prio>\d+|n|hint)(?:\((?P<label>[A-Za-z0-9_-]+)\))?,(?P<app>[A-Za-z0-9_]+)(?:\((?P<args>.*)\))?$"
+)
+
+
+def dialplan() -> dict[str, list[Step]]:
+    """Context -> the steps of its extensions, read from extensions.conf as pbx_config does."""
+    contexts: dict[str, list[Step]] = {}
+    for sec in read_conf("extensions.conf"):
+        if sec.name in ("general", "globals"):
+            continue
+        steps: list[Step] = []
+        current: str | None = None
+        for key, value, line in sec.items:
+            if key == "exten":
+                current, _, rest = value.partition(",")
+                current = current.strip()
+            elif key == "same":
+                if current is None:
+                    raise AsteriskConfError(f"extensions.conf:{line}: 'same' before any 'exten'")
+                rest = value
+            else:
+                raise AsteriskConfError(f"extensions.conf:{line}: unexpected key {key!r} in [{sec.name}]")
+            match = _STEP.match(rest.strip())
+            if not match:
+                raise AsteriskConfError(f"extensions.conf:{line}: cannot read the step {rest!r}")
+            steps.append(
+                Step(current, match["prio"], match["label"], match["app"], match["args"] or "", line)
+            )
+        contexts[sec.name] = steps
+    return contexts
+
+
+def globals_() -> dict[str, str]:
+    for sec in read_conf("extensions.conf"):
+        if sec.name == "globals":
+            return {k: v for k, v, _ in sec.items}
+    return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# compose.yaml
+# --------------------------------------------------------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) is needed to read compose.yaml")
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), "compose.yaml must be a mapping"
+    return data
+
+
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose variable interpolation of ${VAR} and ${VAR:-default} (the forms the lab uses)."""
+    env = env or {}
+    return _VAR.sub(lambda m: env.get(m["name"]) or (m["default"] or ""), value).replace("$$", "$")
+
+
+def service_env(name: str) -> dict[str, str]:
+    env = compose()["services"][name].get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: interpolate(str(v)) for k, v in env.items()}
+
+
+def service_ip(name: str) -> str:
+    nets = compose()["services"][name]["networks"]
+    (net,) = nets.values()
+    return str(net["ipv4_address"])
+
+
+def bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of the service's bind mounts (short syntax ./src:/dst[:ro] and long syntax)."""
+    mounts = []
+    for vol in service.get("volumes", []):
+        if isinstance(vol, dict):
+            if vol.get("type") == "bind":
+                mounts.append((vol["source"], vol["target"]))
+            continue
+        source, _, rest = vol.partition(":")
+        if source.startswith((".", "/", "~")):
+            mounts.append((source, rest.split(":")[0]))
+    return mounts
+
+
+def named_volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for vol in service.get("volumes", []):
+        if isinstance(vol, dict):
+            if vol.get("type") == "volume":
+                out.append((vol["source"], vol["target"]))
+            continue
+        source, _, rest = vol.partition(":")
+        if not source.startswith((".", "/", "~")) and rest:
+            out.append((source, rest.split(":")[0]))
+    return out
+
+
+def lab_config(service: str) -> ServiceConfig:
+    return load_config(ROOT / VFAX_SERVICES[service], environ=service_env(service))
+
+
+def test_compose_file_has_only_compose_spec_keys_and_the_three_lab_services() -> None:
+    data = compose()
+    unknown = {k for k in data if k not in COMPOSE_TOP_LEVEL and not k.startswith("x-")}
+    assert not unknown, f"not Compose specification top-level keys: {unknown}"
+    assert set(data["services"]) == {"asterisk", "vfax-sender", "vfax-receiver"}
+    for name, svc in data["services"].items():
+        bad = set(svc) - COMPOSE_SERVICE_KEYS
+        assert not bad, f"service {name}: keys outside what the lab uses of the Compose spec: {bad}"
+        assert "image" in svc or "build" in svc, f"service {name} has neither image nor build"
+
+
+def test_pulled_images_are_pinned_to_an_exact_version_not_latest() -> None:
+    for name, svc in compose()["services"].items():
+        if "build" in svc:
+            continue
+        image = svc["image"]
+        _repo, sep, tag = image.rpartition(":")
+        assert sep and "/" not in tag, f"{name}: image {image!r} has no tag"
+        assert tag not in ("latest", "stable", "edge") and not tag.isdigit(), (
+            f"{name}: {image!r} is not pinned"
+        )
+        assert re.match(r"^\d+\.\d+\.\d+", tag), f"{name}: {image!r} does not name an exact version"
+
+
+def test_every_service_has_a_healthcheck_that_runs_a_command() -> None:
+    for name, svc in compose()["services"].items():
+        check = svc.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert isinstance(check["test"], list) and check["test"][0] in ("CMD", "CMD-SHELL"), name
+        for key in ("interval", "timeout", "start_period"):
+            assert re.fullmatch(r"\d+(ms|s|m|h)", str(check[key])), f"{name}.healthcheck.{key}"
+
+
+def test_vfax_healthcheck_is_the_registration_check_of_the_cli() -> None:
+    for name in VFAX_SERVICES:
+        test = compose()["services"][name]["healthcheck"]["test"]
+        assert test[1:3] == ["vfax", "health"], f"{name}: healthcheck must be `vfax health`"
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r'HEALTHCHECK[^\n]*(\\\n[^\n]*)*CMD \["vfax", "health"', dockerfile)
+
+
+def test_every_named_volume_and_network_used_is_declared() -> None:
+    data = compose()
+    declared_volumes = set(data.get("volumes") or {})
+    declared_networks = set(data.get("networks") or {})
+    assert len(declared_networks) == 1, "the lab runs on one network"
+    for name, svc in data["services"].items():
+        for source, _ in named_volumes(svc):
+            assert source in declared_volumes, f"{name} mounts the undeclared volume {source!r}"
+        assert set(svc["networks"]) <= declared_networks, f"{name} joins an undeclared network"
+
+
+def test_received_faxes_land_in_the_named_inbox_volume() -> None:
+    receiver = compose()["services"]["vfax-receiver"]
+    targets = dict((t, s) for s, t in named_volumes(receiver))
+    inbox = str(lab_config("vfax-receiver").inbox)
+    assert targets.get(inbox) == "vfax-inbox", f"the receiver's inbox {inbox} is not the vfax-inbox volume"
+
+
+def test_fixed_addresses_are_unique_and_inside_the_lab_subnet() -> None:
+    data = compose()
+    (net,) = data["networks"].values()
+    subnet = ip_network(net["ipam"]["config"][0]["subnet"])
+    addresses = [ip_address(service_ip(name)) for name in data["services"]]
+    assert len(set(addresses)) == len(addresses)
+    assert all(a in subnet for a in addresses), f"{addresses} not all in {subnet}"
+
+
+def test_published_ports_bind_to_loopback_only() -> None:
+    for name, svc in compose()["services"].items():
+        for port in svc.get("ports", []):
+            spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}"
+            assert spec.startswith("127.0.0.1:"), f"{name} publishes {spec!r} beyond 127.0.0.1"
+
+
+def test_every_file_the_compose_mounts_exists() -> None:
+    mounted = []
+    for name, svc in compose()["services"].items():
+        for source, target in bind_mounts(svc):
+            path = (COMPOSE.parent / source).resolve()
+            assert path.is_file(), f"{name} mounts {source} at {target}, which does not exist"
+            mounted.append(path)
+    for conf in REQUIRED_ASTERISK_FILES:
+        assert ASTERISK_DIR / conf in mounted, f"lab/asterisk/{conf} is not mounted into Asterisk"
+
+
+def test_asterisk_configs_land_where_asterisk_reads_them() -> None:
+    mounts = bind_mounts(compose()["services"]["asterisk"])
+    for source, target in mounts:
+        assert source.startswith("./lab/asterisk/"), source
+        assert target == f"/etc/asterisk/{Path(source).name}", f"{source} mounted at {target}"
+        assert not target.endswith(":rw")
+
+
+def test_each_vfax_service_reads_its_own_lab_config() -> None:
+    for name, toml in VFAX_SERVICES.items():
+        svc = compose()["services"][name]
+        command = svc["command"]
+        config_path = command[command.index("--config") + 1]
+        assert (f"./{toml}", config_path) in bind_mounts(svc), (
+            f"{name} does not mount {toml} at {config_path}"
+        )
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker client on this machine; the structural checks above stand in")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip("the docker client has no compose plugin here; the structural checks above stand in")
+    result = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Asterisk configs: complete, readable, consistent
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_asterisk_config_parses_and_has_sections() -> None:
+    for name in REQUIRED_ASTERISK_FILES:
+        sections = read_conf(name)
+        assert sections, f"{name} is empty"
+
+
+def test_parser_rejects_what_asterisk_would_misread() -> None:
+    for bad in ("key=value\n", "[sec\nkey=value\n", "[sec]\njust words\n", "[sec]\n#include other.conf\n"):
+        with pytest.raises(AsteriskConfError):
+            parse_asterisk_conf(bad)
+    (sec,) = parse_asterisk_conf("[a](!,tpl)\nexten => 1,1,NoOp(x\\;y) ; comment\n")
+    assert sec.is_template and sec.templates == ["tpl"] and sec.items[0][:2] == ("exten", "1,1,NoOp(x;y)")
+
+
+def test_pjsip_has_a_udp_transport_on_5060() -> None:
+    transports = pjsip_objects("transport")
+    udp = [t for t in transports.values() if t.get("protocol") == "udp"]
+    assert udp, "no UDP transport"
+    assert parse_listen(udp[0].get("bind") or "", "bind")[1] == 5060
+
+
+def test_each_vfax_device_has_a_matching_endpoint_auth_and_aor() -> None:
+    endpoints, auths, aors = pjsip_objects("endpoint"), pjsip_objects("auth"), pjsip_objects("aor")
+    for service in VFAX_SERVICES:
+        (dev,) = lab_config(service).devices
+        assert dev.register and dev.user and dev.password
+        endpoint = endpoints.get(dev.user)
+        assert endpoint is not None, f"no endpoint named {dev.user} (Asterisk identifies the device by user)"
+        auth = auths[endpoint.get("auth") or ""]
+        assert auth.get("auth_type") in ("userpass", "digest"), "digest authentication expected"
+        assert auth.get("username") == dev.user, f"{service}: SIP user differs from pjsip.conf"
+        assert auth.get("password") == dev.password, f"{service}: SIP password differs from pjsip.conf"
+        assert dev.user in (endpoint.get("aors") or "").split(","), f"{service}: endpoint lacks its AOR"
+        assert aors[dev.user].get("max_contacts") == "1"
+
+
+def test_vfax_devices_register_to_asterisk_at_its_address_and_port() -> None:
+    transport_port = parse_listen(pjsip_objects("transport")["transport-udp"].get("bind") or "")[1]
+    asterisk_ip = service_ip("asterisk")
+    for service in VFAX_SERVICES:
+        (dev,) = lab_config(service).devices
+        host, port = parse_listen(dev.server or "", "server")
+        assert (host, port) == (asterisk_ip, transport_port), f"{service} registers to {dev.server}"
+        listen_host, _ = parse_listen(dev.listen)
+        assert listen_host == service_ip(service), f"{service} listens on {dev.listen}, not its own address"
+        assert dev.transports == ("udp",)
+        assert dev.allow_invite_from == (asterisk_ip,), f"{service} must take calls from Asterisk only"
+
+
+def test_fax_endpoints_carry_the_t38_and_media_options() -> None:
+    for name, endpoint in pjsip_objects("endpoint").items():
+        assert endpoint.get("direct_media") == "no", name
+        assert endpoint.all("disallow")[:1] == ["all"], name
+        assert set((endpoint.get("allow") or "").split(",")) == {"ulaw", "alaw"}, name
+        for key in ("rtp_symmetric", "force_rport", "rewrite_contact"):
+            assert endpoint.get(key) == "yes", f"{name}.{key}"
+        assert endpoint.get("t38_udptl_ec") == "redundancy", name
+        assert int(endpoint.get("t38_udptl_maxdatagram") or 0) >= 272, name
+        assert endpoint.get("context") in dialplan(), f"{name}: context is not in extensions.conf"
+        expected = "no" if name.endswith("-g711") else "yes"
+        assert endpoint.get("t38_udptl") == expected, name
+
+
+def test_every_dial_target_is_an_endpoint_whose_aor_a_device_registers() -> None:
+    endpoints = pjsip_objects("endpoint")
+    device_users = {lab_config(s).devices[0].user for s in VFAX_SERVICES}
+    targets = [
+        target
+        for steps in dialplan().values()
+        for step in steps
+        if step.app == "Dial"
+        for target in re.findall(r"PJSIP/([^,&)/\s]+)", step.args)
+    ]
+    assert targets, "the dialplan dials no vfax device"
+    for target in targets:
+        assert target in endpoints, f"Dial(PJSIP/{target}): no such endpoint"
+        aors = set((endpoints[target].get("aors") or "").split(","))
+        assert aors & device_users, f"PJSIP/{target} reaches no AOR a vfax device registers"
+
+
+def test_dialplan_runs_receivefax_and_sendfax_with_a_file_and_t38_options() -> None:
+    steps = [s for ctx in dialplan().values() for s in ctx]
+    receive = [s for s in steps if s.app == "ReceiveFAX"]
+    send = [s for s in steps if s.app == "SendFAX"]
+    assert receive and send
+    faxdir = globals_()["FAXDIR"]
+    for step in receive + send:
+        filename = step.args.split(",")[0].replace("${FAXDIR}", faxdir)
+        assert filename.startswith("/var/spool/asterisk/fax/") and filename.endswith(".tif"), step
+    assert any(s.app == "Set" and "FAXOPT(t38timeout)" in s.args for s in steps)
+
+
+def test_dialplan_steps_are_numbered_and_every_jump_lands() -> None:
+    contexts = dialplan()
+    for context, steps in contexts.items():
+        labels: dict[str, set[str]] = {}
+        seen: set[str] = set()
+        for step in steps:
+            if step.exten not in seen:
+                assert step.priority == "1", f"[{context}] {step.exten} does not start at priority 1"
+                seen.add(step.exten)
+            if step.label:
+                labels.setdefault(step.exten, set()).add(step.label)
+        for step in steps:
+            for target in re.findall(r"\?([A-Za-z0-9_-]+)\)?$", step.args) if step.app == "GotoIf" else []:
+                assert target in labels.get(step.exten, set()), f"[{context}] {step.exten}: no label {target}"
+            handler = re.search(r"hangup_handler_push\)=([^,]+),([^,]+),", step.args)
+            if handler:
+                ctx, exten = handler.groups()
+                assert any(s.exten == exten for s in contexts.get(ctx, [])), f"no handler {ctx},{exten}"
+
+
+def test_extensions_documented_in_lab_md_exist_in_the_dialplan() -> None:
+    contexts = dialplan()
+    documented = re.findall(r"^\|\s*`(\d+)`\s*\|\s*`([A-Za-z0-9_-]+)`\s*\|", LAB_MD.read_text(), re.MULTILINE)
+    assert len(documented) >= 6, "docs/lab.md must list the lab's extensions in its table"
+    for exten, context in documented:
+        assert any(s.exten == exten for s in contexts.get(context, [])), f"{exten}@{context} is not defined"
+    dialled = set(re.findall(r"--to sip:(\d+)@(\d+\.\d+\.\d+\.\d+)", LAB_MD.read_text()))
+    assert dialled, "docs/lab.md shows no vfax submit to an extension"
+    for exten, host in dialled:
+        assert host == service_ip("asterisk"), f"docs/lab.md dials {exten} at {host}, not Asterisk"
+        assert any(s.exten == exten for s in contexts["from-vfax"]), f"docs dial {exten}, not in from-vfax"
+
+
+def test_asterisklint_finds_nothing_in_the_dialplan() -> None:
+    """A second opinion from an independent dialplan checker (ossobv/asterisklint) where installed."""
+    candidates = [shutil.which("asterisklint"), str(Path(sys.executable).with_name("asterisklint"))]
+    lint = next((c for c in candidates if c and Path(c).is_file()), None)
+    if lint is None:
+        pytest.skip("asterisklint is not installed (pip install asterisklint); the checks above stand in")
+    result = subprocess.run(
+        [lint, "dialplan-check", str(ASTERISK_DIR / "extensions.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_modules_conf_autoloads_and_requires_the_fax_stack() -> None:
+    (section,) = read_conf("modules.conf")
+    assert section.name == "modules" and section.get("autoload") == "yes"
+    required = set(section.all("require"))
+    for module in ("chan_pjsip.so", "res_pjsip_t38.so", "res_fax.so", "res_fax_spandsp.so", "func_env.so"):
+        assert module in required, f"modules.conf must require {module}"
+    assert not required & set(section.all("noload")), "a module is both required and not loaded"
+
+
+def test_media_port_ranges_are_sane() -> None:
+    (udptl,) = read_conf("udptl.conf")
+    (rtp,) = read_conf("rtp.conf")
+    assert 1024 <= int(udptl.get("udptlstart") or 0) < int(udptl.get("udptlend") or 0) <= 65535
+    assert 1024 <= int(rtp.get("rtpstart") or 0) < int(rtp.get("rtpend") or 0) <= 65535
+    (fax,) = read_conf("res_fax.conf")
+    assert fax.get("ecm") == "yes" and int(fax.get("t38timeout") or 0) > 0
+
+
+def test_logger_writes_the_console_and_a_file() -> None:
+    logfiles = {s.name: s for s in read_conf("logger.conf")}["logfiles"]
+    keys = [k for k, _, _ in logfiles.items]
+    assert "console" in keys and "messages.log" in keys
+
+
+def test_lab_configs_load_with_the_environment_compose_gives_them() -> None:
+    for service in VFAX_SERVICES:
+        cfg = lab_config(service)
+        assert cfg.api.token and len(cfg.devices) == 1
+        assert cfg.api.port == 8025
+        published = compose()["services"][service]["ports"]
+        assert all(p.endswith(":8025") for p in published), f"{service} publishes another port than its API"
+
+
+def test_no_placeholders_in_lab_files() -> None:
+    files = [COMPOSE, ROOT / "Dockerfile", LAB_MD, PBX_MD, *sorted((ROOT / "lab").rglob("*"))]
+    for path in files:
+        if path.is_file():
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                hit = PLACEHOLDERS.search(line)
+                assert hit is None, f"{path.relative_to(ROOT)}:{number}: placeholder {hit.group(0)!r}"
+
+
+def test_dockerfile_builds_a_slim_debian_12_non_root_image_with_spandsp() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "debian:bookworm-slim" in text
+    assert re.search(r"apt-get install[^\n]*libspandsp2", text)
+    assert re.search(r"pip install [^\n]*\s\.(\s|$)", text) and "pip install -e" not in text
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
+
+
+def test_dockerfile_copies_only_what_the_build_context_keeps() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    ignore = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [ln for ln in ignore if ln and not ln.startswith("#")]
+    assert rules[0] == "*", ".dockerignore is an allow-list"
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE):
+        *sources, _dest = line.split()
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: no such file"
+            top = source.split("/")[0]
+            assert top in allowed, f"COPY {source}: excluded by .dockerignore"
+
+
+# --------------------------------------------------------------------------------------------------
+# vfax health (the HEALTHCHECK of the image) against a local fake of GET /v1/devices
+# --------------------------------------------------------------------------------------------------
+
+TOKEN = "lab-test-token-0123456789"
+
+
+class _Devices(BaseHTTPRequestHandler):
+    devices: ClassVar[list[dict[str, Any]]] = []
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self._send(401, {"error": "unauthorized", "detail": "bad token"})
+        elif self.path == "/v1/devices":
+            self._send(200, {"devices": self.devices})
+        else:
+            self._send(404, {"error": "not_found", "detail": self.path})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_api() -> Iterator[tuple[str, type[_Devices]]]:
+    handler = type("Handler", (_Devices,), {"devices": []})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_health(*args: str) -> Any:
+    app = typer.Typer()
+    app.command()(health_command)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VFAX_")}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_health_passes_when_every_registering_device_is_registered(fake_api: Any) -> None:
+    url, handler = fake_api
+    handler.devices = [
+        {"name": "vfax-receiver", "registration": "registered"},
+        {"name": "direct", "registration": "none"},
+    ]
+    result = run_health("--api", url, "--token", TOKEN)
+    assert result.exit_code == 0, result.output
+    assert "2 device(s), 1 registered" in result.output
+
+
+def test_health_fails_naming_the_device_that_is_not_registered(fake_api: Any) -> None:
+    url, handler = fake_api
+    handler.devices = [
+        {"name": "vfax-sender", "registration": "registered"},
+        {"name": "vfax-receiver", "registration": "failed"},
+    ]
+    result = run_health("--api", url, "--token", TOKEN, "--json")
+    assert result.exit_code == 1
+    verdict = json.loads(result.stdout)
+    assert verdict["ok"] is False and verdict["problems"] == [
+        "device vfax-receiver is failed, not registered"
+    ]
+
+
+def test_health_reports_a_refused_token_as_bad_input(fake_api: Any) -> None:
+    url, _ = fake_api
+    result = run_health("--api", url, "--token", "wrong-token-0123456789")
+    assert result.exit_code == 2
+    assert "refused the token" in result.output
+
+
+def test_health_fails_when_no_service_answers() -> None:
+    with HTTPServer(("127.0.0.1", 0), _Devices) as probe:
+        port = probe.server_address[1]  # a port that was free a moment ago; nothing listens after close
+    report = check_health(f"http://127.0.0.1:{port}", TOKEN, timeout=2)
+    assert not report.ok and report.exit_code == 1
+    assert "not running" in report.reason or "cannot reach" in report.reason
+
+
+def test_health_refuses_an_api_that_is_not_an_http_url() -> None:
+    result = run_health("--api", "127.0.0.1:8025")
+    assert result.exit_code == 2
+
+
+def test_registration_states_other_than_registered_or_none_are_problems() -> None:
+    states = ["registered", "none", "registering", "failed", "unregistered", "idle"]
+    devices = [{"name": s, "registration": s} for s in states]
+    assert [p.split()[1] for p in evaluate_devices(devices)] == [
+        "registering",
+        "failed",
+        "unregistered",
+        "idle",
+    ]
+
+
+def test_roundtrip_helper_uses_the_lab_addresses_token_and_extensions() -> None:
+    spec = importlib.util.spec_from_file_location("lab_roundtrip", ROOT / "lab" / "roundtrip.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    services = compose()["services"]
+    assert service_ip("asterisk") == module.ASTERISK
+    assert f"127.0.0.1:{module.SENDER_API.rsplit(':', 1)[1]}:8025" in services["vfax-sender"]["ports"]
+    assert f"127.0.0.1:{module.RECEIVER_API.rsplit(':', 1)[1]}:8025" in services["vfax-receiver"]["ports"]
+    assert service_env("vfax-sender")["VFAX_API_TOKEN"] == module.DEFAULT_TOKEN
+    assert module.DOCUMENT.is_file()
+    contexts = dialplan()
+    for exten in module.PATHS:
+        context = module.SENDFAX_CONTEXT if exten.startswith("4") else "from-vfax"
+        assert any(s.exten == exten for s in contexts[context]), f"roundtrip tries {exten}@{context}"
+
+
+def fenced_blocks(path: Path, language: str) -> list[str]:
+    return re.findall(
+        rf"^```{language}\n(.*?)^```", path.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL
+    )
+
+
+def test_pbx_recipe_configs_are_valid_and_agree_with_each_other() -> None:
+    (toml_text,) = fenced_blocks(PBX_MD, "toml")
+    environ = {
+        "VFAX_DEVICE_FAX_PASSWORD": "S3cure-fax-Passw0rd",
+        "VFAX_SINK_CRM_SECRET": "0123456789abcdef0123",
+    }
+    cfg = parse_config(tomllib.loads(toml_text), environ=environ)
+    (dev,) = cfg.devices
+    with pytest.raises(ConfigError, match="password"):
+        parse_config(tomllib.loads(toml_text), environ={"VFAX_SINK_CRM_SECRET": "0123456789abcdef0123"})
+    sections = [
+        s for block in fenced_blocks(PBX_MD, "ini") for s in parse_asterisk_conf(block, "docs/pbx.md")
+    ]
+    objects = {(o.name, o.get("type")): o for o in resolved_objects(sections)}
+    endpoint, auth = objects[(dev.user, "endpoint")], objects[(dev.user, "auth")]
+    assert objects[(dev.user, "aor")].get("max_contacts") == "1"
+    assert auth.get("username") == dev.user and auth.get("password") == environ["VFAX_DEVICE_FAX_PASSWORD"]
+    assert endpoint.get("t38_udptl") == "yes" and endpoint.get("direct_media") == "no"
+    assert endpoint.get("context") in {s.name for s in sections}, "the fax endpoint's context is not shown"
