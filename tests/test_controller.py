@@ -132,3 +132,48 @@ def test_cancel_before_and_during_the_call(tmp_path: Path) -> None:
     assert later.state is JobState.CANCELLED and later.attempts == 0
     assert now.state is JobState.CANCELLED and now.last_status is FaxStatus.FS_USER_ABORT
     assert [e.type for e in events].count("terminal") == 1
+
+
+def test_disk_full_keeps_the_received_pages_and_places_them_at_the_next_start(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import errno
+
+    from vfax import storage
+
+    doc = tiff(tmp_path)
+    real_commit = storage.commit_file
+
+    def disk_full(tmp: Path, dst: Path) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def scenario() -> Any:
+        async with Service(tmp_path, "a") as a, Service(tmp_path, "b") as b:
+            monkeypatch.setattr(storage, "commit_file", disk_full)
+            job = a.store.submit(doc, b.device.line.uri)
+            a.controller.wake()
+            await until(lambda: a.store.get(job.id).state.is_final, 60)
+            await until(lambda: b.store.list_inbound() and b.store.list_inbound()[0].finished_at, 30)
+            fax = b.store.list_inbound()[0]
+            parts = [len(read_tiff_pages(p)) for p in (b.tmp / "inbox").glob(".rx-*.tif.part")]
+            placed_before = list((b.tmp / "inbox").glob("fax-*.tif"))
+            monkeypatch.setattr(storage, "commit_file", real_commit)  # the disk has room again
+            restarted = Controller(b.store, [b.device], inbox=b.tmp / "inbox")
+            await restarted.start()
+            await restarted.stop(grace=1)
+            return (
+                a.store.get(job.id),
+                fax,
+                parts,
+                placed_before,
+                b.store.get_inbound(fax.id),
+                b.tmp / "inbox",
+            )
+
+    job, fax, parts, placed_before, after, inbox = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert job.state is JobState.COMPLETED  # the fax itself went through: the sender is told the truth
+    assert fax.pages == 1 and "not placed" in fax.error
+    assert parts == [1]  # one part file, holding the page: it survived the full disk
+    assert placed_before == []
+    assert after.tiff_path and after.tiff_path.endswith(".tif") and not after.tiff_path.endswith(".part")
+    assert len(read_tiff_pages(after.tiff_path)) == 1 and not list(inbox.glob(".rx-*.tif.part"))

@@ -260,7 +260,11 @@ class Controller:
                 if pages > 0 or status.status is not FaxStatus.FS_COMPLETED
                 else FaxStatus.FS_FATAL_ERROR
             )
-            if rec is not None and rec.placed is not None:
+            if rec is not None and rec.placed is not None and rec.placed.kept_part is not None:
+                handle.error_text = (
+                    f"received but not placed ({rec.placed.error}); salvaged at the next start"
+                )
+            elif rec is not None and rec.placed is not None:
                 self.store.place_inbound_files(
                     inbound.id,
                     tiff_path=rec.placed.tiff,
@@ -275,13 +279,14 @@ class Controller:
             self._publish(inbound.id)
 
     def _salvage_partial_receptions(self) -> None:
-        """Receptions cut by a crash: place whatever pages made it to disk, as a partial fax."""
-        for fax in self.store.list_inbound(
-            frozenset({InboundState.PARTIAL, InboundState.FAILED}), limit=1000
-        ):
+        """Receptions cut by a crash, or that could not be placed (disk full): place whatever pages
+        made it to disk. A crashed reception is a partial fax; a complete one keeps its name."""
+        for fax in self.store.list_inbound(limit=1000):
             part = Path(fax.tiff_path) if fax.tiff_path else None
             if part is None or not part.name.endswith(".part") or not part.exists():
                 continue
+            if fax.state is InboundState.RECEIVING:
+                continue  # only after recovery: a reception of this process is still running
             try:
                 pages = len(documents.read_tiff_pages(part))
             except documents.DocumentError as exc:
@@ -289,7 +294,8 @@ class Controller:
                 continue
             if pages == 0:
                 continue
-            stem = f"fax-{time.strftime('%Y%m%d-%H%M%S', time.localtime(fax.started_at))}-partial"
+            suffix = "" if fax.state is InboundState.COMPLETED else "-partial"
+            stem = f"fax-{time.strftime('%Y%m%d-%H%M%S', time.localtime(fax.started_at))}{suffix}"
             tiff = storage.commit_file(part, storage.unique_path(self.inbox.directory, stem, ".tif"))
             pdf = None
             try:
@@ -297,7 +303,7 @@ class Controller:
             except documents.DocumentError as exc:
                 log.warning("reception %s: PDF not made (%s)", fax.id, exc)
             self.store.place_inbound_files(fax.id, tiff_path=tiff, pdf_path=pdf)
-            log.warning("reception %s cut by a crash: %d page(s) kept in %s", fax.id, pages, tiff)
+            log.warning("reception %s salvaged: %d page(s) placed in %s", fax.id, pages, tiff)
 
     # --- events -------------------------------------------------------------------------------------
     def _on_status(self, handle: JobHandle, status: FaxDevStatus) -> None:

@@ -23,9 +23,11 @@ log = logging.getLogger("vfax.inbox")
 class PlacedFax:
     tiff: Path | None
     pdf: Path | None
-    report: Path
+    report: Path | None
     pages: int
     complete: bool
+    kept_part: Path | None = None  # placing failed (disk full...): the pages are still here
+    error: str = ""
 
 
 class Inbox:
@@ -38,7 +40,11 @@ class Inbox:
         return self.directory / f".rx-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.tif.part"
 
     def place(self, part: Path, report: dict[str, Any], pages: int, complete: bool) -> PlacedFax:
-        """Move a finished (or partial) reception into place; returns the final paths."""
+        """Move a finished (or partial) reception into place; returns the final paths.
+
+        If the disk is full (or any other I/O error), the part file with the received pages stays
+        where it is (``PlacedFax.kept_part``) and is salvaged by the service at its next start: a
+        received page is never deleted to make room for a failure."""
         stem = f"fax-{time.strftime('%Y%m%d-%H%M%S')}" + ("" if complete else "-partial")
         tiff = pdf = None
         try:
@@ -47,10 +53,17 @@ class Inbox:
                 stem = tiff.stem
                 try:
                     pdf = documents.tiff_to_pdf(tiff, tiff.with_suffix(".pdf"))
-                except documents.DocumentError as exc:  # the TIFF stays: it is the fax
+                except (documents.DocumentError, OSError) as exc:  # the TIFF stays: it is the fax
                     log.error("received fax %s kept as TIFF only: %s", tiff, exc)
-        finally:
-            part.unlink(missing_ok=True)
+            else:
+                part.unlink(missing_ok=True)  # nothing was received: nothing to keep
+        except OSError as exc:
+            log.error("received fax could not be placed (%s); its pages stay in %s", exc, part)
+            return PlacedFax(None, None, None, pages, complete, kept_part=part, error=str(exc))
         report = dict(report, files={"tiff": str(tiff) if tiff else None, "pdf": str(pdf) if pdf else None})
-        path = storage.write_json(storage.unique_path(self.directory, stem, ".json"), report)
+        try:
+            path: Path | None = storage.write_json(storage.unique_path(self.directory, stem, ".json"), report)
+        except OSError as exc:  # the fax itself is placed; only its report is missing
+            log.error("report of %s not written: %s", tiff, exc)
+            path = None
         return PlacedFax(tiff, pdf, path, pages, complete)
