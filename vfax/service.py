@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from vfax.cli_common import EXIT_FAILED, err, fail
+from vfax.cli_common import EXIT_FAILED, err, fail, use_json_logs
 from vfax.config import ConfigError, ServiceConfig, build_sinks, device_line_config, load_config
 from vfax.controller import Controller
 from vfax.device import VirtualFaxDevice
@@ -80,6 +80,7 @@ async def run_service(config: ServiceConfig, *, ready: asyncio.Event | None = No
 
 def serve_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="The service configuration (TOML).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Log as JSON lines on stderr.")] = False,
 ) -> None:
     """Run the fax service: register the devices, receive into the inbox, send queued jobs, serve the API.
 
@@ -91,6 +92,8 @@ def serve_command(
     except ConfigError as exc:
         fail(f"invalid configuration {config}: {exc}")
     logging.getLogger("vfax").setLevel(getattr(logging, cfg.log_level.upper(), logging.INFO))
+    if as_json:
+        use_json_logs()
     try:
         code = asyncio.run(run_service(cfg))
     except OSError as exc:
