@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from .audio_transport import MediaClock
 from .impairment import Impairment
 from .udptl import Delivered, Gap, Udptl, UdptlConfig, UdptlError, UdptlSizeError, UdptlStats
 
@@ -145,6 +146,7 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: Ticker | None = None
+        self._clock: MediaClock | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None
         self._closed = False
@@ -179,11 +181,32 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
     def set_peer(self, peer_addr: Address) -> None:
         """Send to, and accept only from, this (IP literal, port); starts the clock the first time.
 
-        The session is not clocked before media can flow, so nothing it sends is lost for want of a peer."""
+        The session is not clocked before media can flow, so nothing it sends is lost for want of a peer.
+        At the standard 20 ms tick the endpoint joins the process's shared media clock (one timer for
+        every RTP and UDPTL stream, t38.audio_transport.MediaClock); another tick (tests) gets a timer
+        of its own."""
         self._peer = _normalise(peer_addr)
-        if self._ticker is None and self._loop is not None and not self._closed:
+        if self._loop is None or self._closed or self._ticker is not None or self._clock is not None:
+            return
+        if self._tick == TICK_SECONDS and self._samples == SAMPLES_PER_TICK:
+            self._clock = MediaClock.shared(self._loop)
+            self._clock.register(self)
+        else:
             self._ticker = Ticker(self._loop.time(), self._tick)
             self._timer = self._loop.call_at(self._ticker.deadline, self._on_tick)
+
+    def on_media_tick(self, now: float) -> None:
+        """One 20 ms step from the shared media clock (which runs missed ticks back to back)."""
+        if self._closed:
+            return
+        try:
+            self._step(now, 1)
+        except Exception:
+            self._extra.session_errors += 1
+            log.exception("%s: fax session failed on the clock tick", self.name)
+
+    def on_media_error(self, exc: Exception) -> None:
+        self._extra.session_errors += 1
 
     @property
     def peer(self) -> Address | None:
@@ -198,6 +221,9 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
     def close(self) -> None:
         """Stop the clock and close the socket (the session itself is the caller's to close)."""
         self._closed = True
+        if self._clock is not None:
+            self._clock.unregister(self)
+            self._clock = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -256,20 +282,23 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
             return
         now = self._loop.time()
         try:
-            self._feed(self._udptl.poll(now))
-            for _ in range(self._ticker.due(now)):
-                self.session.advance(self._samples)
-                self._media_time += self._samples / SAMPLE_RATE
-                self._send(self.session.take_t38_tx())
-                self._resend()
-            if self.session.done and self._done is not None and not self._done.done():
-                self._done.set_result(None)
+            self._step(now, self._ticker.due(now))
         except Exception:
             self._extra.session_errors += 1
             log.exception("%s: fax session failed on the clock tick", self.name)
         finally:
             if not self._closed:
                 self._timer = self._loop.call_at(self._ticker.deadline, self._on_tick)
+
+    def _step(self, now: float, ticks: int) -> None:
+        self._feed(self._udptl.poll(now))
+        for _ in range(ticks):
+            self.session.advance(self._samples)
+            self._media_time += self._samples / SAMPLE_RATE
+            self._send(self.session.take_t38_tx())
+            self._resend()
+        if self.session.done and self._done is not None and not self._done.done():
+            self._done.set_result(None)
 
     def _feed(self, events: list[Delivered | Gap]) -> None:
         for event in events:

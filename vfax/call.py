@@ -64,7 +64,7 @@ class CallOptions:
     media_timeout: float = 20.0  # no RTP/UDPTL from the peer for this long ends the call
     max_call_seconds: float = 1800.0
     ring_timeout: float = 60.0
-    playout_ms: int = 60
+    playout_ms: int = 100  # fixed delay: fax modems tolerate constant delay, not gaps (jitter + load)
 
     def fax_config(self) -> FaxConfig:
         return FaxConfig(
