@@ -230,7 +230,7 @@ class KamailioServer:
             "-P", str(self._rundir / "kamailio.pid"),
         ]  # fmt: skip
 
-    def start(self, timeout: float = 10.0) -> KamailioServer:
+    def start(self, timeout: float = 30.0) -> KamailioServer:
         """Write the config, start Kamailio and wait until it answers OPTIONS; retry on a port race."""
         self.binary = self.binary or find_kamailio()
         if self.binary is None:
@@ -290,7 +290,7 @@ class KamailioServer:
             return f"kamailio log reports a crash: {match.group(0)!r}"
         return None
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         """Terminate Kamailio; raise :class:`KamailioError` if it had crashed or did not exit cleanly."""
         problem = self.crash_report()
         if self.process is not None and self.process.poll() is None:
