@@ -1376,6 +1376,10 @@ class UserAgentCore:
             # a session refresh (RFC 4028 §10) or an offer-less re-INVITE: answer with what we have
             self._answer_reinvite(call, 200, call.local_sdp, call.local_content_type, now)
             return
+        if req.method == "INVITE":
+            # §17.2.1: the application answers the offer later; a 100 stops the retransmissions and
+            # keeps a proxy's fr_timer from turning a slow answer into a 408 (which ends the dialog)
+            self._respond(stxn, 100, now=now)
         self._events.append(ReinviteReceived(call, req))
 
     def answer_reinvite(

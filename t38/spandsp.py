@@ -398,7 +398,8 @@ class _Engine:
 
     def close(self) -> None:
         """Free the C object. Safe to call twice; no callback reaches the listener afterwards."""
-        _owners.pop(self._key, None)
+        if _owners is not None:  # None only while the interpreter tears the module down
+            _owners.pop(self._key, None)
         if self._state != ffi.NULL:
             state, self._state, self.t30 = self._state, ffi.NULL, ffi.NULL
             type(self)._free_fn(state)

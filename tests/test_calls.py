@@ -398,3 +398,19 @@ def test_t38_page_longer_than_the_media_timeout_is_not_cut(tmp_path: Path) -> No
     )
     assert sent.ok and rec.outcome.ok and sent.media == "t38", (sent.end_reason, rec.outcome.end_reason)
     assert sent.duration_seconds > 3 * opts.media_timeout
+
+
+def test_a_slow_switch_to_t38_is_not_mistaken_for_silence(tmp_path: Path, monkeypatch: Any) -> None:
+    """Under load the UDPTL endpoint can take a while to start; the silence watch must not count it."""
+    from t38.transport import UdptlEndpoint
+
+    real_start = UdptlEndpoint.start
+
+    async def slow_start(self: UdptlEndpoint, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(1.0)  # a busy loop; the old code hung up here whatever the timeout
+        return await real_start(self, *args, **kwargs)
+
+    monkeypatch.setattr(UdptlEndpoint, "start", slow_start)
+    opts = CallOptions(t38=T38Policy.AUTO, media_timeout=4.0)
+    sent, rec, _, _ = run(fax_once(tmp_path, page(tmp_path), opts, opts, name="slowswitch"))
+    assert sent.ok and rec.outcome.ok and sent.media == "t38", (sent.end_reason, rec.outcome.end_reason)

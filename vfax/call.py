@@ -43,6 +43,7 @@ log = logging.getLogger("vfax.call")
 
 WATCH_SECONDS = 0.1
 BYE_GRACE_SECONDS = 2.0  # after phase E the receiver lets the sender hang up first
+ACK_WAIT_SECONDS = 32.0  # RFC 3261 timer H (64*T1): after that the dialog is dead anyway
 
 
 @dataclass
@@ -375,8 +376,12 @@ class FaxCall:
     async def _reinvite_to_t38(self) -> None:
         """Receiving side under ``auto``/``only``: ask for T.38 right after the answer."""
         assert self.sip is not None
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.sip.confirmed), 5.0)
+        try:  # a re-INVITE needs a confirmed dialog (the ACK); under load it can take a while
+            await asyncio.wait_for(asyncio.shield(self.sip.confirmed), ACK_WAIT_SECONDS)
+        except TimeoutError:
+            self._note("no ACK: T.38 not requested", seconds=ACK_WAIT_SECONDS)
+            await self._t38_refused("the call was never confirmed (no ACK)")
+            return
         if self.options.t38_reinvite_delay > 0:
             await asyncio.sleep(self.options.t38_reinvite_delay)
         await self.request_t38()
@@ -485,11 +490,14 @@ class FaxCall:
         self.t38 = deal
         if self.udptl is None:
             assert self.image_port is not None
-            self.udptl = UdptlEndpoint(self.session, media.udptl, name=self.name)
-            await self.udptl.start(sock=self.image_port.take())
+            endpoint = UdptlEndpoint(self.session, media.udptl, name=self.name)
+            await endpoint.start(sock=self.image_port.take())
             self.image_port = None
-        self.udptl.set_peer(self.route_media("image", remote))
+            self.udptl = endpoint
+        # No await from here on: the watch loop must never see the endpoint with a stale silence
+        # clock (that race hung up calls right after the switch when the loop was busy).
         self._udptl_seen = (0, time.monotonic())
+        self.udptl.set_peer(self.route_media("image", remote))
         if self.rtp is not None:  # the audio stream ends with the switch
             self.rtp.close()
         self._note(

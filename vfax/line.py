@@ -206,7 +206,8 @@ class FaxLine:
         pages = outcome.result.pages if outcome.result else 0
         placed = None
         if pages > 0 or outcome.result is not None:
-            placed = inbox.place(part, outcome.report, pages, complete=outcome.ok)
+            # fsyncs and the PDF take milliseconds: off the event loop, or every call's media stalls
+            placed = await asyncio.to_thread(inbox.place, part, outcome.report, pages, outcome.ok)
         else:
             part.unlink(missing_ok=True)
         return Reception(outcome, placed)
