@@ -41,7 +41,7 @@ from vfax.status import FaxStatus, status_for_sip, status_for_t30
 
 log = logging.getLogger("vfax.call")
 
-WATCH_SECONDS = 0.1
+WATCH_SECONDS = 0.25  # how often a call checks its end conditions (hundreds of calls share the loop)
 BYE_GRACE_SECONDS = 2.0  # after phase E the receiver lets the sender hang up first
 ACK_WAIT_SECONDS = 32.0  # RFC 3261 timer H (64*T1): after that the dialog is dead anyway
 
