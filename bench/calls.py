@@ -51,7 +51,6 @@ import queue
 import re
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -62,6 +61,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import code_version
 
 from tests import docfactory
 from tests.peers.kamailio import KamailioServer, find_kamailio
@@ -80,27 +81,6 @@ POLICY = {
 }
 EXPECTED_MEDIA = {"t38": "t38", "t38direct": "t38", "g711": "g711"}
 PASSWORD = "bench-secret"
-
-
-def code_version() -> str:
-    """The commit the figures belong to (``+changes`` when the work tree differs from it)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git)"
-    return head + (" +changes" if dirty else "")
 
 
 @dataclass

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import multiprocessing
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import code_version
 
 from t38.audio_transport import MediaClock
 from t38.impairment import Impairment
@@ -43,27 +44,6 @@ from vfax.call import CallOptions, CallOutcome
 from vfax.documents import Resolution, prepare_fax_tiff
 from vfax.line import FaxLine, LineConfig
 from vfax.media import T38Policy
-
-
-def code_version() -> str:
-    """The commit the figures belong to (``+changes`` when the work tree differs from it)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git)"
-    return head + (" +changes" if dirty else "")
 
 
 @dataclass
