@@ -177,3 +177,35 @@ def test_disk_full_keeps_the_received_pages_and_places_them_at_the_next_start(
     assert placed_before == []
     assert after.tiff_path and after.tiff_path.endswith(".tif") and not after.tiff_path.endswith(".part")
     assert len(read_tiff_pages(after.tiff_path)) == 1 and not list(inbox.glob(".rx-*.tif.part"))
+
+
+def test_a_retried_job_reports_the_pages_of_each_attempt(tmp_path: Path) -> None:
+    """Attempt 1 is cut after page 1 by the far end; attempt 2 must report its own pages 1 and 2."""
+    doc = tiff(tmp_path, pages=2)
+
+    async def scenario() -> Any:
+        async with Service(tmp_path, "a") as a, Service(tmp_path, "b") as b:
+            original = b.device.on_status
+            cut: list[int] = []
+
+            def cut_first_call_after_page_one(handle: Any, status: Any) -> None:
+                assert original is not None
+                original(handle, status)
+                if status.page_count == 1 and not cut:
+                    cut.append(handle.id)
+                    asyncio.get_running_loop().call_later(
+                        2.0, lambda: asyncio.ensure_future(b.device.abort(handle))
+                    )
+
+            b.device.on_status = cut_first_call_after_page_one
+            job = a.store.submit(doc, b.device.line.uri)
+            a.controller.wake()
+            await until(lambda: a.store.get(job.id).state.is_final, 150)
+            return a.store.get(job.id), a.store.events_for(job.id)
+
+    job, events = asyncio.run(asyncio.wait_for(scenario(), 200))
+    assert job.state is JobState.COMPLETED and job.attempts == 2 and job.pages_sent == 2
+    retry_at = next(i for i, e in enumerate(events) if e.type == "status" and e.payload.get("retry"))
+    before = [e.payload["pages"] for e in events[:retry_at] if e.type == "page"]
+    after = [e.payload["pages"] for e in events[retry_at:] if e.type == "page"]
+    assert before == [1] and after == [1, 2], (before, after)

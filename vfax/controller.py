@@ -26,7 +26,7 @@ from vfax import documents, storage
 from vfax.device import FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
 from vfax.events import EventDispatcher, FaxEvent, Sink
 from vfax.inbox import Inbox
-from vfax.jobstore import InboundState, JobFilter, JobState, SqliteJobStore
+from vfax.jobstore import InboundState, OutboundJob, SqliteJobStore
 from vfax.media import T38Policy
 from vfax.retry import AttemptResult
 from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
@@ -174,8 +174,11 @@ class Controller:
                 t38=T38Policy.parse(o["t38"]) if o.get("t38") else None,
             )
         except (ValueError, TypeError) as exc:
-            self._record(job.id, AttemptResult(FaxStatus.FS_FATAL_ERROR, error=f"bad job options: {exc}"))
+            final_job = self._record(
+                job.id, AttemptResult(FaxStatus.FS_FATAL_ERROR, error=f"bad job options: {exc}")
+            )
             device.end_job(handle)
+            self._forget(handle.id, job.id, job_final=final_job is None or final_job.state.is_final)
             return
         watcher = asyncio.ensure_future(self._watch_cancel(job.id, device, handle))
         try:
@@ -197,7 +200,7 @@ class Controller:
         final = status.status
         if final is FaxStatus.FS_COMPLETED and pages == 0:  # never a success without a page
             final = FaxStatus.FS_FATAL_ERROR
-        self._record(
+        after = self._record(
             job.id,
             AttemptResult(
                 final,
@@ -209,8 +212,11 @@ class Controller:
             ),
         )
         device.end_job(handle)
+        self._forget(handle.id, job.id, job_final=after is None or after.state.is_final)
 
-    def _record(self, job_id: str, result: AttemptResult) -> None:
+    def _record(self, job_id: str, result: AttemptResult) -> OutboundJob | None:
+        """Record one attempt (the store applies the retry policy); returns the job as it now is."""
+        job = None
         try:
             job = self.store.record_attempt_result(job_id, result)
             log.info(
@@ -219,6 +225,16 @@ class Controller:
         except Exception:
             log.exception("job %s: could not record the attempt", job_id)
         self._publish(job_id)
+        return job
+
+    def _forget(self, handle_id: int, job_id: str, *, job_final: bool) -> None:
+        """Drop what was kept for an attempt (its handle, its page count: a retry counts pages from 0
+        again) and, once the job is final, what was kept for the job: a long-running service must
+        not keep state for every job it ever ran."""
+        self._job_of.pop(handle_id, None)
+        self._last_pages.pop(job_id, None)
+        if job_final:
+            self._published.pop(job_id, None)
 
     async def _watch_cancel(self, job_id: str, device: VirtualFaxDevice, handle: JobHandle) -> None:
         while True:
@@ -277,6 +293,7 @@ class Controller:
                 self._active.pop(me, None)
             device.end_job(handle)
             self._publish(inbound.id)
+            self._forget(handle.id, inbound.id, job_final=True)
 
     def _salvage_partial_receptions(self) -> None:
         """Receptions cut by a crash, or that could not be placed (disk full): place whatever pages
@@ -342,11 +359,3 @@ class Controller:
                     with contextlib.suppress(asyncio.QueueFull):
                         q.put_nowait(event)
         self._published[job_id] = seen
-
-    # --- views for the API and the CLI ----------------------------------------------------------------
-    def queued(self) -> int:
-        return (
-            self.store.count(JobFilter(states=frozenset({JobState.QUEUED})))
-            if hasattr(self.store, "count")
-            else 0
-        )

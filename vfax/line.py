@@ -79,8 +79,7 @@ class FaxLine:
         self.registration: Registration | None = None
         self.inbox = Inbox(config.inbox) if config.inbox else None
         self.active: set[FaxCall] = set()
-        self.calls_started = 0
-        self.last_call: FaxCall | None = None
+        self.last_call: FaxCall | None = None  # the most recent call (tests and diagnostics)
         self.receptions: asyncio.Queue[Reception] = asyncio.Queue()
         #: Takes an offered call instead of the inbox; must return once the call is over.
         self.on_incoming: Callable[[IncomingInvite], Awaitable[None]] | None = None
@@ -166,7 +165,6 @@ class FaxLine:
         call.on_progress = self.on_progress
         if self.route_media is not None:
             call.route_media = self.route_media
-        self.calls_started += 1
         self.last_call = call
 
     # --- receiving ------------------------------------------------------------------------------------
