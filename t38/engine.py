@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,13 +264,7 @@ class FaxSession(spandsp.T30Listener):
         if self.media is Media.T38:
             return
         if options is not None:
-            self.config = FaxConfig(
-                ident=self.config.ident,
-                page_header=self.config.page_header,
-                ecm=self.config.ecm,
-                max_bit_rate=self.config.max_bit_rate,
-                t38=options,
-            )
+            self.config = replace(self.config, t38=options)
         self._pages_before_restart = len(self.pages)
         if self._audio is not None:
             self._audio.close()

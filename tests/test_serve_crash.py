@@ -164,9 +164,13 @@ def test_kill_9_while_sending_then_restart_retries_and_loses_nothing(tmp_path: P
         assert after[later.json()["id"]] == "queued"  # the scheduled job waits, untouched
         assert job["state"] == "completed" and job["attempts"] == 2, job
         assert [e["type"] for e in job["events"]].count("terminal") == 1
-        # the far end got the whole fax on the retry
-        faxes = sorted(far_inbox.glob("fax-*.tif"))
-        assert any(len(read_tiff_pages(p)) == 2 and "partial" not in p.name for p in faxes), faxes
+
+        # the far end got the whole fax on the retry (it places the files once the call has ended)
+        def whole_fax() -> bool:
+            faxes = far_inbox.glob("fax-*.tif")
+            return any(len(read_tiff_pages(p)) == 2 and "partial" not in p.name for p in faxes)
+
+        wait_for(whole_fax, 30, f"no complete 2-page fax in {sorted(far_inbox.iterdir())}")
     finally:
         far.send_signal(signal.SIGTERM)
         far.wait(30)

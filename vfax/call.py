@@ -17,7 +17,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +276,7 @@ class FaxCall:
             elif answer.chosen_audio is not None:
                 a = answer.chosen_audio
                 await self._start_audio(a.codec, a.payload_type, (a.address, a.port))
-                if self.options.t38 in (T38Policy.AUTO, T38Policy.ONLY, T38Policy.DIRECT):
+                if self.options.t38 is not T38Policy.OFF:
                     self._spawn(self._reinvite_to_t38())
             await self._run_until_done()
             return self._outcome()
@@ -448,10 +448,7 @@ class FaxCall:
     def _new_session(self, media: Media, t38_options: Any = None) -> FaxSession:
         cfg = self.options.fax_config()
         if t38_options is not None:
-            cfg = FaxConfig(
-                ident=cfg.ident, page_header=cfg.page_header, ecm=cfg.ecm, max_bit_rate=cfg.max_bit_rate,
-                t38=t38_options,
-            )  # fmt: skip
+            cfg = replace(cfg, t38=t38_options)
         return FaxSession(
             calling=self.sending,
             send_file=self.send_file,
@@ -621,14 +618,12 @@ class FaxCall:
         for task in list(self._tasks):
             task.cancel()
         self.ended = time.monotonic()
-        if self.session is not None and not self.session.done:
-            self.session.close()
         for ep in (self.rtp, self.udptl):
             if ep is not None:
                 ep.close()
         self._release_ports()
         if self.session is not None:
-            self.session.close()
+            self.session.close()  # before phase E it terminates T.30 with what arrived; idempotent
             self._dispatch_events()
 
     # --- report ---------------------------------------------------------------------------------------
