@@ -147,16 +147,13 @@ class VirtualFaxDevice:
         )
         options.fax_config()  # raises ValueError for a bad TSID or bit rate, before any call
 
-        def on_call(call: FaxCall) -> None:
-            handle.call = call
-            call.on_progress = lambda c, what: self._progress(handle, what, callback)
-            call.on_event = lambda c, e: self._engine_event(handle, e)
-
         self._report(handle, FaxStatus.FS_DIALING)
         if handle.aborted:
             return self._finish(handle, None)
         try:
-            outcome = await self.line.send(fax.document, fax.destination, options=options, on_call=on_call)
+            outcome = await self.line.send(
+                fax.document, fax.destination, options=options, on_call=self._attach(handle, callback)
+            )
         except BadDestination as exc:
             self._report(handle, FaxStatus.FS_BAD_ADDRESS, error=str(exc))
             return handle.status
@@ -177,13 +174,8 @@ class VirtualFaxDevice:
             handle.status, caller_id=str(call.from_.uri), routing_info=fax.receiving_number
         )
 
-        def on_call(c: FaxCall) -> None:
-            handle.call = c
-            c.on_progress = lambda cc, what: self._progress(handle, what, None)
-            c.on_event = lambda cc, e: self._engine_event(handle, e)
-
         reception = await self.line.receive(
-            call, Inbox(fax.inbox), options, on_call=on_call, part=fax.part_file
+            call, Inbox(fax.inbox), options, on_call=self._attach(handle, None), part=fax.part_file
         )
         handle.reception = reception
         handle.outcome = reception.outcome
@@ -201,6 +193,16 @@ class VirtualFaxDevice:
             await handle.call.abort("user abort")
 
     # --- internals ----------------------------------------------------------------------------------
+    def _attach(self, handle: JobHandle, callback: SendCallback | None) -> Callable[[FaxCall], None]:
+        """The hook that ties a new call to its job: progress (FaxSendCallback, statuses) and pages."""
+
+        def on_call(call: FaxCall) -> None:
+            handle.call = call
+            call.on_progress = lambda c, what: self._progress(handle, what, callback)
+            call.on_event = lambda c, e: self._engine_event(handle, e)
+
+        return on_call
+
     def _check(self, handle: JobHandle) -> None:
         if handle.ended or self.jobs.get(handle.id) is not handle:
             raise DeviceError(f"job {handle.id} is not an active job of {self.name}")
