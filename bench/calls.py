@@ -105,6 +105,8 @@ class CallRecord:
     duration: float
     end_reason: str  # sender's, then the receiver's after " | "
     t30: str
+    setup: float = 0.0  # sender: INVITE sent to the final 2xx received (seconds)
+    line: float = 0.0  # sender: line seconds of the last T.30 message (the fax's own clock)
 
 
 @dataclass
@@ -214,6 +216,15 @@ def _t30_text(outcome: CallOutcome) -> str:
     return "no T.30 result" if r is None else f"{r.code} {r.text}"
 
 
+def _phases(report: dict[str, Any]) -> tuple[float, float]:
+    """(INVITE to its 2xx, line seconds of the last T.30 message) from a sender's call report."""
+    ladder = report.get("sip", {}).get("ladder", [])
+    sent = next((e["t"] for e in ladder if e["dir"] == "out" and e["line"].startswith("INVITE")), None)
+    ok = next((e["t"] for e in ladder if e["dir"] == "in" and e["line"].startswith("SIP/2.0 200")), None)
+    t30 = report.get("t30") or []
+    return (ok - sent if ok is not None and sent is not None else 0.0, t30[-1]["at"] if t30 else 0.0)
+
+
 async def _work(job: Job, barrier: Any, report: WorkerReport, counter: _LogCounter) -> None:
     tx_policy, rx_policy = POLICY[job.mode]
     tx_options = CallOptions(t38=tx_policy, ecm=True, max_call_seconds=job.max_call_seconds)
@@ -282,7 +293,10 @@ async def _work(job: Job, barrier: Any, report: WorkerReport, counter: _LogCount
             rx_ok = r is not None and r.ok and r.result is not None and r.result.pages == 1
             end = f"{s.end_reason} / T.30 {_t30_text(s)}"
             end += " | " + (f"{r.end_reason} / T.30 {_t30_text(r)}" if r is not None else "no reception")
-            report.calls.append(CallRecord(rx_ok, s.ok, s.media, s.duration_seconds, end, _t30_text(s)))
+            setup, line = _phases(s.report)
+            report.calls.append(
+                CallRecord(rx_ok, s.ok, s.media, s.duration_seconds, end, _t30_text(s), setup, line)
+            )
     finally:
         await tx.close()
         await rx.close()
@@ -434,6 +448,15 @@ def row(r: RunResult, baseline: dict[str, float]) -> str:
 def notes(r: RunResult) -> list[str]:
     """Why calls failed, and what the workers logged, for the lines under the table."""
     out: list[str] = []
+    good = [c for c in r.calls if c.rx_ok and c.tx_ok]
+    if good:
+        setup = [c.setup for c in good]
+        line = [c.line for c in good]
+        out.append(
+            f"  {r.mode} N={r.n}: INVITE to 200 OK mean {statistics.mean(setup):.2f} s,"
+            f" max {max(setup):.2f} s; T.30 line time mean {statistics.mean(line):.1f} s,"
+            f" max {max(line):.1f} s"
+        )
     reasons = collections.Counter(c.end_reason for c in r.calls if not (c.rx_ok and c.tx_ok))
     for reason, count in reasons.most_common(5):
         out.append(f"  {r.mode} N={r.n}: {count} call(s) failed, sender | receiver: {reason}")

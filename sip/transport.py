@@ -38,15 +38,51 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+UDP_BATCH = 64
+"""SIP datagrams handled per event-loop iteration (asyncio itself reads one per socket per iteration)."""
+UDP_MAX = 65535
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: TransportSet) -> None:
+    """The SIP UDP socket. After each datagram asyncio hands over, it reads what else is queued (up to
+    :data:`UDP_BATCH`): on a loop that also carries hundreds of media streams an iteration can take a
+    whole 20 ms media tick, and one SIP message per tick is too few for a burst of calls (INVITEs and
+    ACKs waited seconds, re-INVITEs timed out with 408 in ``bench/calls.py`` at 600 calls)."""
+
+    def __init__(self, owner: TransportSet, sock: socket.socket) -> None:
         self.owner = owner
+        self._recvfrom = sock.recvfrom
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        self.owner.on_datagram(data, ("udp", addr[0], addr[1]))
+        on_datagram = self.owner.on_datagram
+        on_datagram(data, ("udp", addr[0], addr[1]))
+        for _ in range(UDP_BATCH - 1):
+            try:
+                data, addr = self._recvfrom(UDP_MAX)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # an ICMP error queued on the socket, or the socket closed meanwhile
+                self.error_received(exc)
+                return
+            on_datagram(data, ("udp", addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)  # ICMP port unreachable and the like; the transaction times out
+
+
+async def _bound_udp_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host`` (an IP literal or a name) and ``port``."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind(addr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -159,14 +195,18 @@ class TransportSet:
         for attempt in range(20):
             try:
                 if "udp" in transports:
-                    udp, _ = await loop.create_datagram_endpoint(
-                        lambda: _UdpProtocol(self), local_addr=(host, port)
-                    )
-                    self._udp = udp  # type: ignore[assignment]
-                    sock = udp.get_extra_info("socket")
-                    if sock is not None and udp_buffer:
+                    sock = await _bound_udp_socket(host, port)
+                    if udp_buffer:
                         with contextlib.suppress(OSError):  # best effort: the kernel caps it at rmem_max
                             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, udp_buffer)
+                    try:
+                        udp, _ = await loop.create_datagram_endpoint(
+                            lambda s=sock: _UdpProtocol(self, s), sock=sock
+                        )
+                    except BaseException:
+                        sock.close()
+                        raise
+                    self._udp = udp  # type: ignore[assignment]
                     bound = udp.get_extra_info("sockname")
                     self.local_addresses["udp"] = (host, bound[1])
                     port_tcp = bound[1]

@@ -24,7 +24,7 @@ from typing import Any
 from sip.sdp import LocalSession, SdpError, SessionDescription, build_offer, parse_sdp, process_answer
 from sip.sdp import answer_offer as sdp_answer_offer
 from sip.useragent import CallSession, IncomingInvite, UserAgent
-from t38.audio_transport import RtpEndpoint
+from t38.audio_transport import RtpEndpoint, SilentSession
 from t38.engine import FaxConfig, FaxEvent, FaxResult, FaxSession, Media
 from t38.media_config import t38_media
 from t38.rtp import PT_PCMA, PT_PCMU
@@ -275,7 +275,11 @@ class FaxCall:
                 await self._start_t38(deal, (answer.chosen_image.address, answer.chosen_image.port))
             elif answer.chosen_audio is not None:
                 a = answer.chosen_audio
-                await self._start_audio(a.codec, a.payload_type, (a.address, a.port))
+                # Under auto/only the fax engine waits for our T.38 re-INVITE's outcome (RTP carries
+                # silence meanwhile): T.30 then starts once, on the media it will keep, and a burst of
+                # calls being switched costs no modem time. The caller waits for DIS (T.30 T1, 35 s).
+                wait = self.options.t38 is not T38Policy.OFF and self.options.t38_reinvite_delay <= 0
+                await self._start_audio(a.codec, a.payload_type, (a.address, a.port), engine=not wait)
                 if self.options.t38 is not T38Policy.OFF:
                     self._spawn(self._reinvite_to_t38())
             await self._run_until_done()
@@ -374,17 +378,36 @@ class FaxCall:
         return 200, bytes(answer.sdp)
 
     async def _reinvite_to_t38(self) -> None:
-        """Receiving side under ``auto``/``only``: ask for T.38 right after the answer."""
+        """Receiving side under ``auto``/``only``: ask for T.38 right after the answer. Whatever the
+        outcome, a call still on G.711 afterwards gets its audio fax engine (unless ``only`` ended it)."""
         assert self.sip is not None
-        try:  # a re-INVITE needs a confirmed dialog (the ACK); under load it can take a while
-            await asyncio.wait_for(asyncio.shield(self.sip.confirmed), ACK_WAIT_SECONDS)
-        except TimeoutError:
-            self._note("no ACK: T.38 not requested", seconds=ACK_WAIT_SECONDS)
-            await self._t38_refused("the call was never confirmed (no ACK)")
+        try:
+            try:  # a re-INVITE needs a confirmed dialog (the ACK); under load it can take a while
+                await asyncio.wait_for(asyncio.shield(self.sip.confirmed), ACK_WAIT_SECONDS)
+            except TimeoutError:
+                self._note("no ACK: T.38 not requested", seconds=ACK_WAIT_SECONDS)
+                await self._t38_refused("the call was never confirmed (no ACK)")
+                return
+            if self.options.t38_reinvite_delay > 0:
+                await asyncio.sleep(self.options.t38_reinvite_delay)
+            await self.request_t38()
+        finally:
+            self._start_waiting_engine()
+
+    def _start_waiting_engine(self) -> None:
+        """The T.38 attempt is over and the call is still on G.711: start T.30 in audio."""
+        if (
+            self.session is not None
+            or self.rtp is None
+            or self.rtp.closed
+            or self._closed
+            or self.options.t38 is T38Policy.ONLY
+            or (self.sip is not None and self.sip.terminated.done())
+        ):
             return
-        if self.options.t38_reinvite_delay > 0:
-            await asyncio.sleep(self.options.t38_reinvite_delay)
-        await self.request_t38()
+        self.session = self._new_session(Media.AUDIO)
+        self.rtp.session = self.session
+        self._note("fax engine started on G.711")
 
     async def request_t38(self) -> None:
         """Ask the peer to move this call to T.38 now (a re-INVITE with an image line in the audio
@@ -395,8 +418,8 @@ class FaxCall:
             return
         if (
             self._closed
-            or self.session is None
-            or self.session.media is Media.T38
+            or (self.session is None and self.rtp is None)
+            or (self.session is not None and self.session.media is Media.T38)
             or self.sip.call.terminated
         ):
             return
@@ -458,13 +481,17 @@ class FaxCall:
             name=self.name,
         )
 
-    async def _start_audio(self, codec: str, payload_type: int, remote: tuple[str, int]) -> None:
+    async def _start_audio(
+        self, codec: str, payload_type: int, remote: tuple[str, int], *, engine: bool = True
+    ) -> None:
+        """G.711 media; ``engine=False`` sends silence until :meth:`_start_waiting_engine`."""
         pt = PT_PCMA if codec.upper() == "PCMA" else PT_PCMU
         self.audio_codec = codec.upper()
-        self.session = self._new_session(Media.AUDIO)
+        if engine:
+            self.session = self._new_session(Media.AUDIO)
         assert self.audio_port is not None
         self.rtp = RtpEndpoint(
-            self.session,
+            self.session if self.session is not None else SilentSession(),
             (self.host, self.audio_port.port),
             self.route_media("audio", remote),
             pt,
@@ -475,7 +502,11 @@ class FaxCall:
         await self.rtp.start(sock=self.audio_port.take())
         self.audio_port = None
         self._note(
-            "media g711", codec=self.audio_codec, payload_type=payload_type, remote=f"{remote[0]}:{remote[1]}"
+            "media g711",
+            codec=self.audio_codec,
+            payload_type=payload_type,
+            remote=f"{remote[0]}:{remote[1]}",
+            fax_engine="started" if engine else "waits for the T.38 re-INVITE",
         )
 
     async def _start_t38(self, deal: ImageDeal, remote: tuple[str, int]) -> None:
@@ -506,7 +537,7 @@ class FaxCall:
         )
 
     def _on_media_timeout(self, reason: str) -> None:
-        if self.session is not None and self.session.media is Media.AUDIO:
+        if self.session is None or self.session.media is Media.AUDIO:
             self._media_dead = reason
 
     def _udptl_silent(self) -> bool:
