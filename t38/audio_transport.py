@@ -10,9 +10,10 @@ buffer into the session (or tells the modems the samples are missing).
 RTP sockets are not watched by the event loop: each tick drains them (at most
 :data:`MAX_DATAGRAMS_PER_TICK` each). A packet waits at most one tick in the kernel, well inside the
 playout delay, and the loop sleeps between ticks instead of waking for each of the 50 packets a
-second of every call: measured by ``bench/calls.py``, this is what lets 400 G.711 calls run on two
-cores. It also bounds what a flood on an RTP port can cost: the extra datagrams stay in (and overflow)
-that socket's kernel buffer; no other call is slowed.
+second of every call. It also bounds what a flood on an RTP port can cost: the extra datagrams stay
+in (and overflow) that socket's kernel buffer; no other call is slowed. Once the peer's address is
+known the socket is ``connect``-ed to it, so the kernel drops datagrams from anyone else, and packets
+go out and come in through :mod:`t38.libc_udp` (no per-packet address parsing or exceptions).
 
 The sans-I/O parts (packet codec, sender state, playout) are in :mod:`t38.rtp`.
 """
@@ -23,6 +24,7 @@ import asyncio
 import collections
 import ipaddress
 import logging
+import os
 import socket
 import time
 import weakref
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
+from t38 import libc_udp
 from t38.engine import FRAME_SAMPLES
 from t38.rtp import (
     HEADER_SIZE,
@@ -246,7 +249,7 @@ class RtpStats:
     codec: str
     sent: SenderStats
     received: ReceiverStats
-    strangers: int  # datagrams from an address other than the negotiated peer, dropped
+    strangers: int  # datagrams before the peer was known, dropped (then the kernel drops them)
     malformed: int  # datagrams from the peer that are not RTP (RFC 3550 §5.1), dropped
     send_errors: int  # datagrams the kernel refused (full socket buffer, unreachable)
     icmp_errors: int
@@ -255,6 +258,11 @@ class RtpStats:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+_send = libc_udp.send
+_recv_into = libc_udp.recv_into
+_EMPTY = libc_udp.EMPTY
+_PACKET_SIZE = HEADER_SIZE + FRAME_SAMPLES
 
 _g711_states: dict[int, Any] = {}
 _g711_encode = lib.g711_encode  # bound once: the per-tick C calls go straight to spandsp
@@ -330,10 +338,14 @@ class RtpEndpoint:
         self._tx_cdata = ffi.from_buffer("uint8_t[]", self._tx_packet)
         self._tx_payload = self._tx_cdata + HEADER_SIZE
         self._rx_pcm = ffi.new("int16_t[]", FRAME_SAMPLES)
+        self._tx_c = libc_udp.ffi.from_buffer(self._tx_packet)
+        self._rx_buf = libc_udp.ffi.new("uint8_t[]", RECV_SIZE)
+        self._rx_view = libc_udp.ffi.buffer(self._rx_buf)
+        self._fd = -1
+        self._connected = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._time: Callable[[], float] = time.monotonic
         self._sock: socket.socket | None = None
-        self._recvfrom: Callable[[int], tuple[bytes, Any]] | None = None
         self._local: Address | None = None
         self._last_rx = 0.0
         self._timed_out = False
@@ -355,9 +367,11 @@ class RtpEndpoint:
             sock = self._bind(self._local_request)
         sock.setblocking(False)
         self._sock = sock
-        self._recvfrom = sock.recvfrom
+        self._fd = sock.fileno()
         name = sock.getsockname()
         self._local = (name[0], name[1])
+        if self._remote is not None:
+            self._connect()
         self._last_rx = loop.time()
         if self._clock is None:
             self._clock = MediaClock.shared(loop)
@@ -430,6 +444,30 @@ class RtpEndpoint:
         if self._loop is not None:
             self._last_rx = self._loop.time()
         self._timed_out = False
+        if self._sock is not None and not self._closed:
+            self._connect()
+
+    def _connect(self) -> None:
+        """Tie the socket to the peer: the kernel then drops anyone else's datagrams. What is already
+        queued came before we knew the peer and counts as strangers' (as it always did)."""
+        assert self._sock is not None and self._remote is not None
+        self._discard_queued()
+        try:
+            self._sock.connect(self._remote)
+        except OSError as exc:  # another address family, say: nothing can be sent to that peer
+            self._connected = False
+            self.send_errors += 1
+            log.warning("RTP cannot reach %s:%d: %s", self._remote[0], self._remote[1], exc)
+            return
+        self._connected = True
+
+    def _discard_queued(self) -> None:
+        for _ in range(1024):
+            n = libc_udp.recv_into(self._fd, self._rx_buf, RECV_SIZE)
+            if n == libc_udp.EMPTY:
+                return
+            if n >= 0:
+                self.strangers += 1
 
     def stats(self) -> RtpStats:
         return RtpStats(
@@ -449,27 +487,26 @@ class RtpEndpoint:
     # --- receiving ------------------------------------------------------------------------------------
     def _drain(self, now: float) -> None:
         """File what the socket holds into the playout buffer, arrival time ``now`` (this tick)."""
-        recvfrom = self._recvfrom
-        remote = self._remote
+        fd, buf, view = self._fd, self._rx_buf, self._rx_view
+        connected = self._connected
         got = False
         for _ in range(MAX_DATAGRAMS_PER_TICK):
-            try:
-                data, addr = recvfrom(RECV_SIZE)  # type: ignore[misc]
-            except BlockingIOError:
-                break
-            except OSError as exc:  # an ICMP error for an earlier datagram (the peer re-binds): not fatal
-                self.icmp_errors += 1
-                log.debug("RTP socket error: %s", exc)
+            n = _recv_into(fd, buf, RECV_SIZE)
+            if n < 0:
+                if n == _EMPTY:
+                    break
+                self.icmp_errors += 1  # an ICMP error for an earlier datagram (the peer re-binds)
+                log.debug("RTP socket error: %s", os.strerror(-n))
                 continue
-            if remote is None or addr[1] != remote[1] or addr[0] != remote[0]:
+            if not connected:  # the peer is not known yet
                 self.strangers += 1
                 continue
             try:
-                self.playout.push_datagram(data, now)
+                self.playout.push_datagram(view[:n], now)
             except RtpError as exc:
                 self.malformed += 1
                 if self.malformed == 1:
-                    log.info("RTP from %s:%d dropped: %s", addr[0], addr[1], exc)
+                    log.info("RTP from %s dropped: %s", self._remote, exc)
                 continue
             got = True
         if got:
@@ -483,16 +520,14 @@ class RtpEndpoint:
         session = self.session
         g711 = self._g711
         pcm = session.audio_tx(FRAME_SAMPLES)
-        remote = self._remote
-        if remote is not None:
+        if self._connected:
             _g711_encode(g711, self._tx_payload, pcm, FRAME_SAMPLES)
             self.sender.write_header(self._tx_packet)
-            try:
-                self._sock.sendto(self._tx_packet, remote)  # type: ignore[union-attr]
-            except OSError as exc:  # a full socket buffer or an unreachable peer: RTP loses the packet
+            err = _send(self._fd, self._tx_c, _PACKET_SIZE)
+            if err:  # a full socket buffer or an unreachable peer: RTP loses the packet
                 self.send_errors += 1
                 if self.send_errors == 1:
-                    log.info("RTP send to %s:%d failed: %s", remote[0], remote[1], exc)
+                    log.info("RTP send to %s failed: %s", self._remote, os.strerror(err))
         self._drain(now)
         frame = self.playout.pop(now)
         if frame.__class__ is bytes:

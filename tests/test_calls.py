@@ -100,6 +100,11 @@ def test_vfax_to_vfax_directly_for_t38_auto_direct_and_off(tmp_path: Path) -> No
     # auto: G.711 first, then the receiver's re-INVITE moves the call to T.38
     rx_auto_events = [e["event"] for e in auto[1].outcome.report["media"]["events"]]
     assert rx_auto_events[:3] == ["media g711", "re-INVITE to T.38 sent", "media t38"]
+    # the receiver's fax engine waited for the switch: T.30 ran once, on T.38, from its first message
+    assert auto[1].outcome.report["media"]["events"][0]["fax_engine"] == "waits for the T.38 re-INVITE"
+    assert "fax engine started on G.711" not in rx_auto_events
+    first = auto[1].outcome.report["t30"][0]
+    assert (first["direction"], first["name"]) == ("tx", "DIS")
     assert sum(1 for x in ladder_lines(auto[0]) if x.startswith("INVITE ")) == 2  # the call and the re-INVITE
     # direct: T.38 from the first INVITE, no audio at all
     assert [e["event"] for e in direct[0].report["media"]["events"]] == ["media t38"]
@@ -234,6 +239,8 @@ def test_pjsua2_calls_vfax_which_stays_on_g711_after_the_488(tmp_path: Path, pjs
     rec = run(scenario())
     events = {e["event"]: e for e in rec.outcome.report["media"]["events"]}
     assert events["T.38 re-INVITE refused"]["status"] == 488
+    # the fax engine waited for the refusal, then T.30 started on G.711
+    assert events["fax engine started on G.711"]["at"] >= events["T.38 re-INVITE refused"]["at"]
     assert rec.outcome.media == "g711" and rec.outcome.report["rtp"]["received"]["packets_received"] > 100
     assert not rec.outcome.ok and rec.placed is not None and rec.placed.tiff is None  # a report, no fax
 
