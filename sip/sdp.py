@@ -37,7 +37,6 @@ RFC 4028, re-sends the same SDP and must not look like a media change).
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import logging
 import re
@@ -553,7 +552,7 @@ class LocalSession:
         self.version = version if version is not None else self.session_id
         self.username = username
         self.session_name = session_name
-        self.last: SessionDescription | None = None
+        self._last_body: bytes | None = None
 
     def _origin(self, version: int) -> Origin:
         conn = Connection.for_address(self.address)
@@ -569,14 +568,18 @@ class LocalSession:
             session_name=self.session_name,
             connection=Connection.for_address(self.address),
             attributes=list(attributes),
-            media=copy.deepcopy(list(media)),
+            media=list(media),
         )
-        if self.last is not None and sd != self.last:
+        # The last description is kept as its text, not as objects (no copies to guard it against the
+        # caller's later changes): a burst of calls spent most of their SDP time in deepcopy.
+        body = bytes(sd)
+        if self._last_body is not None and body != self._last_body:
             version += 1
             sd.origin = self._origin(version)
+            body = bytes(sd)
         self.version = version
-        self.last = sd
-        return copy.deepcopy(sd)
+        self._last_body = body
+        return sd
 
 
 # --------------------------------------------------------------------------------------------------------
