@@ -378,3 +378,32 @@ def test_a_lost_packet_reaches_the_modems_as_missing_samples_not_as_silence() ->
     )
     s = ep.stats().received
     assert s.lost == 1 and s.frames_played == 7
+
+
+def test_a_flood_on_the_rtp_port_costs_at_most_a_bounded_read_per_tick() -> None:
+    """The peer floods its own call (a misbehaving gateway): each tick reads at most
+    MAX_DATAGRAMS_PER_TICK datagrams; the rest waits in (or overflows) the kernel buffer, so one
+    stream cannot hold the loop that carries every other call."""
+    from t38.audio_transport import MAX_DATAGRAMS_PER_TICK, SilentSession
+
+    async def main() -> list[int]:
+        peer = _udp()
+        clock = MediaClock()
+        ep = RtpEndpoint(SilentSession(), ("127.0.0.1", 0), peer.getsockname(), clock=clock)
+        await ep.start()
+        clock.unregister(ep)  # ticks are driven by hand below
+        assert ep.local_addr is not None
+        for k in range(3 * MAX_DATAGRAMS_PER_TICK):
+            peer.sendto(bytes(RtpPacket(PT_PCMU, k, 160 * k, 5, b"\xff" * 160)), ep.local_addr)
+        await asyncio.sleep(0.1)
+        counts = []
+        for _ in range(4):
+            ep.on_media_tick(asyncio.get_running_loop().time())
+            counts.append(ep.stats().received.packets_received)
+        ep.close()
+        peer.close()
+        return counts
+
+    counts = asyncio.run(main())
+    m = MAX_DATAGRAMS_PER_TICK
+    assert counts == [m, 2 * m, 3 * m, 3 * m]

@@ -338,3 +338,38 @@ def test_advertised_host_goes_into_contact_and_in_dialog_requests_follow_it() ->
         await b.close()
 
     run(main)
+
+
+def test_udp_reads_what_is_queued_up_to_a_batch_per_loop_iteration() -> None:
+    """asyncio hands the protocol one datagram per socket per loop iteration; on a loop busy with
+    hundreds of media streams that was one SIP message per 20 ms tick. The protocol drains the rest
+    (up to UDP_BATCH) itself, and leaves what is beyond for the next iteration."""
+    from sip.transport import UDP_BATCH, _UdpProtocol
+
+    got: list[bytes] = []
+
+    class Owner:
+        def on_datagram(self, data: bytes, source: tuple[str, str, int]) -> None:
+            assert source[0] == "udp" and source[1] == "127.0.0.1"
+            got.append(data)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        proto = _UdpProtocol(Owner(), sock)  # type: ignore[arg-type]
+        for k in range(UDP_BATCH + 10):
+            client.sendto(b"m%d" % k, sock.getsockname())
+        first, addr = sock.recvfrom(100)  # what asyncio would have read and handed over
+        proto.datagram_received(first, addr)
+        assert got == [b"m%d" % k for k in range(UDP_BATCH)]  # one handed over + the rest of a batch
+        got.clear()
+        proto.datagram_received(*sock.recvfrom(100))  # the next iteration: the 10 left
+        assert got == [b"m%d" % k for k in range(UDP_BATCH, UDP_BATCH + 10)]
+        got.clear()
+        proto.datagram_received(b"alone", addr)  # nothing queued: just the one
+        assert got == [b"alone"]
+    finally:
+        client.close()
+        sock.close()
