@@ -421,3 +421,27 @@ def test_a_slow_switch_to_t38_is_not_mistaken_for_silence(tmp_path: Path, monkey
     opts = CallOptions(t38=T38Policy.AUTO, media_timeout=4.0)
     sent, rec, _, _ = run(fax_once(tmp_path, page(tmp_path), opts, opts, name="slowswitch"))
     assert sent.ok and rec.outcome.ok and sent.media == "t38", (sent.end_reason, rec.outcome.end_reason)
+
+
+def test_unanswered_t38_reinvite_starts_the_fax_on_g711_after_the_timeout(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The receiver's fax engine waits for its T.38 re-INVITE; a peer that sits on the re-INVITE
+    (here: answers 488 only after 7 s) must not stall the fax: after ``reinvite_timeout`` the engine
+    starts on G.711 and the fax goes through; the late 488 changes nothing."""
+    real = FaxCall._on_reinvite
+
+    async def slow_refusal(self: FaxCall, remote_sdp: bytes) -> tuple[int, bytes]:
+        if self.sending:
+            await asyncio.sleep(7.0)
+            return 488, b""
+        return await real(self, remote_sdp)
+
+    monkeypatch.setattr(FaxCall, "_on_reinvite", slow_refusal)
+    opts = CallOptions(t38=T38Policy.AUTO, reinvite_timeout=3.0)
+    sent, rec, _, _ = run(fax_once(tmp_path, page(tmp_path), opts, opts, name="sitting"))
+    assert sent.ok and rec.outcome.ok, (sent.end_reason, rec.outcome.end_reason)
+    assert sent.media == "g711" and rec.outcome.media == "g711"
+    events = [e["event"] for e in rec.outcome.report["media"]["events"]]
+    assert events.index("T.38 re-INVITE unanswered") < events.index("fax engine started on G.711")
+    assert rec.placed is not None and rec.placed.tiff is not None
