@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
@@ -70,6 +69,7 @@ from vfax.call import CallOptions, CallOutcome
 from vfax.documents import Resolution, prepare_fax_tiff
 from vfax.line import FaxLine, LineConfig
 from vfax.media import T38Policy
+from vfax.runtime import tune_for_real_time
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -252,7 +252,7 @@ async def _work(job: Job, barrier: Any, report: WorkerReport, counter: _LogCount
             return
         target = f"sip:{user}@{job.server}"
         tiff = Path(job.tiff)
-        gc.collect()
+        tune_for_real_time()  # as vfax serve does
         report.rss_before_kib = report.rss_peak_kib = rss_kib()
         rss_task = asyncio.ensure_future(_sample_rss(report))
         lags: list[float] = []

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from vfax import runtime
 from vfax.cli_common import EXIT_FAILED, err, fail, use_json_logs
 from vfax.config import ConfigError, ServiceConfig, build_sinks, device_line_config, load_config
 from vfax.controller import Controller
@@ -95,6 +96,7 @@ def serve_command(
     if as_json:
         use_json_logs()
     try:
+        runtime.tune_for_real_time()
         code = asyncio.run(run_service(cfg))
     except OSError as exc:
         err.print(f"[bold red]error:[/] {exc}")
