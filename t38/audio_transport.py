@@ -26,7 +26,6 @@ import ipaddress
 import logging
 import os
 import socket
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -344,7 +343,6 @@ class RtpEndpoint:
         self._fd = -1
         self._connected = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._time: Callable[[], float] = time.monotonic
         self._sock: socket.socket | None = None
         self._local: Address | None = None
         self._last_rx = 0.0
@@ -362,7 +360,6 @@ class RtpEndpoint:
         if self._loop is not None:
             raise RuntimeError("RtpEndpoint already started")
         loop = self._loop = asyncio.get_running_loop()
-        self._time = loop.time
         if sock is None:
             sock = self._bind(self._local_request)
         sock.setblocking(False)
