@@ -448,23 +448,15 @@ class RtpEndpoint:
         """Tie the socket to the peer: the kernel then drops anyone else's datagrams. What is already
         queued came before we knew the peer and counts as strangers' (as it always did)."""
         assert self._sock is not None and self._remote is not None
-        self._discard_queued()
+        self._connected = False
+        self._drain(0.0, limit=1024)  # unconnected: what it reads is counted as strangers', never played
         try:
             self._sock.connect(self._remote)
         except OSError as exc:  # another address family, say: nothing can be sent to that peer
-            self._connected = False
             self.send_errors += 1
             log.warning("RTP cannot reach %s:%d: %s", self._remote[0], self._remote[1], exc)
             return
         self._connected = True
-
-    def _discard_queued(self) -> None:
-        for _ in range(1024):
-            n = libc_udp.recv_into(self._fd, self._rx_buf, RECV_SIZE)
-            if n == libc_udp.EMPTY:
-                return
-            if n >= 0:
-                self.strangers += 1
 
     def stats(self) -> RtpStats:
         return RtpStats(
@@ -482,12 +474,13 @@ class RtpEndpoint:
         )
 
     # --- receiving ------------------------------------------------------------------------------------
-    def _drain(self, now: float) -> None:
-        """File what the socket holds into the playout buffer, arrival time ``now`` (this tick)."""
+    def _drain(self, now: float, limit: int = MAX_DATAGRAMS_PER_TICK) -> None:
+        """File what the socket holds (at most ``limit`` datagrams) into the playout buffer, arrival time
+        ``now`` (this tick); before the peer is known every datagram is a stranger's and is dropped."""
         fd, buf, view = self._fd, self._rx_buf, self._rx_view
         connected = self._connected
         got = False
-        for _ in range(MAX_DATAGRAMS_PER_TICK):
+        for _ in range(limit):
             n = _recv_into(fd, buf, RECV_SIZE)
             if n < 0:
                 if n == _EMPTY:
