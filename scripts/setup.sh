@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-apt_pkgs=(libspandsp2)
+# gcc and libc6-dev build the native G.711 hot path (t38/native/, see README "Performance")
+apt_pkgs=(libspandsp2 gcc libc6-dev)
 [ "$want_test" = 1 ] && apt_pkgs+=(kamailio)
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -46,5 +47,9 @@ if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade 
 fi
 rm -f "$pip_log"
 .venv/bin/python -c 'import t38.spandsp' || { echo "setup: spandsp does not load" >&2; exit 1; }
+# The native RTP path is optional: without it every G.711 call runs the (slower) Python tick.
+if ! .venv/bin/python -m t38.native_rtp >/dev/null; then
+    echo "setup: the native G.711 path did not build; G.711 calls will use the Python tick" >&2
+fi
 .venv/bin/vfax --help >/dev/null || { echo "setup: the vfax command does not run" >&2; exit 1; }
 echo "setup: ready (.venv/bin/vfax)"

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
-from t38 import libc_udp
+from t38 import libc_udp, native_rtp
 from t38.engine import FRAME_SAMPLES
 from t38.rtp import (
     HEADER_SIZE,
@@ -108,6 +108,10 @@ class SilentSession:
     def audio_missing(self, count: int = FRAME_SAMPLES) -> None:
         pass
 
+    def native_audio(self) -> None:
+        """No engine for the native RTP path to drive: it sends silence and discards what it hears."""
+        return None
+
 
 class MediaClient(Protocol):
     """Anything the media clock drives."""
@@ -144,6 +148,7 @@ class MediaClock:
         self.interval = interval
         self.max_catch_up = max_catch_up
         self._clients: dict[MediaClient, None] = {}
+        self._native_group: native_rtp.NativeGroup | None = None
         self._snapshot: tuple[MediaClient, ...] = ()
         self._handle: asyncio.TimerHandle | None = None
         self._ticking = False
@@ -191,6 +196,18 @@ class MediaClock:
                 self._handle = None
             if MediaClock._shared.get(self._loop) is self:  # idle: let the loop go when it closes
                 del MediaClock._shared[self._loop]
+
+    def native_group(self) -> native_rtp.NativeGroup:
+        """The one client that ticks every native RTP stream of this clock (joined on first use)."""
+        if self._native_group is None:
+            self._native_group = native_rtp.NativeGroup(self._native_group_empty)
+            self.register(self._native_group)
+        return self._native_group
+
+    def _native_group_empty(self, group: native_rtp.NativeGroup) -> None:
+        if self._native_group is group:
+            self._native_group = None
+        self.unregister(group)
 
     def lateness_percentiles(self, *percentiles: float) -> dict[float, float]:
         """Wake-up lateness over the recent ticks, in milliseconds, for the given percentiles (0-100)."""
@@ -319,7 +336,7 @@ class RtpEndpoint:
     ) -> None:
         if payload_type not in (PT_PCMU, PT_PCMA):
             raise ValueError(f"payload_type must be {PT_PCMU} (PCMU) or {PT_PCMA} (PCMA), not {payload_type}")
-        self.session = session
+        self._session = session
         self._local_request = _check_address(local_addr, "local")
         self._remote = None if remote_addr is None else _check_address(remote_addr, "remote")
         self.payload_type = payload_type
@@ -330,7 +347,12 @@ class RtpEndpoint:
         self._tos = tos
         self.sender = sender or RtpSender(payload_type)
         self.sender.payload_type = payload_type
-        self.playout = PlayoutBuffer(payload_type, delay_ms=playout_ms)
+        self._playout_ms = playout_ms
+        # The native path (t38.native_rtp) keeps the playout state in C; the Python tick keeps it here.
+        self._use_native = native_rtp.available() and hasattr(session, "native_audio")
+        self.playout: PlayoutBuffer | None = (
+            None if self._use_native else PlayoutBuffer(payload_type, delay_ms=playout_ms)
+        )
         self._g711 = _g711_state(payload_type)
         # One packet buffer for the whole call: the header is packed and the payload encoded in place.
         self._tx_packet = bytearray(HEADER_SIZE + FRAME_SAMPLES)
@@ -353,6 +375,30 @@ class RtpEndpoint:
         self.malformed = 0
         self.send_errors = 0
         self.icmp_errors = 0
+        # The native path (t38.native_rtp): this stream's state in C, and what C points into.
+        self._c: Any = None
+        self._c_refs: tuple[Any, ...] = ()
+        self._c_one: Any = None
+        self._c_flags: Any = None
+        self._c_session_refs: tuple[Any, ...] = ()
+
+    # --- the fax session ----------------------------------------------------------------------------
+    @property
+    def session(self) -> AudioSession:
+        return self._session
+
+    @session.setter
+    def session(self, session: AudioSession) -> None:
+        """Swap the session (a receiver's engine starts after its T.38 re-INVITE is refused)."""
+        self._session = session
+        self._done_reported = False
+        if self._c is not None:
+            self._bind_native_session()
+
+    @property
+    def native(self) -> bool:
+        """Whether the C tick (t38.native_rtp) drives this stream rather than the Python one."""
+        return self._c is not None
 
     # --- lifetime -----------------------------------------------------------------------------------
     async def start(self, sock: socket.socket | None = None) -> RtpEndpoint:
@@ -367,12 +413,17 @@ class RtpEndpoint:
         self._fd = sock.fileno()
         name = sock.getsockname()
         self._local = (name[0], name[1])
+        self._last_rx = loop.time()
+        if self._use_native:
+            self._start_native()
         if self._remote is not None:
             self._connect()
-        self._last_rx = loop.time()
         if self._clock is None:
             self._clock = MediaClock.shared(loop)
-        self._clock.register(self)
+        if self._c is not None:
+            self._clock.native_group().add(self)
+        else:
+            self._clock.register(self)
         log.debug("RTP %s:%d -> %s %s", *self._local, self._remote, PT_NAMES[self.payload_type])
         return self
 
@@ -408,10 +459,22 @@ class RtpEndpoint:
         if self._closed:
             return
         self._closed = True
-        if self._clock is not None:
-            self._clock.unregister(self)
+        self.detach_clock()
+        if self._c is not None:
+            self._c.fd = -1
+            self._c.fax = self._c.cell = ffi.NULL
         if self._sock is not None:
             self._sock.close()
+
+    def detach_clock(self) -> None:
+        """Stop being driven by the media clock (tests drive :meth:`on_media_tick` by hand)."""
+        clock, self._clock = self._clock, None
+        if clock is None:
+            return
+        if self._c is not None:
+            clock.native_group().remove(self)
+        else:
+            clock.unregister(self)
 
     @property
     def closed(self) -> bool:
@@ -436,11 +499,18 @@ class RtpEndpoint:
                 raise ValueError(f"payload_type must be {PT_PCMU} or {PT_PCMA}, not {payload_type}")
             self.payload_type = payload_type
             self.sender.payload_type = payload_type
-            self.playout.set_payload_type(payload_type)
+            if self.playout is not None:
+                self.playout.set_payload_type(payload_type)
             self._g711 = _g711_state(payload_type)
+            if self._c is not None:
+                self._c.tx_pt = self._c.payload_type = payload_type
+                self._c.g711 = self._g711
         if self._loop is not None:
             self._last_rx = self._loop.time()
         self._timed_out = False
+        if self._c is not None:
+            self._c.last_rx = self._last_rx
+            self._c.timed_out = 0
         if self._sock is not None and not self._closed:
             self._connect()
 
@@ -448,17 +518,27 @@ class RtpEndpoint:
         """Tie the socket to the peer: the kernel then drops anyone else's datagrams. What is already
         queued came before we knew the peer and counts as strangers' (as it always did)."""
         assert self._sock is not None and self._remote is not None
-        self._connected = False
+        self._set_connected(False)
         self._drain(0.0, limit=1024)  # unconnected: what it reads is counted as strangers', never played
         try:
             self._sock.connect(self._remote)
         except OSError as exc:  # another address family, say: nothing can be sent to that peer
+            if self._c is not None:
+                self._c.send_errors += 1
             self.send_errors += 1
             log.warning("RTP cannot reach %s:%d: %s", self._remote[0], self._remote[1], exc)
             return
-        self._connected = True
+        self._set_connected(True)
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        if self._c is not None:
+            self._c.connected = int(connected)
 
     def stats(self) -> RtpStats:
+        if self._c is not None:
+            return self._native_stats()
+        assert self.playout is not None
         return RtpStats(
             local_addr=self._local,
             remote_addr=self._remote,
@@ -473,11 +553,80 @@ class RtpEndpoint:
             media_timeout=self._timed_out,
         )
 
+    # --- the native path ------------------------------------------------------------------------------
+    def _start_native(self) -> None:
+        """Move this stream's sender and playout state into a C struct (t38.native_rtp) and bind it."""
+        c, refs = native_rtp.new_stream(self.sender, self.payload_type, self._playout_ms)
+        c.fd = self._fd
+        c.g711 = self._g711
+        c.media_timeout = -1.0 if self.media_timeout is None else self.media_timeout
+        c.last_rx = self._last_rx
+        self._c = c
+        self._c_one = ffi.new("vfax_rtp_t *[1]", [c])
+        self._c_flags = ffi.new("int[1]")
+        self._c_refs = refs
+        self._bind_native_session()
+
+    def _bind_native_session(self) -> None:
+        handle = self._session.native_audio()  # type: ignore[attr-defined]
+        if handle is None:
+            self._c.fax = self._c.cell = ffi.NULL
+            self._c.was_live = 0
+            self._c_session_refs = ()
+        else:
+            state, cell = handle
+            self._c.fax, self._c.cell = state, cell
+            self._c.was_live = 1
+            self._c_session_refs = (state, cell)
+
+    def _attend(self, now: float) -> None:
+        """A native tick flagged this stream: do the Python side of what it saw."""
+        c = self._c
+        flags = c.attention
+        if flags & native_rtp.ATT_SEND_ERROR:
+            log.info("RTP send to %s failed: %s", self._remote, os.strerror(c.last_errno))
+        if flags & native_rtp.ATT_SOCKET_ERROR:
+            log.debug("RTP socket error: %s", os.strerror(c.last_errno))
+        if flags & native_rtp.ATT_MALFORMED:
+            reason = native_rtp.BAD_REASONS.get(c.malformed_reason, "malformed")
+            log.info("RTP from %s dropped: %s", self._remote, reason)
+        if flags & native_rtp.ATT_TIMEOUT:
+            self._timed_out = True
+            self._report(f"media timeout: no RTP from the peer for {self.media_timeout:g} s")
+        if not self._done_reported and self._session.result is not None:
+            self._done_reported = True
+            if self.on_session_done is not None:
+                self.on_session_done(self._session)
+
+    def _native_failed(self, exc: Exception) -> None:
+        self._report(f"media error: {exc!r}")
+        self.close()
+
+    def _native_stats(self) -> RtpStats:
+        c = self._c
+        return RtpStats(
+            local_addr=self._local,
+            remote_addr=self._remote,
+            payload_type=self.payload_type,
+            codec=PT_NAMES[self.payload_type],
+            sent=SenderStats(c.packets_sent, c.octets_sent),
+            received=native_rtp.receiver_stats(c),
+            strangers=c.strangers,
+            malformed=c.malformed,
+            send_errors=c.send_errors,
+            icmp_errors=c.icmp_errors,
+            media_timeout=bool(c.timed_out),
+        )
+
     # --- receiving ------------------------------------------------------------------------------------
     def _drain(self, now: float, limit: int = MAX_DATAGRAMS_PER_TICK) -> None:
         """File what the socket holds (at most ``limit`` datagrams) into the playout buffer, arrival time
         ``now`` (this tick); before the peer is known every datagram is a stranger's and is dropped."""
-        fd, buf, view = self._fd, self._rx_buf, self._rx_view
+        if self._c is not None:
+            native_rtp.native().vfax_rtp_drain(self._c, now, limit)
+            return
+        fd, buf, view, playout = self._fd, self._rx_buf, self._rx_view, self.playout
+        assert playout is not None
         connected = self._connected
         got = False
         for _ in range(limit):
@@ -492,7 +641,7 @@ class RtpEndpoint:
                 self.strangers += 1
                 continue
             try:
-                self.playout.push_datagram(view[:n], now)
+                playout.push_datagram(view[:n], now)
             except RtpError as exc:
                 self.malformed += 1
                 if self.malformed == 1:
@@ -507,7 +656,11 @@ class RtpEndpoint:
         """Send one packet, read the socket, play one frame, watch the peer's silence."""
         if self._closed:
             return
-        session = self.session
+        if self._c is not None:  # driven by hand (tests): the same C tick, for this stream alone
+            if native_rtp.native().vfax_rtp_tick(self._c_one, 1, now, self._c_flags):
+                self._attend(now)
+            return
+        session = self._session
         g711 = self._g711
         pcm = session.audio_tx(FRAME_SAMPLES)
         if self._connected:
@@ -519,7 +672,7 @@ class RtpEndpoint:
                 if self.send_errors == 1:
                     log.info("RTP send to %s failed: %s", self._remote, os.strerror(err))
         self._drain(now)
-        frame = self.playout.pop(now)
+        frame = self.playout.pop(now)  # type: ignore[union-attr]  # the Python tick has one
         if frame.__class__ is bytes:
             _g711_decode(g711, self._rx_pcm, frame, FRAME_SAMPLES)
             session.audio_rx(self._rx_pcm, FRAME_SAMPLES)

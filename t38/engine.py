@@ -165,7 +165,9 @@ class FaxSession(spandsp.T30Listener):
         self.send_file = send_file
         self.receive_file = receive_file
         self.receive_parts: list[Path] = []
-        self.samples = 0  # line time in 8 kHz samples
+        self.samples = 0  # line time in 8 kHz samples fed from Python
+        # [audio engine live, samples fed by the native RTP path]: shared with C (t38.native_rtp)
+        self._native_cell = ffi.new("int64_t[2]")
         self.events: list[FaxEvent] = []
         self.timeline: list[T30Message] = []
         self.pages: list[PageDone] = []
@@ -188,6 +190,7 @@ class FaxSession(spandsp.T30Listener):
         engine: spandsp.FaxAudio | spandsp.FaxT38
         if media is Media.AUDIO:
             engine = self._audio = spandsp.FaxAudio(self.calling, self, self.name)
+            self._native_cell[0] = 1
         else:
             engine = self._t38 = spandsp.FaxT38(self.calling, self, self.name)
             o = self.config.t38
@@ -267,6 +270,7 @@ class FaxSession(spandsp.T30Listener):
             self.config = replace(self.config, t38=options)
         self._pages_before_restart = len(self.pages)
         if self._audio is not None:
+            self._native_cell[0] = 0
             self._audio.close()
             self._audio = None
         self.media = Media.T38
@@ -285,6 +289,7 @@ class FaxSession(spandsp.T30Listener):
             spandsp.lib.t30_terminate(engine.t30)  # runs phase E with the real state of the transfer
         if self.result is None:
             self._finish(spandsp.T30_ERR_CALLDROPPED, None)
+        self._native_cell[0] = 0
         for e in (self._audio, self._t38):
             if e is not None:
                 e.close()
@@ -299,7 +304,14 @@ class FaxSession(spandsp.T30Listener):
     # --- time and media -----------------------------------------------------------------------------
     @property
     def line_seconds(self) -> float:
-        return self.samples / SAMPLE_RATE
+        return (self.samples + self._native_cell[1]) / SAMPLE_RATE
+
+    def native_audio(self) -> tuple[Any, Any] | None:
+        """For the native RTP path: the ``fax_state_t *`` and the cell C keeps in step (its [0] says
+        whether the audio engine still runs, [1] counts the samples C fed). ``None`` if not in audio."""
+        if self._audio is None or self.done:
+            return None
+        return self._audio.state, self._native_cell
 
     @property
     def done(self) -> bool:
@@ -422,6 +434,7 @@ class FaxSession(spandsp.T30Listener):
     def _finish(self, code: int, st: spandsp.TransferStats | None) -> None:
         if self.result is not None:
             return
+        self._native_cell[0] = 0  # no more audio into the engine, from C either
         pages = len(self.pages)
         ok = code == spandsp.T30_ERR_OK and (pages > 0 or self.send_file is not None)
         self.result = FaxResult(

@@ -424,9 +424,7 @@ class PlayoutBuffer:
             raise ValueError("delay_ms and window_ms must be >= 0, frame_samples and late_resync >= 1")
         self.payload_type = payload_type
         self.frame = frame_samples
-        self.delay = round(delay_ms * SAMPLE_RATE / 1000 / frame_samples) * frame_samples
-        window = -(-(window_ms * SAMPLE_RATE // 1000) // frame_samples) * frame_samples
-        self._capacity = self.delay + window + 2 * frame_samples
+        self.delay, self._capacity = self.geometry(delay_ms, window_ms, frame_samples)
         self._ring = bytearray(self._capacity)
         self._ones_frame = b"\x01" * frame_samples
         self._zeros_frame = bytes(frame_samples)
@@ -466,6 +464,16 @@ class PlayoutBuffer:
         self.frames_missing = 0
         self.frames_idle = 0
         self.samples_missing = 0
+
+    @staticmethod
+    def geometry(
+        delay_ms: int = 60, window_ms: int = 1000, frame_samples: int = FRAME_SAMPLES
+    ) -> tuple[int, int]:
+        """(delay, ring capacity) in samples: the delay in whole frames, room for the window and two
+        frames beside it (the native path sizes its ring the same way)."""
+        delay = round(delay_ms * SAMPLE_RATE / 1000 / frame_samples) * frame_samples
+        window = -(-(window_ms * SAMPLE_RATE // 1000) // frame_samples) * frame_samples
+        return delay, delay + window + 2 * frame_samples
 
     # --- input ------------------------------------------------------------------------------------
     def push(self, packet: RtpPacket, arrival_time: float) -> PushResult:

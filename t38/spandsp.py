@@ -396,6 +396,11 @@ class _Engine:
     def closed(self) -> bool:
         return self._state == ffi.NULL
 
+    @property
+    def state(self) -> Any:
+        """The spandsp state pointer (``ffi.NULL`` once closed), for C code that drives the engine."""
+        return self._state
+
     def close(self) -> None:
         """Free the C object. Safe to call twice; no callback reaches the listener afterwards."""
         if _owners is not None:  # None only while the interpreter tears the module down
