@@ -12,11 +12,24 @@ from pathlib import Path
 import pytest
 from PIL import ImageChops
 
+from t38 import native_rtp
 from t38.audio_transport import MediaClock, RtpEndpoint
 from t38.engine import FaxConfig, FaxSession
 from t38.rtp import PT_PCMA, PT_PCMU, RtpPacket
 from t38.spandsp import ffi
 from tests.faxpages import make_fax_tiff, tiff_pages
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def rtp_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on both G.711 paths: the C tick (t38.native_rtp, when built) and the
+    Python tick, which stays the reference and is what runs where no C compiler was available."""
+    if request.param == "native":
+        if not native_rtp.available():
+            pytest.skip("native RTP path not built")
+    else:
+        monkeypatch.setattr(native_rtp, "available", lambda: False)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -262,7 +275,7 @@ def test_media_timeout_fires_once_when_the_peer_goes_silent(
 
 
 @pytest.mark.slow
-def test_real_one_page_fax_over_rtp_on_loopback(tmp_path: Path) -> None:
+def test_real_one_page_fax_over_rtp_on_loopback(tmp_path: Path, rtp_path: str) -> None:
     src = make_fax_tiff(tmp_path / "page.tif", pages=1, resolution="standard")
     tx = FaxSession(calling=True, send_file=src, config=FaxConfig(ident="SENDER"), name="tx")
     rx = FaxSession(
@@ -280,6 +293,7 @@ def test_real_one_page_fax_over_rtp_on_loopback(tmp_path: Path) -> None:
         assert a.local_addr is not None
         b = await RtpEndpoint(rx, ("127.0.0.1", 0), a.local_addr, PT_PCMA, on_session_done=on_done).start()
         assert b.local_addr is not None
+        assert a.native is b.native is (rtp_path == "native")
         a.set_remote(b.local_addr)
         try:
             await asyncio.wait_for(done.wait(), 120)
@@ -296,6 +310,7 @@ def test_real_one_page_fax_over_rtp_on_loopback(tmp_path: Path) -> None:
     assert rx.result is not None and rx.result.ok and rx.result.pages == 1
     assert tx.result is not None and tx.result.ok
     assert rx.result.remote_ident == "SENDER" and rx.result.ecm
+    assert 10 < rx.result.line_seconds < 60  # the line time C fed (native) or Python did
     (sent,), (got,) = tiff_pages(src), tiff_pages(tmp_path / "rx.tif")
     assert ImageChops.difference(sent.convert("L"), got.convert("L")).getbbox() is None
     for s in (a.stats(), b.stats()):
