@@ -400,7 +400,10 @@ class Message:
     @property
     def via(self) -> Via:
         """The top Via."""
-        return self.vias[0]
+        values = self.headers.values("Via")
+        if not values:
+            raise SipParseError("missing Via header")
+        return Via.parse(values[0])
 
     @property
     def contacts(self) -> list[NameAddr]:

@@ -37,6 +37,7 @@ RFC 4028, re-sends the same SDP and must not look like a media change).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -165,6 +166,7 @@ def _check_address(addrtype: str, address: str, what: str) -> None:
     raise SdpError(f"{what}: bad {addrtype} address {address!r}")
 
 
+@functools.lru_cache(maxsize=1024)
 def addrtype_of(address: str) -> str:
     """``"IP6"`` for an IPv6 literal (with or without brackets), else ``"IP4"`` (RFC 4566 §5.7)."""
     host = address.strip("[]")

@@ -16,6 +16,11 @@ known the socket is ``connect``-ed to it, so the kernel drops datagrams from any
 go out and come in through :mod:`t38.libc_udp` (no per-packet address parsing or exceptions).
 
 The sans-I/O parts (packet codec, sender state, playout) are in :mod:`t38.rtp`.
+
+When the native path is built (:mod:`t38.native_rtp`), an endpoint keeps its sender and playout state
+in a C struct instead, and one C call per tick does all of the above for every endpoint of the clock;
+Python hears only about what needs it (a media timeout, the fax result, a first error to log). The
+Python tick stays the reference and the fallback; tests run the endpoints on both.
 """
 
 from __future__ import annotations

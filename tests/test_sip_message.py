@@ -591,3 +591,22 @@ def test_stream_waits_for_body() -> None:
     head, _, body = S.FREESWITCH_INVITE.partition(b"\r\n\r\n")
     assert framer.feed(head + b"\r\n\r\n" + body[:10]) == []
     assert framer.feed(body[10:]) == [parse_message(S.FREESWITCH_INVITE)]
+
+
+def test_parsed_addresses_and_vias_are_remembered_but_each_caller_gets_its_own_copy() -> None:
+    """Parses are memoised by text (a dialog's headers recur in every message); changing what one
+    caller got (dialog.py clears tags, core.py sets a branch) must not leak into the next parse."""
+    text = '"Fax" <sip:fax@127.0.0.1:5060;transport=udp>;tag=abc'
+    first = NameAddr.parse(text)
+    first.tag = None
+    first.uri.params["transport"] = "tcp"
+    again = NameAddr.parse(text)
+    assert again.tag == "abc" and again.uri.params["transport"] == "udp" and again is not first
+    via_text = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;rport"
+    v = Via.parse(via_text)
+    v.params["branch"] = "z9hG4bKother"
+    assert Via.parse(via_text).branch == "z9hG4bKx"
+    with pytest.raises(SipParseError):  # a failed parse is not remembered as anything
+        NameAddr.parse("<sip:fax@")
+    with pytest.raises(SipParseError):
+        NameAddr.parse("<sip:fax@")
