@@ -87,7 +87,8 @@ def native() -> Any:
     if os.environ.get("VFAX_NATIVE_RTP", "1") == "0":
         log.info("native RTP path disabled by VFAX_NATIVE_RTP=0: G.711 runs the Python tick")
         return None
-    if not LIBRARY.exists() or LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
+    newest_source = max(SOURCE.stat().st_mtime, HEADER.stat().st_mtime)
+    if not LIBRARY.exists() or LIBRARY.stat().st_mtime < newest_source:
         log.info("native RTP path not built (%s): G.711 runs the Python tick", LIBRARY)
         return None
     loaded = ffi.dlopen(str(LIBRARY))
