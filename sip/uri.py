@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sip.errors import SipParseError
 
@@ -47,6 +49,7 @@ _IPV6_CHARS = frozenset(string.hexdigits + ":.")
 _URI_FORBIDDEN = frozenset(' \t\r\n"<>\x7f') | frozenset(chr(c) for c in range(32))
 
 Params = dict[str, str | None]
+_T = TypeVar("_T")
 
 _MEMO_SIZE = 4096
 """Header values whose parse is remembered (per class): a dialog's From, To and Via strings come back in
@@ -330,13 +333,7 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         """Parse a From/To/Contact/Route value; every call returns a new object the caller may change."""
-        known = _NAME_ADDR_MEMO.get(text)
-        if known is None:
-            known = cls._parse(text)
-            if len(_NAME_ADDR_MEMO) >= _MEMO_SIZE:
-                _NAME_ADDR_MEMO.clear()
-            _NAME_ADDR_MEMO[text] = known
-        return known.copy()
+        return _memoised(_NAME_ADDR_MEMO, text, cls._parse).copy()
 
     @classmethod
     def _parse(cls, text: str) -> NameAddr:
@@ -409,12 +406,7 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one Via value; every call returns a new object the caller may change."""
-        known = _VIA_MEMO.get(text)
-        if known is None:
-            known = cls._parse(text)
-            if len(_VIA_MEMO) >= _MEMO_SIZE:
-                _VIA_MEMO.clear()
-            _VIA_MEMO[text] = known
+        known = _memoised(_VIA_MEMO, text, cls._parse)
         return Via(known.transport, known.host, known.port, dict(known.params))
 
     @classmethod
@@ -507,3 +499,15 @@ def new_call_id(host: str | None = None) -> str:
 
 _NAME_ADDR_MEMO: dict[str, NameAddr] = {}
 _VIA_MEMO: dict[str, Via] = {}
+
+
+def _memoised(memo: dict[str, _T], text: str, parse: Callable[[str], _T]) -> _T:
+    """``parse(text)``, remembered in ``memo`` (emptied when full). The caller copies the result:
+    the remembered object itself must never be handed out."""
+    known = memo.get(text)
+    if known is None:
+        known = parse(text)  # a parse error raises and is not remembered
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[text] = known
+    return known

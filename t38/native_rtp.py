@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from t38.rtp import FRAME_SAMPLES, SAMPLE_RATE, PlayoutBuffer, ReceiverStats, RtpSender
+from t38.rtp import FRAME_SAMPLES, PlayoutBuffer, ReceiverStats, RtpSender
 from t38.spandsp import ffi, lib
 
 __all__ = [
@@ -127,28 +127,9 @@ def new_stream(
 def receiver_stats(c: Any) -> ReceiverStats:
     """:meth:`PlayoutBuffer.stats` of a ``vfax_rtp_t``."""
     lost = c.lost_before + (max(0, c.max_ext_seq - c.base_ext_seq + 1 - c.received) if c.has_ssrc else 0)
-    return ReceiverStats(
-        packets_received=c.packets_received,
-        octets_received=c.octets_received,
-        lost=lost,
-        late=c.late,
-        duplicates=c.duplicates,
-        reordered=c.reordered,
-        ignored_pt=c.ignored_pt,
-        ssrc_changes=c.ssrc_changes,
-        stale_ssrc=c.stale_ssrc,
-        oversize=c.oversize,
-        resyncs=c.resyncs,
-        jitter=c.jitter,
-        jitter_ms=c.jitter * 1000 / SAMPLE_RATE,
-        max_late_ms=c.max_late * 1000,
-        max_depth_ms=c.max_depth * 1000 / SAMPLE_RATE,
-        frames_played=c.frames_played,
-        frames_partial=c.frames_partial,
-        frames_missing=c.frames_missing,
-        frames_idle=c.frames_idle,
-        samples_missing=c.samples_missing,
-        ssrc=c.ssrc if c.has_ssrc else None,
+    ssrc = c.ssrc if c.has_ssrc else None
+    return ReceiverStats.of(
+        c, lost=lost, jitter=c.jitter, max_late=c.max_late, max_depth=c.max_depth, ssrc=ssrc
     )
 
 

@@ -337,6 +337,41 @@ class ReceiverStats:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of(
+        cls, counters: Any, *, lost: int, jitter: float, max_late: float, max_depth: int, ssrc: int | None
+    ) -> ReceiverStats:
+        """From anything that has the plain counters as attributes under these names (the Python
+        playout buffer, the native stream's C struct); the derived figures are passed in."""
+        return cls(
+            **{name: getattr(counters, name) for name in _PLAIN_COUNTERS},
+            lost=lost,
+            jitter=jitter,
+            jitter_ms=jitter * 1000 / SAMPLE_RATE,
+            max_late_ms=max_late * 1000,
+            max_depth_ms=max_depth * 1000 / SAMPLE_RATE,
+            ssrc=ssrc,
+        )
+
+
+_PLAIN_COUNTERS: Final = (
+    "packets_received",
+    "octets_received",
+    "late",
+    "duplicates",
+    "reordered",
+    "ignored_pt",
+    "ssrc_changes",
+    "stale_ssrc",
+    "oversize",
+    "resyncs",
+    "frames_played",
+    "frames_partial",
+    "frames_missing",
+    "frames_idle",
+    "samples_missing",
+)
+
 
 class PlayoutBuffer:
     """Fixed-delay playout of one G.711 direction: ``push(packet, arrival)`` and ``pop(play_time)``.
@@ -713,26 +748,11 @@ class PlayoutBuffer:
         return self._ssrc
 
     def stats(self) -> ReceiverStats:
-        return ReceiverStats(
-            packets_received=self.packets_received,
-            octets_received=self.octets_received,
+        return ReceiverStats.of(
+            self,
             lost=self._lost_before + (self._lost_now() if self._ssrc is not None else 0),
-            late=self.late,
-            duplicates=self.duplicates,
-            reordered=self.reordered,
-            ignored_pt=self.ignored_pt,
-            ssrc_changes=self.ssrc_changes,
-            stale_ssrc=self.stale_ssrc,
-            oversize=self.oversize,
-            resyncs=self.resyncs,
             jitter=self._jitter,
-            jitter_ms=self._jitter * 1000 / SAMPLE_RATE,
-            max_late_ms=self.max_late * 1000,
-            max_depth_ms=self.max_depth * 1000 / SAMPLE_RATE,
-            frames_played=self.frames_played,
-            frames_partial=self.frames_partial,
-            frames_missing=self.frames_missing,
-            frames_idle=self.frames_idle,
-            samples_missing=self.samples_missing,
+            max_late=self.max_late,
+            max_depth=self.max_depth,
             ssrc=self._ssrc,
         )
