@@ -213,6 +213,11 @@ class MediaClock:
             self.register(self._native_group)
         return self._native_group
 
+    def native_leave(self, member: native_rtp.NativeMember) -> None:
+        """Take a stream out of the native group (never creates one: a member may leave twice)."""
+        if self._native_group is not None:
+            self._native_group.remove(member)
+
     def _native_group_empty(self, group: native_rtp.NativeGroup) -> None:
         if self._native_group is group:
             self._native_group = None
@@ -481,7 +486,7 @@ class RtpEndpoint:
         if clock is None:
             return
         if self._c is not None:
-            clock.native_group().remove(self)
+            clock.native_leave(self)
         else:
             clock.unregister(self)
 

@@ -422,3 +422,32 @@ def test_a_flood_on_the_rtp_port_costs_at_most_a_bounded_read_per_tick() -> None
     counts = asyncio.run(main())
     m = MAX_DATAGRAMS_PER_TICK
     assert counts == [m, 2 * m, 3 * m, 3 * m]
+
+
+def test_an_endpoint_whose_python_side_fails_leaves_the_clock_and_reports_it(rtp_path: str) -> None:
+    """A bug in the call layer's callback (here: the one told that the fax is over) ends that stream
+    alone, reported as a media error; the clock stops once no stream is left, nothing stays registered."""
+    from t38.audio_transport import SilentSession
+
+    reasons: list[str] = []
+
+    def on_done(_s: object) -> None:
+        raise RuntimeError("call layer bug")
+
+    async def main() -> tuple[RtpEndpoint, MediaClock]:
+        clock = MediaClock()
+        peer = _udp()
+        session = SilentSession()
+        session.result = "over"  # type: ignore[assignment]  # a finished fax, as far as the endpoint sees
+        ep = RtpEndpoint(
+            session, ("127.0.0.1", 0), peer.getsockname(), clock=clock, media_timeout=0.05,
+            on_media_timeout=reasons.append, on_session_done=on_done,
+        )  # fmt: skip
+        await ep.start()
+        await asyncio.sleep(0.3)
+        peer.close()
+        return ep, clock
+
+    ep, clock = asyncio.run(main())
+    assert ep.closed and clock.clients == 0 and not clock.running
+    assert any("media error" in r and "call layer bug" in r for r in reasons)
