@@ -550,21 +550,26 @@ class RtpEndpoint:
             self._c.connected = int(connected)
 
     def stats(self) -> RtpStats:
-        if self._c is not None:
-            return self._native_stats()
-        assert self.playout is not None
+        c = self._c
+        if c is not None:  # the native path counts in its C struct
+            sent, received = SenderStats(c.packets_sent, c.octets_sent), native_rtp.receiver_stats(c)
+            counts: Any = c
+            timed_out = bool(c.timed_out)
+        else:
+            assert self.playout is not None
+            sent, received, counts, timed_out = self.sender.stats, self.playout.stats(), self, self._timed_out
         return RtpStats(
             local_addr=self._local,
             remote_addr=self._remote,
             payload_type=self.payload_type,
             codec=PT_NAMES[self.payload_type],
-            sent=self.sender.stats,
-            received=self.playout.stats(),
-            strangers=self.strangers,
-            malformed=self.malformed,
-            send_errors=self.send_errors,
-            icmp_errors=self.icmp_errors,
-            media_timeout=self._timed_out,
+            sent=sent,
+            received=received,
+            strangers=counts.strangers,
+            malformed=counts.malformed,
+            send_errors=counts.send_errors,
+            icmp_errors=counts.icmp_errors,
+            media_timeout=timed_out,
         )
 
     # --- the native path ------------------------------------------------------------------------------
@@ -615,22 +620,6 @@ class RtpEndpoint:
     def _native_failed(self, exc: Exception) -> None:
         self._report(f"media error: {exc!r}")
         self.close()
-
-    def _native_stats(self) -> RtpStats:
-        c = self._c
-        return RtpStats(
-            local_addr=self._local,
-            remote_addr=self._remote,
-            payload_type=self.payload_type,
-            codec=PT_NAMES[self.payload_type],
-            sent=SenderStats(c.packets_sent, c.octets_sent),
-            received=native_rtp.receiver_stats(c),
-            strangers=c.strangers,
-            malformed=c.malformed,
-            send_errors=c.send_errors,
-            icmp_errors=c.icmp_errors,
-            media_timeout=bool(c.timed_out),
-        )
 
     # --- receiving ------------------------------------------------------------------------------------
     def _drain(self, now: float, limit: int = MAX_DATAGRAMS_PER_TICK) -> None:

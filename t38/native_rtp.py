@@ -91,7 +91,11 @@ def native() -> Any:
     if not LIBRARY.exists() or LIBRARY.stat().st_mtime < newest_source:
         log.info("native RTP path not built (%s): G.711 runs the Python tick", LIBRARY)
         return None
-    loaded = ffi.dlopen(str(LIBRARY))
+    try:
+        loaded = ffi.dlopen(str(LIBRARY))
+    except OSError as exc:  # truncated, another architecture...: the Python tick still works
+        log.warning("native RTP path %s does not load (%s): G.711 runs the Python tick", LIBRARY, exc)
+        return None
     ops = ffi.new("vfax_ops_t *")
     for name in ("fax_rx", "fax_tx", "fax_rx_fillin", "g711_encode", "g711_decode"):
         setattr(ops, name, ffi.cast(ffi.typeof(getattr(ops, name)), getattr(lib, name)))

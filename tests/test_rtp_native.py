@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +171,15 @@ def test_malformed_datagrams_are_refused_with_a_reason_and_change_nothing() -> N
         _push_both(py, c, bad, 1.0)
         assert c.malformed_reason == reason and reason in native_rtp.BAD_REASONS
     assert native_rtp.receiver_stats(c) == before == py.stats()
+
+
+def test_a_library_that_does_not_load_leaves_the_python_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated or foreign-architecture build is a warning and the reference path, not a crash."""
+    bad = tmp_path / "libvfaxrtp.so"
+    bad.write_bytes(b"\x7fELF truncated")
+    monkeypatch.setattr(native_rtp, "LIBRARY", bad)
+    monkeypatch.setattr(native_rtp, "_tried", False)
+    monkeypatch.setattr(native_rtp, "_lib", None)
+    assert native_rtp.native() is None and not native_rtp.available()
