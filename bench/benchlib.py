@@ -1,9 +1,19 @@
-"""What every benchmark script prints alongside its figures."""
+"""What every benchmark script shares: the code version printed with its figures, resident memory."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+
+_PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def rss_kib() -> int:
+    """This process's resident memory in KiB (``/proc/self/statm``: the kernel's VmRSS, cheap to read
+    often, as calls.py does while calls run)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE_KIB
 
 
 def code_version() -> str:

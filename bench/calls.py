@@ -61,7 +61,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import code_version
+from benchlib import code_version, rss_kib
 
 from tests import docfactory
 from tests.peers.kamailio import KamailioServer, find_kamailio
@@ -71,7 +71,6 @@ from vfax.line import FaxLine, LineConfig
 from vfax.media import T38Policy
 from vfax.runtime import tune_for_real_time
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # mode -> (sender's policy, receiver's policy)
 POLICY = {
@@ -124,11 +123,6 @@ class WorkerReport:
     stalls: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
     error: str = ""
-
-
-def rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE_SIZE // 1024
 
 
 class _LogCounter(logging.Handler):

@@ -21,18 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import code_version
+from benchlib import code_version, rss_kib
 from rtp_clock import _page
 
 from t38.engine import FRAME_SAMPLES, FaxConfig, FaxSession, Media
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def run(pairs: int, media: Media, tmp: Path) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import rss_kib
 from PIL import Image, ImageDraw
 
 from t38.audio_transport import MediaClock, RtpEndpoint
@@ -47,20 +48,12 @@ def _page(path: Path) -> Path:
     return path
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 async def run(calls: int, seconds: float, ramp: float, tmp: Path) -> dict[str, float]:
     src = _page(tmp / "page.tif")
     clock = MediaClock.shared()
     clock.lateness.clear()
     gc.collect()
-    rss0 = _rss_kib()
+    rss0 = rss_kib()
     sessions: list[FaxSession] = []
     endpoints: list[RtpEndpoint] = []
     # Calls arrive spread over ``ramp`` seconds, as they would at a fax server; started all at once,
@@ -75,7 +68,7 @@ async def run(calls: int, seconds: float, ramp: float, tmp: Path) -> dict[str, f
         sessions += [tx, rx]
         endpoints += [a, b]
         await asyncio.sleep(ramp / calls)
-    rss1 = _rss_kib()
+    rss1 = rss_kib()
     await asyncio.sleep(0.5)
     ticks0, slipped0 = clock.ticks, clock.slipped
     clock.lateness.clear()
