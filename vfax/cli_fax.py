@@ -6,18 +6,29 @@ import asyncio
 import contextlib
 import signal
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from t38.engine import FaxEvent, Negotiated, PageDone
 from vfax import documents
 from vfax.call import CallOptions, CallOutcome, FaxCall
-from vfax.cli_common import EXIT_FAILED, PageProgress, err, fail, out, parse_choice, print_json, print_report
+from vfax.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    PageProgress,
+    err,
+    fail,
+    out,
+    print_json,
+    print_report,
+)
 from vfax.documents import Resolution
 from vfax.line import BadDestination, FaxLine, LineConfig, Reception, dial_uri
 from vfax.media import T38Policy
+from vfax.status import FaxStatus
 
 T38Opt = Annotated[str, typer.Option("--t38", help="T.38 policy: auto, off, only or direct.")]
 ServerOpt = Annotated[str | None, typer.Option(help="Registrar/PBX to register to, HOST[:PORT].")]
@@ -26,6 +37,17 @@ PasswordOpt = Annotated[
     str | None, typer.Option(help="SIP password for the registrar.", envvar="VFAX_SIP_PASSWORD")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+SendServerOpt = Annotated[
+    str | None, typer.Option(help="PBX/proxy to call through, HOST[:PORT] (see --register).")
+]
+RegisterOpt = Annotated[
+    bool,
+    typer.Option(
+        "--register",
+        help="REGISTER at --server before the call and unregister after it. Not needed to call: the "
+        "INVITE answers the PBX's digest challenge with --user/--password.",
+    ),
+]
 
 
 def _host_port(value: str, option: str, default_port: int) -> tuple[str, int]:
@@ -102,45 +124,55 @@ def send_command(
     resolution: Annotated[str, typer.Option(help="standard, fine or superfine.")] = "fine",
     ident: Annotated[str, typer.Option(help="Our fax number (TSI), up to 20 characters.")] = "",
     header: Annotated[str | None, typer.Option(help="Page header text printed on each page.")] = None,
-    server: ServerOpt = None,
+    server: SendServerOpt = None,
     user: UserOpt = None,
     password: PasswordOpt = None,
+    register: RegisterOpt = False,
     listen: Annotated[
         str, typer.Option(help="Local SIP address, HOST[:PORT] (port 0: any).")
     ] = "127.0.0.1:0",
     report: Annotated[Path | None, typer.Option(help="Write the call report (JSON) here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fax DOCUMENT to a SIP destination, in T.38 or G.711; exits 1 unless every page was confirmed."""
-    policy = _policy(t38)
-    res = parse_choice("--resolution", resolution, {r.name.lower(): r for r in Resolution})
-    host, port = _host_port(listen, "--listen", 0)
-    if (user or password) and not server:
-        fail("--user and --password go with --server")
-    if not to.lower().startswith(("sip:", "sips:")) and not server:
-        fail("--to must be a SIP URI (sip:USER@HOST[:PORT]) when no --server is given")
+    """Fax DOCUMENT to a SIP destination, in T.38 or G.711; exits 1 unless every page was confirmed.
+
+    With --server the call goes through that PBX, answering its 401/407 with --user/--password; it
+    registers only with --register. With --json every outcome, a failure before the call included, is one
+    JSON object on stdout (ok=false and the reason); exit 1 for a failed fax, call or registration, 2 for
+    unusable input.
+    """
     try:
-        target = dial_uri(to, server)
-    except BadDestination as exc:
-        fail(f"--to: {exc}")
-    try:
+        policy = T38Policy.parse(t38)
+        res = _send_choice("--resolution", resolution, {r.name.lower(): r for r in Resolution})
+        host, port = _send_host_port(listen)
+        if (user or password) and not server:
+            raise _SendInputError("--user and --password go with --server")
+        if register and not (server and user and password is not None):
+            raise _SendInputError("--register needs --server, --user and --password")
+        if not to.lower().startswith(("sip:", "sips:")) and not server:
+            raise _SendInputError("--to must be a SIP URI (sip:USER@HOST[:PORT]) when no --server is given")
+        try:
+            target = dial_uri(to, server)
+        except BadDestination as exc:
+            raise _SendInputError(f"--to: {exc}") from None
         options = CallOptions(t38=policy, ecm=ecm, ident=ident, page_header=header)
         options.fax_config()
-    except ValueError as exc:
-        fail(str(exc))
+    except ValueError as exc:  # _SendInputError, T38Policy.parse, the fax options
+        _send_failed(str(exc), as_json, EXIT_BAD_INPUT)
     with tempfile.TemporaryDirectory(prefix="vfax-send-") as work:
         try:
             prepared = documents.prepare_fax_tiff(document, Path(work) / "send.tif", resolution=res)
         except documents.DocumentError as exc:
-            fail(str(exc))
+            _send_failed(str(exc), as_json, EXIT_BAD_INPUT)
         config = LineConfig(
             name="send", listen_host=host, listen_port=port, server=server, user=user, password=password,
             call=options,
         )  # fmt: skip
         with PageProgress(prepared.pages, enabled=not as_json, label="send") as progress:
-            outcome = asyncio.run(_send(config, prepared.path, target, _CallProgress(progress, True)))
-    if outcome is None:
-        raise typer.Exit(EXIT_FAILED)
+            on_event = _CallProgress(progress, True)
+            outcome = asyncio.run(_send(config, prepared.path, target, on_event, register))
+    if isinstance(outcome, _SendFailure):
+        _send_failed(outcome.reason, as_json, outcome.exit_code, outcome.status, outcome.sip_status)
     report_path = None
     if report is not None:
         from vfax import storage
@@ -155,20 +187,69 @@ def send_command(
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _send(config: LineConfig, tiff: Path, target: str, on_event: Any) -> CallOutcome | None:
-    line = await FaxLine.open(config)
+class _SendInputError(ValueError):
+    """Unusable input to `vfax send` (exit 2)."""
+
+
+@dataclass
+class _SendFailure:
+    """Why `vfax send` stopped before a call existed (nothing to put in a call report)."""
+
+    reason: str
+    exit_code: int = EXIT_FAILED
+    status: str = FaxStatus.FS_LINE_UNAVAILABLE.string_id
+    sip_status: int | None = None
+
+
+def _send_choice(option: str, value: str, choices: dict[str, Any]) -> Any:
+    key = value.strip().lower()
+    if key not in choices:
+        raise _SendInputError(f"{option} must be one of {', '.join(sorted(choices))}, not {value!r}")
+    return choices[key]
+
+
+def _send_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, "0"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise _SendInputError(f"--listen must be HOST:PORT with a port 0..65535, not {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _send_failed(
+    reason: str, as_json: bool, code: int, status: str | None = None, sip_status: int | None = None
+) -> NoReturn:
+    """End `vfax send` before (or without) a call: the reason on stderr, and with --json one object."""
+    if as_json:
+        status = status or FaxStatus.FS_FATAL_ERROR.string_id
+        print_json({"ok": False, "status": status, "reason": reason, "sip_status": sip_status, "pages": 0,
+                    "media": None, "call_id": None, "report": None})  # fmt: skip
+    fail(reason, code)
+
+
+async def _send(
+    config: LineConfig, tiff: Path, target: str, on_event: Any, register: bool
+) -> CallOutcome | _SendFailure:
+    """Open the line, register only when asked, place the call; a failure before the call is returned."""
     try:
-        if config.server:
+        line = await FaxLine.open(config)
+    except OSError as exc:
+        where = f"{config.listen_host}:{config.listen_port}"
+        return _SendFailure(f"cannot listen on {where}: {exc.strerror or exc}", EXIT_BAD_INPUT)
+    try:
+        if register:
             reg = await line.register()
             if not reg.ok:
-                err.print(f"[bold red]error:[/] registration failed: {reg.status} {reg.reason}")
-                return None
+                return _SendFailure(
+                    f"registration at {config.server} failed: SIP {reg.status} {reg.reason}".strip(),
+                    sip_status=reg.status,
+                )
         line.on_event = on_event
         try:
             return await line.send(tiff, target)
         except BadDestination as exc:
-            err.print(f"[bold red]error:[/] {exc}")
-            return None
+            return _SendFailure(str(exc), EXIT_BAD_INPUT, FaxStatus.FS_BAD_ADDRESS.string_id)
     finally:
         await line.close()
 

@@ -139,13 +139,17 @@ class KamailioServer:
     """One Kamailio process: call :meth:`start`, use ``host``/``udp_port``/``tcp_port``, then :meth:`stop`.
 
     ``trusted`` lists sources (``"ip"`` or ``"ip:port"``) whose initial requests are not challenged
-    with 407; REGISTER is always challenged.
+    with 407; REGISTER is always challenged. ``no_register`` lists users that may call but whose
+    REGISTER gets 403 (an account for sending only). ``challenge_options`` makes OPTIONS to the proxy
+    itself need digest credentials (401 first), as Asterisk does.
     """
 
     workdir: Path
     users: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_USERS))
     realm: str = DEFAULT_REALM
     trusted: Sequence[str] = ()
+    no_register: Sequence[str] = ()
+    challenge_options: bool = False
     host: str = HOST
     udp_port: int = 0
     tcp_port: int = 0
@@ -159,6 +163,7 @@ class KamailioServer:
     die_with_parent: bool = True
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _rundir: Path | None = field(default=None, init=False, repr=False)
+    _stopped: bool = field(default=False, init=False, repr=False)
 
     @property
     def config_path(self) -> Path:
@@ -189,11 +194,15 @@ class KamailioServer:
         """The configuration text: the template with this instance's realm, users and paths filled in."""
         lines = [f"\t$sht(users=>{user}) = {_quote(password)};" for user, password in self.users.items()]
         lines += [f"\t$sht(trusted=>{source}) = 1;" for source in self.trusted]
+        lines += [f"\t$sht(noreg=>{user}) = 1;" for user in self.no_register]
         if not re.fullmatch(r"[A-Za-z0-9.-]+", self.realm):
             raise ValueError(f"unsupported realm {self.realm!r}")
         for user in self.users:
             if not re.fullmatch(r"[A-Za-z0-9_.+-]+", user):
                 raise ValueError(f"unsupported user name {user!r}")
+        for user in self.no_register:
+            if user not in self.users:
+                raise ValueError(f"no_register names {user!r}, who is not a user")
         for source in self.trusted:
             if not re.fullmatch(r"[0-9.]+(:[0-9]+)?", source):
                 raise ValueError(f"trusted source must be 'ip' or 'ip:port', not {source!r}")
@@ -204,6 +213,9 @@ class KamailioServer:
             "FR_TIMER_MS": str(self.fr_timer_ms),
             "FR_INV_TIMER_MS": str(self.fr_inv_timer_ms),
             "HTABLE_INIT": "\n".join(lines),
+            "OPTIONS_TO_MYSELF": (
+                "route(OPTIONSAUTH);" if self.challenge_options else 'sl_send_reply("200", "OK");'
+            ),
         }
         text = TEMPLATE.read_text()
         for key, value in values.items():
@@ -276,7 +288,7 @@ class KamailioServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise KamailioError(f"kamailio exited during startup with code {self.process.returncode}")
-            if options_probe(self.host, self.udp_port) == 200:
+            if options_probe(self.host, self.udp_port) == (401 if self.challenge_options else 200):
                 logger.info("kamailio up on %s:%d (pid %d)", self.host, self.udp_port, self.process.pid)
                 return
             time.sleep(0.05)
@@ -292,7 +304,11 @@ class KamailioServer:
         return None
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Terminate Kamailio; raise :class:`KamailioError` if it had crashed or did not exit cleanly."""
+        """Terminate Kamailio; raise :class:`KamailioError` if it had crashed or did not exit cleanly.
+
+        A second call does nothing (a test may stop the registrar itself; the fixture stops it again)."""
+        if self._stopped:
+            return
         problem = self.crash_report()
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -315,6 +331,7 @@ class KamailioServer:
             # Workers may log a crash while shutting down.
             problem = problem or self._log_crash()
         self._cleanup_rundir()
+        self._stopped = True
         if problem:
             raise KamailioError(f"{problem}\n--- kamailio log ---\n{self.log_tail()}")
 
