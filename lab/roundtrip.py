@@ -4,7 +4,10 @@
 Run it from the repository root after `docker compose up -d --build --wait`. It needs only Python 3.11+
 and the docker CLI on your machine: it talks to the two vfax APIs that compose.yaml publishes on
 127.0.0.1 (8025 the sender, 8026 the receiver) and asks Asterisk to originate the SendFAX call with
-`docker compose exec`. Paths (docs/lab.md explains each):
+`docker compose exec`. Where the lab differs from compose.yaml, give the addresses as options or in the
+environment (options win): --asterisk / VFAX_LAB_ASTERISK (the address the sender dials, default
+10.238.38.10), --sender-api / VFAX_LAB_SENDER_API, --receiver-api / VFAX_LAB_RECEIVER_API, --token /
+VFAX_LAB_TOKEN. Paths (docs/lab.md explains each):
 
     2000  vfax-sender -> Asterisk -> vfax-receiver, T.38 expected
     2001  vfax-sender -> Asterisk -> vfax-receiver, G.711 expected
@@ -27,11 +30,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The compose.yaml values (tests/test_lab.py checks that they agree); the defaults of the options.
 SENDER_API = "http://127.0.0.1:8025"
 RECEIVER_API = "http://127.0.0.1:8026"
 ASTERISK = "10.238.38.10"
@@ -39,6 +44,10 @@ DEFAULT_TOKEN = "vfax-lab-api-token-38"
 DOCUMENT = ROOT / "vfax" / "samples" / "sample.pdf"
 TERMINAL_JOB_STATES = ("completed", "failed", "cancelled")
 TERMINAL_FAX_STATES = ("completed", "partial", "failed")
+#: The fax-report line of extensions.conf, in the console format (`... @ fax-report: ReceiveFAX ...`)
+#: and the file format (`... Ext. s: ReceiveFAX ...`) alike, but not the "Executing [s@fax-report:1]
+#: Log(...)" line verbose logging prints before it.
+FAX_REPORT_GREP = ": (Receive|Send)FAX [0-9.]+ status="
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,14 @@ def check_registered(api: Api, name: str) -> str | None:
     return f"{name}: not registered: {', '.join(bad)}" if bad else None
 
 
-def run_path(path: FaxPath, sender: Api, receiver: Api, timeout: float) -> tuple[bool, str]:
+def sip_target(exten: str, host: str) -> str:
+    """The SIP URI of an extension at Asterisk (an IPv6 address in brackets, RFC 3261 §19.1.1)."""
+    return f"sip:{exten}@[{host}]" if ":" in host else f"sip:{exten}@{host}"
+
+
+def run_path(
+    path: FaxPath, sender: Api, receiver: Api, timeout: float, asterisk: str = ASTERISK
+) -> tuple[bool, str]:
     known = {f["id"] for f in receiver.faxes()}
     details = []
     ok = True
@@ -130,7 +146,7 @@ def run_path(path: FaxPath, sender: Api, receiver: Api, timeout: float) -> tuple
         )
         details.append("Asterisk originated the call")
     else:
-        job = sender.submit(DOCUMENT, f"sip:{path.exten}@{ASTERISK}")
+        job = sender.submit(DOCUMENT, sip_target(path.exten, asterisk))
 
         def finished() -> dict[str, Any] | None:
             current = sender.call("GET", f"/v1/jobs/{job['id']}")
@@ -146,22 +162,51 @@ def run_path(path: FaxPath, sender: Api, receiver: Api, timeout: float) -> tuple
         ok = ok and fax["state"] == "completed" and media == path.media
         details.append(f"receiver fax {fax['id']} {fax['state']}, {fax['pages']} pages, media {media}")
     else:
-        details.append("see `docker compose logs asterisk | grep fax-report` for Asterisk's side")
+        details.append(f"Asterisk's side: docker compose logs asterisk | grep -E '{FAX_REPORT_GREP}'")
     return ok, "; ".join(details)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """Options over the environment over the compose.yaml values."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "paths", nargs="*", default=list(PATHS), help=f"extensions to try ({', '.join(PATHS)})"
     )
-    parser.add_argument("--token", default=os.environ.get("VFAX_LAB_TOKEN", DEFAULT_TOKEN))
+    parser.add_argument(
+        "--asterisk",
+        default=env.get("VFAX_LAB_ASTERISK", ASTERISK),
+        help=f"address of Asterisk the sender dials (VFAX_LAB_ASTERISK, default {ASTERISK})",
+    )
+    parser.add_argument(
+        "--sender-api",
+        default=env.get("VFAX_LAB_SENDER_API", SENDER_API),
+        help=f"vfax-sender's API (VFAX_LAB_SENDER_API, default {SENDER_API})",
+    )
+    parser.add_argument(
+        "--receiver-api",
+        default=env.get("VFAX_LAB_RECEIVER_API", RECEIVER_API),
+        help=f"vfax-receiver's API (VFAX_LAB_RECEIVER_API, default {RECEIVER_API})",
+    )
+    parser.add_argument("--token", default=env.get("VFAX_LAB_TOKEN", DEFAULT_TOKEN), help="(VFAX_LAB_TOKEN)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per path")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     unknown = [p for p in args.paths if p not in PATHS]
     if unknown:
         parser.error(f"unknown path(s) {unknown}; choose from {', '.join(PATHS)}")
-    sender, receiver = Api(SENDER_API, args.token), Api(RECEIVER_API, args.token)
+    for option, url in (("--sender-api", args.sender_api), ("--receiver-api", args.receiver_api)):
+        if not url.startswith(("http://", "https://")):
+            parser.error(f"{option} {url!r} is not an http:// or https:// URL")
+    if not args.asterisk or any(c in args.asterisk for c in "@/ "):
+        parser.error(f"--asterisk {args.asterisk!r} is not a host name or address")
+    args.sender_api = args.sender_api.rstrip("/")
+    args.receiver_api = args.receiver_api.rstrip("/")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    sender, receiver = Api(args.sender_api, args.token), Api(args.receiver_api, args.token)
     for problem in filter(
         None, (check_registered(sender, "vfax-sender"), check_registered(receiver, "vfax-receiver"))
     ):
@@ -171,7 +216,7 @@ def main() -> int:
     for exten in args.paths:
         path = PATHS[exten]
         try:
-            ok, detail = run_path(path, sender, receiver, args.timeout)
+            ok, detail = run_path(path, sender, receiver, args.timeout, args.asterisk)
         except (TimeoutError, urllib.error.URLError, OSError, subprocess.CalledProcessError, KeyError) as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         failures += not ok

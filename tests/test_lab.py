@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
 ASTERISK_DIR = ROOT / "lab" / "asterisk"
 LAB_MD = ROOT / "docs" / "lab.md"
+ASTERISK_HEALTH = ASTERISK_DIR / "healthcheck.sh"
 PBX_MD = ROOT / "docs" / "pbx.md"
 REQUIRED_ASTERISK_FILES = (
     "pjsip.conf",
@@ -55,6 +56,7 @@ COMPOSE_SERVICE_KEYS = {
     "build", "image", "command", "entrypoint", "environment", "volumes", "ports", "networks",
     "depends_on", "healthcheck", "restart", "read_only", "tmpfs", "cap_drop", "cap_add",
     "security_opt", "user", "working_dir", "labels", "logging", "stop_grace_period", "init",
+    "pull_policy",
 }  # fmt: skip
 #: What an unfinished config looks like: "changeme", "TODO", "<...>", "<PBX_IP>", "<your-password>".
 PLACEHOLDERS = re.compile(
@@ -298,8 +300,10 @@ def test_compose_file_has_only_compose_spec_keys_and_the_three_lab_services() ->
 
 
 def test_pulled_images_are_pinned_to_an_exact_version_not_latest() -> None:
-    for name, svc in compose()["services"].items():
-        if "build" in svc:
+    services = compose()["services"]
+    built = {svc["image"] for svc in services.values() if "build" in svc}
+    for name, svc in services.items():
+        if "build" in svc or svc["image"] in built:
             continue
         image = svc["image"]
         _repo, sep, tag = image.rpartition(":")
@@ -327,6 +331,106 @@ def test_vfax_healthcheck_is_the_registration_check_of_the_cli() -> None:
     assert re.search(r'HEALTHCHECK[^\n]*(\\\n[^\n]*)*CMD \["vfax", "health"', dockerfile)
 
 
+HEALTH_TARGET = "/usr/local/lib/vfax-lab/healthcheck.sh"
+
+
+def test_asterisk_healthcheck_is_the_lab_script_run_by_sh() -> None:
+    """The image's healthcheck.sh pipes `asterisk -rx` into `grep -q` under pipefail: grep leaves at its
+    first match, the CLI still writing dies of SIGPIPE (141) and the check fails at random."""
+    asterisk = compose()["services"]["asterisk"]
+    assert asterisk["healthcheck"]["test"] == ["CMD", "sh", HEALTH_TARGET]
+    assert ("./lab/asterisk/healthcheck.sh", HEALTH_TARGET) in bind_mounts(asterisk)
+    assert f"./lab/asterisk/healthcheck.sh:{HEALTH_TARGET}:ro" in asterisk["volumes"]
+
+
+def test_asterisk_healthcheck_reads_every_cli_answer_whole() -> None:
+    text = ASTERISK_HEALTH.read_text(encoding="utf-8")
+    assert text.startswith("#!/bin/sh\n")
+    code = [ln.split("#", 1)[0] for ln in text.splitlines()]
+    assert not any(re.search(r"\|\s*(grep|head|sed|awk)\b", ln) for ln in code), "a pipe into a reader"
+    assert not any("pipefail" in ln for ln in code)
+    assert not any(re.search(r"asterisk\b[^|]*\|[^|]", ln) for ln in code), "asterisk's output is piped"
+    result = subprocess.run(["sh", "-n", str(ASTERISK_HEALTH)], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+
+
+def test_asterisk_healthcheck_requires_only_modules_asterisk_must_load() -> None:
+    (section,) = read_conf("modules.conf")
+    text = ASTERISK_HEALTH.read_text(encoding="utf-8")
+    (modules,) = re.findall(r'^MODULES="([^"]+)"', text, re.MULTILINE)
+    assert set(modules.split()) <= set(section.all("require")) and "res_fax_spandsp.so" in modules.split()
+
+
+#: Stands in for the `asterisk` binary on PATH (the script under test is ours, not the PBX): answers
+#: `-rx CMD` as Asterisk 22's CLI prints it, and appends CMD to $FAKE_LOG only after its last line, so
+#: a CLI killed by SIGPIPE mid-answer leaves no trace there.
+FAKE_ASTERISK = """#!/bin/sh
+[ "$1" = "-rx" ] || exit 64
+if [ "$FAKE_MODE" = down ]; then
+    echo "Unable to connect to remote asterisk (does /var/run/asterisk/asterisk.ctl exist?)"
+    exit 1
+fi
+case "$2" in
+"core show uptime")
+    echo "System uptime: 2 minutes, 5 seconds"
+    echo "Last reload: 2 minutes, 5 seconds" ;;
+"module show")
+    printf '%-30s %-40.40s %-10s %-11s %13s\\n' Module Description "Use Count" Status "Support Level"
+    for m in chan_pjsip res_pjsip res_pjsip_t38 res_fax res_fax_spandsp; do
+        status=Running
+        [ "$FAKE_MODE" = "stopped:$m" ] && status="Not Running"
+        [ "$FAKE_MODE" = "missing:$m" ] && continue
+        printf '%-30s %-40.40s %-10d %-11s %13s\\n' "$m.so" "a module" 0 "$status" core
+    done
+    # an answer far bigger than a pipe buffer, as a full `module show` can be
+    i=0
+    while [ $i -lt 3000 ]; do
+        printf '%-30s %-40.40s %-10d %-11s %13s\\n' "app_filler$i.so" "filler" 0 Running extended
+        i=$((i + 1))
+    done
+    echo "3005 modules loaded" ;;
+*) echo "No such command '$2' (type 'core show help $2' for other possible commands)"; exit 1 ;;
+esac
+echo "$2" >> "$FAKE_LOG"
+"""
+
+
+def run_asterisk_health(tmp_path: Path, mode: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "asterisk"
+    fake.write_text(FAKE_ASTERISK)
+    fake.chmod(0o755)
+    log = tmp_path / "cli.log"
+    log.touch()
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_MODE": mode, "FAKE_LOG": str(log)}
+    result = subprocess.run(
+        ["sh", str(ASTERISK_HEALTH)], capture_output=True, text=True, env=env, timeout=60
+    )
+    return result, log.read_text().splitlines()
+
+
+def test_asterisk_healthcheck_passes_when_the_cli_answers_and_the_fax_modules_run(tmp_path: Path) -> None:
+    result, answered = run_asterisk_health(tmp_path, "up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # both answers were read to their last line: nothing cut the CLI off
+    assert answered == ["core show uptime", "module show"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("down", "does not answer"),
+        ("stopped:res_fax_spandsp", "res_fax_spandsp.so is not running"),
+        ("missing:chan_pjsip", "chan_pjsip.so is not running"),
+    ],
+)
+def test_asterisk_healthcheck_fails_with_the_reason(tmp_path: Path, mode: str, reason: str) -> None:
+    result, _ = run_asterisk_health(tmp_path, mode)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert reason in result.stdout + result.stderr
+
+
 def test_every_named_volume_and_network_used_is_declared() -> None:
     data = compose()
     declared_volumes = set(data.get("volumes") or {})
@@ -343,6 +447,26 @@ def test_received_faxes_land_in_the_named_inbox_volume() -> None:
     targets = dict((t, s) for s, t in named_volumes(receiver))
     inbox = str(lab_config("vfax-receiver").inbox)
     assert targets.get(inbox) == "vfax-inbox", f"the receiver's inbox {inbox} is not the vfax-inbox volume"
+
+
+def test_faxes_asterisk_receives_survive_compose_down_in_a_named_volume() -> None:
+    """The image declares /var/spool/asterisk a VOLUME: unnamed, `docker compose down` drops it."""
+    asterisk = compose()["services"]["asterisk"]
+    targets = {t: s for s, t in named_volumes(asterisk)}
+    assert targets.get("/var/spool/asterisk") == "asterisk-spool", "Asterisk's spool is not a named volume"
+    faxdir = globals_()["FAXDIR"]
+    assert Path(faxdir).is_relative_to("/var/spool/asterisk"), f"ReceiveFAX writes {faxdir}, off the volume"
+
+
+def test_the_vfax_image_is_built_once_and_shared() -> None:
+    """Two services with `build:` and one image name build the same image twice, racing for the tag."""
+    services = compose()["services"]
+    builders = [name for name in VFAX_SERVICES if "build" in services[name]]
+    assert builders == ["vfax-sender"], f"services that build the vfax image: {builders}"
+    image = services["vfax-sender"]["image"]
+    receiver = services["vfax-receiver"]
+    assert receiver["image"] == image, "vfax-receiver must run the image vfax-sender builds"
+    assert receiver.get("pull_policy") == "never", "vfax-receiver would try to pull a local image"
 
 
 def test_fixed_addresses_are_unique_and_inside_the_lab_subnet() -> None:
@@ -376,8 +500,13 @@ def test_asterisk_configs_land_where_asterisk_reads_them() -> None:
     mounts = bind_mounts(compose()["services"]["asterisk"])
     for source, target in mounts:
         assert source.startswith("./lab/asterisk/"), source
-        assert target == f"/etc/asterisk/{Path(source).name}", f"{source} mounted at {target}"
-        assert not target.endswith(":rw")
+        if source.endswith(".conf"):
+            assert target == f"/etc/asterisk/{Path(source).name}", f"{source} mounted at {target}"
+        else:
+            assert source == "./lab/asterisk/healthcheck.sh", f"{source}: not a config nor the health check"
+    for vol in compose()["services"]["asterisk"]["volumes"]:
+        if isinstance(vol, str) and vol.startswith("./"):
+            assert vol.endswith(":ro"), f"{vol}: a lab file mounted writable"
 
 
 def test_each_vfax_service_reads_its_own_lab_config() -> None:
@@ -593,7 +722,13 @@ def test_no_placeholders_in_lab_files() -> None:
 def test_dockerfile_builds_a_slim_debian_12_non_root_image_with_spandsp() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert "debian:bookworm-slim" in text
-    assert re.search(r"apt-get install[^\n]*libspandsp2", text)
+    # Debian 13 renamed libspandsp2 to libspandsp2t64: both stages take whichever apt offers
+    choices = re.findall(
+        r"spandsp=libspandsp2; \\\n\s*if apt-cache show libspandsp2t64 >/dev/null 2>&1; then "
+        r"spandsp=libspandsp2t64; fi; \\\n\s*apt-get install[^\n]*\"\$spandsp\"",
+        text,
+    )
+    assert len(choices) == 2, "each stage installs spandsp by the name apt offers"
     assert re.search(r"pip install [^\n]*\s\.(\s|$)", text) and "pip install -e" not in text
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
@@ -611,6 +746,45 @@ def test_dockerfile_copies_only_what_the_build_context_keeps() -> None:
             assert (ROOT / source).exists(), f"COPY {source}: no such file"
             top = source.split("/")[0]
             assert top in allowed, f"COPY {source}: excluded by .dockerignore"
+
+
+def dockerignore_keeps(path: str) -> bool:
+    """Whether the build context keeps ``path`` under .dockerignore's rules, as Docker reads them: the
+    last rule that matches the path or one of its parent directories decides; ``!`` re-includes."""
+    rules = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
+    keep = True
+    parts = path.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    for rule in rules:
+        if not rule or rule.startswith("#"):
+            continue
+        negate = rule.startswith("!")
+        pattern = rule.lstrip("!").strip("/")
+        regex = "".join(
+            ".*" if tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?" else re.escape(tok)
+            for tok in re.findall(r"\*\*|\*|\?|[^*?]+", pattern)
+        )
+        if any(re.fullmatch(regex, c) for c in candidates):
+            keep = negate
+    return keep
+
+
+def test_dockerignore_keeps_the_sources_but_no_host_built_library() -> None:
+    """A libvfaxrtp.so built by whoever's checkout would make the image differ by who built it."""
+    assert dockerignore_keeps("t38/native/rtp_native.c") and dockerignore_keeps("t38/native/rtp_native.h")
+    assert dockerignore_keeps("t38/native_rtp.py") and dockerignore_keeps("vfax/samples/sample.pdf")
+    assert not dockerignore_keeps("t38/native/libvfaxrtp.so")
+    assert not dockerignore_keeps("t38/native/libvfaxrtp.so.tmp")
+    assert not dockerignore_keeps(".venv/bin/python") and not dockerignore_keeps("t38/__pycache__/x.pyc")
+
+
+def test_the_image_builds_its_own_native_library_and_refuses_to_ship_without() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    build, runtime = re.split(r"^FROM .*$", text, flags=re.MULTILINE)[1:]
+    assert re.search(r"apt-get install[^\n]*\bgcc\b[^\n]*\blibc6-dev\b", build)
+    assert re.search(r"/opt/vfax/bin/python -m t38\.native_rtp", build), "the build stage must compile it"
+    assert "gcc" not in runtime, "the compiler stays in the build stage"
+    assert re.search(r"t38\.native_rtp[^\n]*available\(\)", runtime), "a build without it must fail"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -719,7 +893,7 @@ def test_registration_states_other_than_registered_or_none_are_problems() -> Non
     ]
 
 
-def test_roundtrip_helper_uses_the_lab_addresses_token_and_extensions() -> None:
+def load_roundtrip() -> Any:
     spec = importlib.util.spec_from_file_location("lab_roundtrip", ROOT / "lab" / "roundtrip.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -728,6 +902,11 @@ def test_roundtrip_helper_uses_the_lab_addresses_token_and_extensions() -> None:
         spec.loader.exec_module(module)
     finally:
         del sys.modules[spec.name]
+    return module
+
+
+def test_roundtrip_helper_uses_the_lab_addresses_token_and_extensions() -> None:
+    module = load_roundtrip()
     services = compose()["services"]
     assert service_ip("asterisk") == module.ASTERISK
     assert f"127.0.0.1:{module.SENDER_API.rsplit(':', 1)[1]}:8025" in services["vfax-sender"]["ports"]
@@ -738,6 +917,69 @@ def test_roundtrip_helper_uses_the_lab_addresses_token_and_extensions() -> None:
     for exten in module.PATHS:
         context = module.SENDFAX_CONTEXT if exten.startswith("4") else "from-vfax"
         assert any(s.exten == exten for s in contexts[context]), f"roundtrip tries {exten}@{context}"
+
+
+def test_roundtrip_defaults_are_the_compose_values() -> None:
+    args = load_roundtrip().parse_args([], environ={})
+    services = compose()["services"]
+    assert args.asterisk == service_ip("asterisk")
+    for api, service in ((args.sender_api, "vfax-sender"), (args.receiver_api, "vfax-receiver")):
+        host_port = api.removeprefix("http://")
+        assert f"{host_port}:8025" in services[service]["ports"], f"{api} is not where {service} publishes"
+    assert args.token == service_env("vfax-sender")["VFAX_API_TOKEN"]
+    assert args.paths == ["2000", "2001", "3000", "3001", "4000"]
+
+
+def test_roundtrip_takes_addresses_from_the_environment_and_options_over_both() -> None:
+    module = load_roundtrip()
+    environ = {
+        "VFAX_LAB_ASTERISK": "10.99.0.10",
+        "VFAX_LAB_SENDER_API": "http://127.0.0.1:18025",
+        "VFAX_LAB_RECEIVER_API": "http://127.0.0.1:18026",
+        "VFAX_LAB_TOKEN": "token-from-the-environment-0123",
+    }
+    args = module.parse_args(["3000"], environ=environ)
+    assert (args.asterisk, args.sender_api, args.receiver_api, args.token) == (
+        "10.99.0.10", "http://127.0.0.1:18025", "http://127.0.0.1:18026", "token-from-the-environment-0123"
+    )  # fmt: skip
+    assert module.sip_target("3000", args.asterisk) == "sip:3000@10.99.0.10"
+    args = module.parse_args(
+        ["--asterisk", "192.0.2.7", "--sender-api", "http://[::1]:9001", "--receiver-api", "http://[::1]:9002"],
+        environ=environ,
+    )
+    assert (args.asterisk, args.sender_api, args.receiver_api) == (
+        "192.0.2.7", "http://[::1]:9001", "http://[::1]:9002"
+    )  # fmt: skip
+    assert module.sip_target("2000", "2001:db8::10") == "sip:2000@[2001:db8::10]"
+
+
+def test_the_documented_fax_report_grep_finds_the_line_in_the_console_and_in_messages_log() -> None:
+    """Asterisk 22 formats one Log() line differently per channel (main/logger.c, format_log_default):
+    the console as `[date] LEVEL[lwp][callid]: file:line function: msg`, where app_log passes
+    `Ext. <exten>` as file and `@ <context>` as function; files as `[date] LEVEL[lwp][callid] file: msg`,
+    without the context. With -vvv both also carry the "Executing [...] Log(...)" line."""
+    pattern = load_roundtrip().FAX_REPORT_GREP
+    (handler,) = dialplan()["fax-report"][:1]
+    assert handler.app == "Log" and handler.args.startswith("NOTICE,${ARG1} ${UNIQUEID} status=")
+    message = "ReceiveFAX 1764842400.6 status=SUCCESS pages=3 rate=14400 mode=audio remote=VFAX error="
+    console = f"[2026-12-04 20:00:01.123] NOTICE[812][C-00000003]: Ext. s:1 @ fax-report: {message}"
+    logfile = f"[2026-12-04 20:00:01.123] NOTICE[812][C-00000003] Ext. s: {message}"
+    executing = (
+        "[2026-12-04 20:00:01.122] VERBOSE[812][C-00000003] pbx.c: Executing [s@fax-report:1] "
+        f'Log("PJSIP/vfax-sender-00000002", "NOTICE,{message}") in new stack'
+    )
+    assert re.search(pattern, console) and re.search(pattern, logfile)
+    assert not re.search(pattern, executing)
+    text = LAB_MD.read_text(encoding="utf-8")
+    assert not re.search(r"\| *grep fax-report", text), "grep fax-report misses messages.log's line"
+    assert text.count(f"grep -E '{pattern}'") >= 2, "docs/lab.md must grep the fax-report line this way"
+
+
+def test_roundtrip_refuses_an_api_that_is_not_an_http_url() -> None:
+    module = load_roundtrip()
+    with pytest.raises(SystemExit) as exc:
+        module.parse_args([], environ={"VFAX_LAB_SENDER_API": "127.0.0.1:8025"})
+    assert exc.value.code == 2
 
 
 def fenced_blocks(path: Path, language: str) -> list[str]:
