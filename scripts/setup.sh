@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up vfax on Debian 12: system libraries (spandsp; Kamailio for the tests), a virtualenv in .venv,
-# and the package itself. Safe to run again: it only installs what is missing.
+# Set up vfax on Debian 12 or 13 (or Ubuntu): system libraries (spandsp; Kamailio for the tests), a
+# virtualenv in .venv, and the package itself. Safe to run again: it only installs what is missing.
 #   scripts/setup.sh          run-time dependencies
 #   scripts/setup.sh --test   also what the test suite needs (Kamailio, pytest, pjsua2, ...)
 set -euo pipefail
@@ -8,12 +8,53 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-# gcc and libc6-dev build the native G.711 hot path (t38/native/, see README "Performance")
-apt_pkgs=(libspandsp2 gcc libc6-dev)
-[ "$want_test" = 1 ] && apt_pkgs+=(kamailio)
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+apt_updated=0
+apt_update() {
+    [ "$apt_updated" = 1 ] && return 0
+    $SUDO apt-get update -qq
+    apt_updated=1
+}
+installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+# Whether apt can install $1 (a real package with a version, not a virtual name or an unknown one).
+# The answer is read whole before it is looked at: no `| grep -q` to cut apt-cache off under pipefail.
+has_candidate() {
+    local policy
+    policy=$(apt-cache policy "$1" 2>/dev/null) || return 1
+    case $policy in
+        *"Candidate: (none)"*) return 1 ;;
+        *"Candidate: "*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# spandsp's runtime library is libspandsp2 up to Debian 12 and Ubuntu 22.04, libspandsp2t64 from
+# Debian 13 and Ubuntu 24.04 on (the 64-bit time_t transition): either one installed will do,
+# otherwise install the one apt offers.
+spandsp=""
+for p in libspandsp2t64 libspandsp2; do
+    installed "$p" && spandsp=$p && break
+done
 missing=()
+if [ -z "$spandsp" ]; then
+    has_candidate libspandsp2t64 || has_candidate libspandsp2 || apt_update
+    for p in libspandsp2t64 libspandsp2; do
+        has_candidate "$p" && spandsp=$p && break
+    done
+    if [ -z "$spandsp" ]; then
+        echo "setup: apt offers neither libspandsp2t64 nor libspandsp2 (is the main component enabled?)" >&2
+        exit 1
+    fi
+    missing+=("$spandsp")
+fi
+# gcc and libc6-dev build the native G.711 hot path (t38/native/, see README "Performance")
+apt_pkgs=(gcc libc6-dev)
+[ "$want_test" = 1 ] && apt_pkgs+=(kamailio)
 for p in "${apt_pkgs[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    installed "$p" || missing+=("$p")
 done
 PYTHON=${PYTHON:-python3}
 if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -22,9 +63,7 @@ if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -c 'import venv, ensure
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq
+    apt_update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian kamailio package starts a system service on port 5060; the tests run their own.
