@@ -41,6 +41,7 @@ from sip.core import (
     UserAgentCore,
 )
 from sip.dialog import Dialog
+from sip.errors import SipParseError
 from sip.message import Headers, Request, Response
 from sip.transaction import Address
 from sip.transport import TransportSet
@@ -53,11 +54,24 @@ __all__ = [
     "OutgoingInvite",
     "ReinviteOutcome",
     "UserAgent",
+    "answered_by_peer",
 ]
 
 log = logging.getLogger(__name__)
 
 Credentials = DigestClient | tuple[str, str] | None
+
+
+def answered_by_peer(response: Response) -> bool:
+    """True when ``response`` came from the peer: the 408/503 the core makes up on a timeout or a
+    transport error has no To tag, and every final response a UAS or proxy sends has one (§8.2.6.2).
+    Any answer, a 401 or a 404 included, proves the peer is reachable."""
+    if response.status not in (408, 503):
+        return True
+    try:
+        return bool(response.to.tag)
+    except SipParseError:  # ours are well formed
+        return True
 
 
 def _auth(credentials: Credentials) -> DigestClient | None:
@@ -442,7 +456,7 @@ class UserAgent:
         return oreq
 
     async def options(self, uri: str | SipUri, **kwargs: Any) -> Response:
-        """Ping a peer (§11)."""
+        """Ping a peer (§11); with ``credentials`` a 401/407 is answered once (new CSeq, Authorization)."""
         return await self.request("OPTIONS", uri, **kwargs)
 
     def send_keepalive(self, dest: Address) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from sip.registration import Registration, RegistrationState
 from sip.useragent import CallSession, IncomingInvite, UserAgent
-from tests.peers.kamailio import KamailioServer
+from tests.peers.kamailio import KamailioServer, find_kamailio
 from tests.test_sip_core import SDP_A, SDP_B
 from vfax.cli_sip import options_command, register_command
 
@@ -143,6 +146,60 @@ def test_cli_options_pings_the_proxy(kamailio: KamailioServer) -> None:
     result = CliRunner().invoke(cli(), ["options", kamailio.uri, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["status"] == 200
+
+
+@pytest.fixture
+def challenging_registrar(tmp_path: Path) -> Iterator[KamailioServer]:
+    """Kamailio that challenges OPTIONS to itself with 401, as Asterisk does by default."""
+    if find_kamailio() is None:
+        pytest.skip("kamailio is not installed (Debian: apt-get install kamailio)")
+    server = KamailioServer(tmp_path / "kamailio", challenge_options=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_cli_options_answers_the_401_with_credentials(challenging_registrar: KamailioServer) -> None:
+    kam = challenging_registrar
+    args = ["options", kam.uri, "--user", "1001", "--password", "secret1001", "--json"]
+    result = CliRunner().invoke(cli(), args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["status"] == 200 and data["reachable"] is True and data["authorized"] is True
+    assert data["challenged"] is True  # the 401 was answered with a new request carrying Authorization
+
+
+def test_cli_options_password_from_the_environment(challenging_registrar: KamailioServer) -> None:
+    kam = challenging_registrar
+    env = {"VFAX_SIP_PASSWORD": "secret1002"}
+    result = CliRunner().invoke(cli(), ["options", kam.uri, "--user", "1002"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "200 OK" in result.output and "reachable" in result.output
+
+
+@pytest.mark.parametrize("credentials", [[], ["--user", "1001", "--password", "wrong"]])
+def test_cli_options_says_reachable_but_not_authorized(
+    challenging_registrar: KamailioServer, credentials: list[str]
+) -> None:
+    kam = challenging_registrar
+    result = CliRunner().invoke(cli(), ["options", kam.uri, *credentials, "--json"])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.output)
+    assert data["status"] == 401 and data["reachable"] is True and data["authorized"] is False
+    text = CliRunner().invoke(cli(), ["options", kam.uri, *credentials])
+    assert text.exit_code == 1
+    assert "reachable" in text.output and "not authorized" in text.output and "401" in text.output
+
+
+def test_cli_options_no_answer_is_not_reachable() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never answers
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        result = CliRunner().invoke(cli(), ["options", f"sip:127.0.0.1:{port}", "--timeout", "1", "--json"])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.output)
+    assert data["reachable"] is False and data["authorized"] is None
 
 
 def test_invites_only_from_the_registrar_when_asked(kamailio: KamailioServer) -> None:

@@ -3,6 +3,11 @@
 Both start a short-lived user agent, do one thing, print the outcome (a line, or JSON with ``--json``) and
 exit 0 on success or 1 with the SIP status and reason. They are wired in ``vfax/cli.py`` with
 ``app.command("register")(register_command)`` and ``app.command("options")(options_command)``.
+
+``vfax options`` tells two things apart that a bare status code mixes up: whether the peer answered at
+all (``reachable``: any response from it, a 401 included) and whether it accepted us (``authorized``).
+A PBX such as Asterisk challenges OPTIONS from its devices; with ``--user``/``--password`` the challenge is
+answered once (a new request with a new CSeq and the Authorization header) and the final status reported.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import typer
 from sip.errors import SipError
 from sip.registration import Registration, normalize_registrar
 from sip.uri import SipUri
-from sip.useragent import UserAgent
+from sip.useragent import UserAgent, answered_by_peer
 
 __all__ = ["options_command", "register_command"]
 
@@ -121,19 +126,42 @@ def register_command(
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _options(uri: SipUri, transport: str | None, bind: str | None) -> dict[str, Any]:
+#: Final statuses that mean "you are not allowed", as opposed to "no such thing here" (404, 405...).
+_NOT_AUTHORIZED = (401, 403, 407)
+
+
+def _authorized(status: int, reachable: bool) -> bool | None:
+    """True for 2xx, False for a refusal of who we are (401/403/407), None when it says nothing about it."""
+    if not reachable:
+        return None
+    if 200 <= status < 300:
+        return True
+    return False if status in _NOT_AUTHORIZED else None
+
+
+async def _options(
+    uri: SipUri, transport: str | None, bind: str | None, user: str | None, password: str | None
+) -> dict[str, Any]:
     tr = transport or uri.transport or "udp"
     local = bind or _local_host_for(uri.host_ip, uri.port or 5060)
-    ua = await UserAgent.create(local, 0, (tr,))
+    ua = await UserAgent.create(local, 0, (tr,), contact_user=user or "vfax")
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        resp = await ua.options(uri, transport=tr)
+        credentials = (user, password) if user and password is not None else None
+        # the PBX finds the account by the From user (Asterisk's identify_by=username, Kamailio's $fU)
+        from_ = f"<sip:{user}@{uri.host}>" if user else None
+        oreq = ua.start_request("OPTIONS", uri, transport=tr, credentials=credentials, from_=from_)
+        resp = await oreq.user_data
         rtt = (loop.time() - started) * 1000.0
+        reachable = answered_by_peer(resp)
         return {
             "uri": str(uri),
             "status": resp.status,
             "reason": resp.reason,
+            "reachable": reachable,
+            "authorized": _authorized(resp.status, reachable),
+            "challenged": oreq.attempts > 0,
             "rtt_ms": round(rtt, 1),
             "allow": resp.allow,
             "supported": resp.supported,
@@ -144,14 +172,42 @@ async def _options(uri: SipUri, transport: str | None, bind: str | None) -> dict
             await ua.close()
 
 
+def _options_line(data: dict[str, Any], user: str | None) -> str:
+    uri, status, reason = data["uri"], data["status"], data["reason"]
+    if not data.get("reachable"):
+        return f"{uri}: not reachable (SIP {status} {reason}: no answer from the peer)"
+    answered = f"{status} {reason} in {data['rtt_ms']} ms"
+    if data.get("server"):
+        answered += f" ({data['server']})"
+    if 200 <= status < 300:
+        how = f", digest answered as {user}" if data.get("challenged") else ""
+        return f"{uri}: reachable, {answered}{how}"
+    if data.get("authorized") is False:
+        hint = "credentials refused" if user else "give --user and --password"
+        return f"{uri}: reachable but not authorized: SIP {answered} ({hint})"
+    return f"{uri}: reachable, but SIP {answered}"
+
+
 def options_command(
     uri: Annotated[str, typer.Argument(help="The peer to ping, e.g. sip:pbx.example.net:5060.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
     transport: Annotated[str | None, typer.Option("--transport", help="udp or tcp.")] = None,
     bind: Annotated[str | None, typer.Option("--bind", help="Local IP address to use.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 40.0,
+    user: Annotated[
+        str | None, typer.Option("--user", help="SIP user: the From user and the digest user name.")
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option("--password", envvar="VFAX_SIP_PASSWORD", help="SIP password, to answer a 401/407."),
+    ] = None,
 ) -> None:
-    """Send a SIP OPTIONS ping and print the answer's status and round-trip time."""
+    """Send a SIP OPTIONS ping; print the status, the round-trip time and whether the peer is reachable.
+
+    A peer that challenges OPTIONS (Asterisk does) is answered with --user/--password. Exit 0 for a 2xx
+    answer; 1 otherwise, the output saying whether the peer answered at all (reachable) and whether it
+    accepted us (authorized; a 401/403/407 is reachable but not authorized); 2 for unusable input.
+    """
     try:
         target = SipUri.parse(uri if uri.lower().startswith(("sip:", "sips:")) else f"sip:{uri}")
     except SipError as exc:
@@ -159,20 +215,18 @@ def options_command(
         return
     if transport is not None and transport.lower() not in ("udp", "tcp"):
         _bad_input(f"unsupported transport {transport!r} (use udp or tcp)")
+    if user is not None and password is None:
+        _bad_input("--user needs --password (or VFAX_SIP_PASSWORD) to answer a challenge")
+    tr = transport and transport.lower()
     try:
-        data = asyncio.run(asyncio.wait_for(_options(target, transport and transport.lower(), bind), timeout))
+        data = asyncio.run(asyncio.wait_for(_options(target, tr, bind, user, password), timeout))
     except TimeoutError:
-        data = {"uri": str(target), "status": 408, "reason": "Request Timeout"}
+        data = {"uri": str(target), "status": 408, "reason": "Request Timeout", "reachable": False,
+                "authorized": None, "challenged": False}  # fmt: skip
     except (SipError, ValueError, OSError) as exc:
         _bad_input(str(exc))
         return
     ok = 200 <= data["status"] < 300
-    if ok:
-        line = f"{data['uri']}: {data['status']} {data['reason']} in {data['rtt_ms']} ms"
-        if data.get("server"):
-            line += f" ({data['server']})"
-    else:
-        line = f"{data['uri']}: SIP {data['status']} {data['reason']}"
-    _emit(data, json_out, line)
+    _emit(data, json_out, _options_line(data, user))
     if not ok:
         raise typer.Exit(EXIT_FAILED)
