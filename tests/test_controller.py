@@ -7,15 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from t38.engine import FaxEvent, Negotiated
 from tests import docfactory
+from vfax.call import CallOptions
 from vfax.controller import Controller
-from vfax.device import VirtualFaxDevice
+from vfax.device import JobHandle, VirtualFaxDevice
 from vfax.documents import Resolution, prepare_fax_tiff, read_tiff_pages
 from vfax.events import CallbackSink, JsonLinesSink
+from vfax.joboptions import OPT_ECM, OPT_TSID
 from vfax.jobstore import InboundState, JobState, SqliteJobStore
 from vfax.line import LineConfig
 from vfax.retry import RetryPolicy
-from vfax.status import FaxStatus
+from vfax.status import FaxDevStatus, FaxStatus
 
 
 def tiff(tmp: Path, pages: int = 1) -> Path:
@@ -37,16 +40,25 @@ async def until(predicate: Any, timeout: float) -> None:
 class Service:
     """One controller with one device and its own store and inbox, as `vfax serve` builds it."""
 
-    def __init__(self, tmp: Path, name: str, channels: int = 4, sinks: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        channels: int = 4,
+        sinks: list[Any] | None = None,
+        call: CallOptions | None = None,
+    ) -> None:
         self.tmp = tmp / name
         self.tmp.mkdir()
         self.name = name
         self.channels = channels
         self.sinks = sinks or []
+        self.call = call or CallOptions()
         self.store = SqliteJobStore(self.tmp / "vfax.db", policy=FAST_RETRY)
 
     async def __aenter__(self) -> Service:
-        self.device = await VirtualFaxDevice.open(LineConfig(name=self.name, channels=self.channels))
+        config = LineConfig(name=self.name, channels=self.channels, call=self.call)
+        self.device = await VirtualFaxDevice.open(config)
         self.controller = Controller(self.store, [self.device], inbox=self.tmp / "inbox", sinks=self.sinks,
                                      poll_interval=0.2)  # fmt: skip
         await self.controller.start()
@@ -209,3 +221,95 @@ def test_a_retried_job_reports_the_pages_of_each_attempt(tmp_path: Path) -> None
     before = [e.payload["pages"] for e in events[:retry_at] if e.type == "page"]
     after = [e.payload["pages"] for e in events[retry_at:] if e.type == "page"]
     assert before == [1] and after == [1, 2], (before, after)
+
+
+class DcsSeen:
+    """What each call of a device negotiated in phase B (the DCS: bit rate and ECM), as its engine
+    reported it; optionally cuts the first reception right after its DCS (a fax-phase failure)."""
+
+    def __init__(self, device: VirtualFaxDevice, *, cut_first: bool = False) -> None:
+        self.device = device
+        self.cut_first = cut_first
+        self.negotiated: list[Negotiated] = []
+        self.outcomes: list[Any] = []  # the CallOutcome of every call of this device, in order
+        self._hooked: set[int] = set()
+        self._cuts: set[asyncio.Task[None]] = set()
+        self._original = device.on_status
+        device.on_status = self._status
+
+    def _status(self, handle: JobHandle, status: FaxDevStatus) -> None:
+        assert self._original is not None
+        self._original(handle, status)
+        call = handle.call
+        if call is not None and handle.id not in self._hooked:
+            self._hooked.add(handle.id)
+            engine_hook = call.on_event
+
+            def on_event(c: Any, event: FaxEvent) -> None:
+                if engine_hook is not None:
+                    engine_hook(c, event)
+                if isinstance(event, Negotiated):
+                    self.negotiated.append(event)
+                    if self.cut_first and len(self.negotiated) == 1:  # phase B done: hang up now
+                        cut = asyncio.ensure_future(self.device.abort(handle))
+                        self._cuts.add(cut)
+                        cut.add_done_callback(self._cuts.discard)
+
+            call.on_event = on_event
+        if status.status.is_terminal and handle.outcome is not None:
+            self.outcomes.append(handle.outcome)
+
+
+def test_fax_phase_failure_is_retried_at_9600_without_ecm_on_the_wire(tmp_path: Path) -> None:
+    """Attempt 1 is cut by the far end right after phase B; the retry must really run at 9600 bit/s
+    with ECM off: the far end's engine sees that DCS, and both call reports say so."""
+    doc = tiff(tmp_path)
+
+    async def scenario() -> Any:
+        async with Service(tmp_path, "a") as a, Service(tmp_path, "b") as b:
+            far = DcsSeen(b.device, cut_first=True)
+            near = DcsSeen(a.device)
+            job = a.store.submit(doc, b.device.line.uri, options={OPT_TSID: "+1 555 0100"})
+            a.controller.wake()
+            await until(lambda: a.store.get(job.id).state.is_final, 150)
+            await until(lambda: len(b.store.list_inbound()) == 2 and all(
+                f.state is not InboundState.RECEIVING for f in b.store.list_inbound()), 30)  # fmt: skip
+            return a.store.get(job.id), a.store.events_for(job.id), far, near, b.store.list_inbound()
+
+    job, events, far, near, inbound = asyncio.run(asyncio.wait_for(scenario(), 200))
+    retry = next(e for e in events if e.type == "status" and e.payload.get("retry"))
+    assert "9600 bit/s, ECM off" in retry.payload["reason"]
+    assert job.state is JobState.COMPLETED and job.attempts == 2 and job.pages_sent == 1
+    # the DCS the receiving engine got: attempt 1 at the default, attempt 2 at the fall-back
+    assert [(n.bit_rate, n.ecm) for n in far.negotiated] == [(14400, True), (9600, False)]
+    assert [(n.bit_rate, n.ecm) for n in near.negotiated] == [(14400, True), (9600, False)]
+    # the second call's reports, both ends: phase E and the page itself at 9600 without ECM
+    sent = near.outcomes[-1]
+    assert sent.ok and (sent.result.bit_rate, sent.result.ecm) == (9600, False)
+    assert [(p["bit_rate"], p["ecm"]) for p in sent.report["pages"]] == [(9600, False)]
+    done = next(f for f in inbound if f.state is InboundState.COMPLETED)
+    assert done.pages == 1 and done.report_path
+    report = json.loads(Path(done.report_path).read_text())
+    assert (report["result"]["bit_rate"], report["result"]["ecm"]) == (9600, False)
+    assert [(p["bit_rate"], p["ecm"]) for p in report["pages"]] == [(9600, False)]
+
+
+def test_the_device_configured_ecm_and_bit_rate_apply_unless_the_job_sets_them(tmp_path: Path) -> None:
+    """A device configured with ECM off and 9600 bit/s sends that when the job says nothing; a job's
+    own ECM option wins over the device's."""
+    doc = tiff(tmp_path)
+
+    async def scenario() -> Any:
+        slow = CallOptions(ecm=False, max_bit_rate=9600)
+        async with Service(tmp_path, "a", call=slow) as a, Service(tmp_path, "b") as b:
+            far = DcsSeen(b.device)
+            plain = a.store.submit(doc, b.device.line.uri, options={OPT_TSID: "plain"})
+            ecm = a.store.submit(doc, b.device.line.uri, options={OPT_TSID: "ecm", OPT_ECM: True})
+            a.controller.wake()
+            await until(lambda: all(a.store.get(j.id).state.is_final for j in (plain, ecm)), 120)
+            return [a.store.get(j.id) for j in (plain, ecm)], far
+
+    jobs, far = asyncio.run(asyncio.wait_for(scenario(), 180))
+    assert [j.state for j in jobs] == [JobState.COMPLETED, JobState.COMPLETED]
+    seen = {n.remote_ident: (n.bit_rate, n.ecm) for n in far.negotiated}
+    assert seen == {"plain": (9600, False), "ecm": (9600, True)}

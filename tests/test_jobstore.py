@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from vfax.joboptions import OPT_ECM, OPT_MAX_BIT_RATE
 from vfax.jobstore import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -31,7 +32,7 @@ from vfax.jobstore import (
     apply_migrations,
     new_id,
 )
-from vfax.retry import OPT_ECM, OPT_MAX_BITRATE, AttemptResult, RetryPolicy
+from vfax.retry import AttemptResult, RetryPolicy
 from vfax.status import T30_ERR_CANNOT_TRAIN, FaxStatus
 
 T0 = 1_800_000_000.0
@@ -87,7 +88,8 @@ def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path) -> No
         upgraded.record_attempt_result("job-v1", AttemptResult(FaxStatus.FS_COMPLETED, pages=1), now=3.0)
         assert upgraded.integrity_check() == "ok"
     conn = sqlite3.connect(path)
-    assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
     conn.close()
 
 
@@ -189,12 +191,12 @@ def test_exhausted_retries_fail_the_job_once(store: SqliteJobStore) -> None:
 def test_fax_phase_failure_stores_the_9600_no_ecm_fallback_for_the_next_attempt(
     store: SqliteJobStore,
 ) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1", options={OPT_ECM: True, OPT_MAX_BITRATE: 14400})
+    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1", options={OPT_ECM: True, OPT_MAX_BIT_RATE: 14400})
     store.claim_next(now=T0)
     failed = AttemptResult(FaxStatus.FS_FATAL_ERROR, pages=0, t30_code=T30_ERR_CANNOT_TRAIN, error="no train")
     requeued = store.record_attempt_result(job.id, failed, now=T0)
     assert requeued.state is JobState.QUEUED
-    assert requeued.options == {OPT_ECM: False, OPT_MAX_BITRATE: 9600}
+    assert requeued.options == {OPT_ECM: False, OPT_MAX_BIT_RATE: 9600}
     assert requeued.fax_failures == 1 and requeued.last_error == "no train"
 
 

@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vfax.retry import OPT_ECM, OPT_MAX_BITRATE, AttemptResult, RetryPolicy
+from vfax.joboptions import OPT_ECM, OPT_HEADER, OPT_MAX_BIT_RATE, OPT_TSID
+from vfax.retry import AttemptResult, RetryPolicy
 from vfax.status import T30_ERR_CALLDROPPED, T30_ERR_CANNOT_TRAIN, T30_ERR_FILEERROR, FaxStatus
 
 NOW = 1_800_000_000.0
-OPTIONS = {OPT_ECM: True, OPT_MAX_BITRATE: 14400, "header": "ACME", "tsid": "+1 555 0100"}
+OPTIONS = {OPT_ECM: True, OPT_MAX_BIT_RATE: 14400, OPT_HEADER: "ACME", OPT_TSID: "+1 555 0100"}
 NO_JITTER = RetryPolicy(jitter=0.0)
 
 
@@ -70,10 +71,10 @@ def test_fatal_error_is_retried_only_when_it_happened_in_the_fax_phase() -> None
 
 def test_fax_phase_failure_falls_back_to_9600_without_ecm_and_keeps_other_options() -> None:
     decision = NO_JITTER.decide(FaxStatus.FS_FATAL_ERROR, 1, OPTIONS, now=NOW, fax_phase=True)
-    assert decision.next_options == {**OPTIONS, OPT_ECM: False, OPT_MAX_BITRATE: 9600}
+    assert decision.next_options == {**OPTIONS, OPT_ECM: False, OPT_MAX_BIT_RATE: 9600}
     assert decision.fax_failures == 1
     assert "9600 bit/s" in decision.reason
-    assert OPTIONS[OPT_MAX_BITRATE] == 14400  # the caller's mapping is not touched
+    assert OPTIONS[OPT_MAX_BIT_RATE] == 14400  # the caller's mapping is not touched
 
 
 def test_busy_does_not_trigger_the_fall_back() -> None:
@@ -90,19 +91,19 @@ def test_fall_back_waits_for_the_configured_number_of_fax_phase_failures() -> No
     second = policy.decide(
         FaxStatus.FS_DISCONNECTED, 2, first.next_options, now=NOW, fax_phase=True, fax_failures=1
     )
-    assert second.next_options[OPT_MAX_BITRATE] == 9600 and second.next_options[OPT_ECM] is False
+    assert second.next_options[OPT_MAX_BIT_RATE] == 9600 and second.next_options[OPT_ECM] is False
 
 
 def test_busy_after_an_earlier_fax_phase_failure_keeps_the_fall_back() -> None:
     decision = NO_JITTER.decide(FaxStatus.FS_BUSY, 2, OPTIONS, now=NOW, fax_failures=1)
-    assert decision.next_options[OPT_MAX_BITRATE] == 9600
+    assert decision.next_options[OPT_MAX_BIT_RATE] == 9600
 
 
 def test_fall_back_never_raises_a_lower_bit_rate() -> None:
     decision = NO_JITTER.decide(
-        FaxStatus.FS_FATAL_ERROR, 1, {OPT_MAX_BITRATE: 4800, OPT_ECM: True}, now=NOW, fax_phase=True
+        FaxStatus.FS_FATAL_ERROR, 1, {OPT_MAX_BIT_RATE: 4800, OPT_ECM: True}, now=NOW, fax_phase=True
     )
-    assert decision.next_options == {OPT_MAX_BITRATE: 4800, OPT_ECM: False}
+    assert decision.next_options == {OPT_MAX_BIT_RATE: 4800, OPT_ECM: False}
 
 
 def test_jitter_is_reproducible_with_a_seed_and_bounded() -> None:
@@ -189,11 +190,11 @@ def test_decide_invariants(
         assert d.not_before is not None and d.not_before >= NOW
     else:
         assert d.not_before is None and d.next_options == OPTIONS
-    assert {k: v for k, v in d.next_options.items() if k not in (OPT_ECM, OPT_MAX_BITRATE)} == {
-        "header": "ACME",
-        "tsid": "+1 555 0100",
+    assert {k: v for k, v in d.next_options.items() if k not in (OPT_ECM, OPT_MAX_BIT_RATE)} == {
+        OPT_HEADER: "ACME",
+        OPT_TSID: "+1 555 0100",
     }
-    assert d.next_options[OPT_MAX_BITRATE] <= OPTIONS[OPT_MAX_BITRATE]
+    assert d.next_options[OPT_MAX_BIT_RATE] <= OPTIONS[OPT_MAX_BIT_RATE]
     assert d.fax_failures in (fax_failures, fax_failures + 1)
 
 

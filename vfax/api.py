@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vfax import documents
 from vfax.config import ApiConfig, parse_listen
 from vfax.events import FaxEvent
+from vfax.joboptions import OPT_ECM, OPT_HEADER, OPT_T38
 from vfax.jobstore import (
     InboundFax,
     InboundState,
@@ -724,11 +725,11 @@ def create_app(
             known_device(device)
         options: dict[str, Any] = {}
         if ecm is not None:
-            options["ecm"] = ecm
+            options[OPT_ECM] = ecm
         if t38 is not None:
-            options["t38"] = t38
+            options[OPT_T38] = t38
         if header is not None:
-            options["header"] = check_header(header)
+            options[OPT_HEADER] = check_header(header)
         submit_kw: dict[str, Any] = {
             "device": device,
             "priority": priority,

@@ -26,6 +26,15 @@ from vfax import documents, storage
 from vfax.device import FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
 from vfax.events import EventDispatcher, FaxEvent, Sink
 from vfax.inbox import Inbox
+from vfax.joboptions import (
+    OPT_ECM,
+    OPT_HEADER,
+    OPT_MAX_BIT_RATE,
+    OPT_RECIPIENT_NAME,
+    OPT_SENDER_NAME,
+    OPT_T38,
+    OPT_TSID,
+)
 from vfax.jobstore import InboundState, OutboundJob, SqliteJobStore
 from vfax.media import T38Policy
 from vfax.retry import AttemptResult
@@ -34,6 +43,32 @@ from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
 log = logging.getLogger("vfax.controller")
 
 CANCEL_POLL_SECONDS = 1.0
+
+
+def fax_send_for(job: OutboundJob) -> FaxSend:
+    """The FAX_SEND of a stored job. Options the job does not set stay None (the device's value).
+
+    Raises ValueError or TypeError for an option of the wrong type: a string "false" must not be
+    read as a true ECM flag, nor a bool as a bit rate."""
+    o = job.options
+    ecm = o.get(OPT_ECM)
+    if ecm is not None and not isinstance(ecm, bool):
+        raise TypeError(f"option {OPT_ECM} must be true or false, not {ecm!r}")
+    rate = o.get(OPT_MAX_BIT_RATE)
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int)):
+        raise TypeError(f"option {OPT_MAX_BIT_RATE} must be a bit rate in bit/s, not {rate!r}")
+    header = o.get(OPT_HEADER)
+    return FaxSend(
+        document=Path(job.document),
+        destination=job.destination,
+        caller_number=str(o.get(OPT_TSID, "")),
+        sender_name=str(o.get(OPT_SENDER_NAME, "")),
+        recipient_name=str(o.get(OPT_RECIPIENT_NAME, "")),
+        ecm=ecm,
+        max_bit_rate=rate,
+        page_header=None if header is None else str(header),
+        t38=T38Policy.parse(o[OPT_T38]) if o.get(OPT_T38) else None,
+    )
 
 
 class Controller:
@@ -160,19 +195,8 @@ class Controller:
         me = asyncio.current_task()
         if me is not None:
             self._active[me] = (device, handle)
-        o = job.options
         try:
-            fax = FaxSend(
-                document=Path(job.document),
-                destination=job.destination,
-                caller_number=str(o.get("tsid", "")),
-                sender_name=str(o.get("sender_name", "")),
-                recipient_name=str(o.get("recipient_name", "")),
-                ecm=bool(o.get("ecm", True)),
-                max_bit_rate=int(o.get("max_bit_rate", 14400)),
-                page_header=o.get("header"),
-                t38=T38Policy.parse(o["t38"]) if o.get("t38") else None,
-            )
+            fax = fax_send_for(job)
         except (ValueError, TypeError) as exc:
             final_job = self._record(
                 job.id, AttemptResult(FaxStatus.FS_FATAL_ERROR, error=f"bad job options: {exc}")

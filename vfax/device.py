@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sip.useragent import IncomingInvite
 from t38.engine import FaxEvent, Negotiated, PageDone
-from vfax.call import CallOutcome, FaxCall
+from vfax.call import CallOptions, CallOutcome, FaxCall
 from vfax.inbox import Inbox
 from vfax.line import BadDestination, FaxLine, LineConfig, Reception
 from vfax.media import T38Policy
@@ -39,17 +39,34 @@ class DeviceError(RuntimeError):
 
 @dataclass(frozen=True)
 class FaxSend:
-    """FAX_SEND: what to send and how (the document is a prepared TIFF-F)."""
+    """FAX_SEND: what to send and how (the document is a prepared TIFF-F).
+
+    None means "the device's configured value", so a device set up with ECM off or a lower bit rate
+    keeps it unless the job says otherwise.
+    """
 
     document: Path
     destination: str  # sip:USER@HOST[:PORT], or USER when the line has a registrar
     caller_number: str = ""  # TSID, sent as T.30 TSI
     sender_name: str = ""
     recipient_name: str = ""
-    ecm: bool = True
-    max_bit_rate: int = 14400
+    ecm: bool | None = None  # None: the device's
+    max_bit_rate: int | None = None  # a ceiling (the device's own still applies); None: the device's
     page_header: str | None = None
     t38: T38Policy | None = None  # None: the device's policy
+
+    def call_options(self, base: CallOptions) -> CallOptions:
+        """The device's call options with this job's settings on top. The bit rate is only ever
+        lowered: a device configured for 7200 bit/s (a poor line) is not raised by a 9600 fall-back."""
+        rate = base.max_bit_rate if self.max_bit_rate is None else min(self.max_bit_rate, base.max_bit_rate)
+        return replace(
+            base,
+            t38=self.t38 or base.t38,
+            ecm=base.ecm if self.ecm is None else self.ecm,
+            max_bit_rate=rate,
+            ident=self.caller_number[:20] or base.ident,
+            page_header=self.page_header or base.page_header,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,15 +153,7 @@ class VirtualFaxDevice:
         """Place the call and send; returns the final status (also reported to ``on_status``)."""
         self._check(handle)
         handle.kind = "send"
-        base = self.line.config.call
-        options = replace(
-            base,
-            t38=fax.t38 or base.t38,
-            ecm=fax.ecm,
-            max_bit_rate=fax.max_bit_rate,
-            ident=fax.caller_number[:20] or base.ident,
-            page_header=fax.page_header or base.page_header,
-        )
+        options = fax.call_options(self.line.config.call)
         options.fax_config()  # raises ValueError for a bad TSID or bit rate, before any call
 
         self._report(handle, FaxStatus.FS_DIALING)

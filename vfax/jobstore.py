@@ -10,8 +10,8 @@ sharing one queue) can implement the same protocol later (``claim_next`` maps to
 Outbound jobs (``queued -> in_flight -> completed | failed | cancelled``, or back to ``queued`` to retry)
 ------------------------------------------------------------------------------------------------------
 - :meth:`~SqliteJobStore.submit` queues a document for a destination with a priority (higher first), a
-  schedule time ``not_before``, ``max_attempts`` and options (``ecm``, ``max_bitrate``, ``header``,
-  ``tsid``...).
+  schedule time ``not_before``, ``max_attempts`` and options (``ecm``, ``max_bit_rate``, ``header``,
+  ``tsid``...: the names are in :mod:`vfax.joboptions`).
 - :meth:`~SqliteJobStore.claim_next` atomically takes the best due job (highest priority, then oldest)
   and marks it ``in_flight`` under this process's lease owner; it counts the attempt at once, so a job
   that crashes the process every time still runs out of attempts.
@@ -433,6 +433,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX deliveries_dead ON deliveries (sink, dead_letter_at)"
             " WHERE dead_letter_at IS NOT NULL",
+        ),
+    ),
+    Migration(
+        3,
+        "job option max_bitrate renamed max_bit_rate (the name the controller reads, see vfax.joboptions)",
+        (
+            # The retry fall-back wrote 'max_bitrate', which no sender ever read. Where a job has both
+            # names the lower rate wins: the fall-back only ever lowers.
+            """UPDATE outbound_jobs SET options = json_set(
+                   json_remove(options, '$.max_bitrate'),
+                   '$.max_bit_rate',
+                   CASE WHEN json_type(options, '$.max_bit_rate') = 'integer'
+                        THEN min(json_extract(options, '$.max_bit_rate'),
+                                 json_extract(options, '$.max_bitrate'))
+                        ELSE json_extract(options, '$.max_bitrate') END)
+               WHERE json_type(options, '$.max_bitrate') IS NOT NULL""",
         ),
     ),
 )

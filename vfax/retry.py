@@ -17,10 +17,10 @@ Rules (defaults of :class:`RetryPolicy`, every one a field you can change):
   ``jitter`` (a fraction, default 10 %) drawn from the ``rng`` the caller passes (seed it in tests).
 - Fall-back, as field-proven fax servers do: once ``fallback_after`` attempts have failed *in the fax
   phase* (training or page transfer failed; a busy line does not count), the next attempts run with
-  ``max_bitrate`` lowered to 9600 bit/s and ECM off. A lower bit rate already set is kept.
+  ``max_bit_rate`` lowered to 9600 bit/s and ECM off. A lower bit rate already set is kept.
 
-The options dictionary is the job's (``ecm``, ``max_bitrate``, ``header``, ``tsid`` ...); this module only
-reads and lowers :data:`OPT_ECM` and :data:`OPT_MAX_BITRATE` and copies the rest unchanged.
+The options dictionary is the job's (names in :mod:`vfax.joboptions`, the vocabulary the controller reads);
+this module only reads and lowers :data:`OPT_ECM` and :data:`OPT_MAX_BIT_RATE` and copies the rest unchanged.
 """
 
 from __future__ import annotations
@@ -30,10 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vfax.joboptions import OPT_ECM, OPT_MAX_BIT_RATE
 from vfax.status import FaxStatus, is_fax_phase_failure
-
-OPT_ECM = "ecm"
-OPT_MAX_BITRATE = "max_bitrate"
 
 FALLBACK_BITRATE = 9600
 
@@ -171,14 +169,14 @@ class RetryPolicy:
         reason = f"{status.string_id}: retry {attempt + 1} of {limit} in {wait:.0f} s"
         if next_options != unchanged:
             reason += (
-                f" at {next_options[OPT_MAX_BITRATE]} bit/s, ECM {'on' if next_options[OPT_ECM] else 'off'}"
+                f" at {next_options[OPT_MAX_BIT_RATE]} bit/s, ECM {'on' if next_options[OPT_ECM] else 'off'}"
             )
         return Decision(True, now + wait, next_options, failures, reason)
 
     def _fallback(self, options: dict[str, Any]) -> dict[str, Any]:
         lowered = dict(options)
-        current = options.get(OPT_MAX_BITRATE)
+        current = options.get(OPT_MAX_BIT_RATE)
         if not isinstance(current, int) or current > self.fallback_bitrate:
-            lowered[OPT_MAX_BITRATE] = self.fallback_bitrate
+            lowered[OPT_MAX_BIT_RATE] = self.fallback_bitrate
         lowered[OPT_ECM] = self.fallback_ecm
         return lowered
