@@ -758,7 +758,10 @@ def answer_offer(
     ptime: int | None = 20,
     session: LocalSession | None = None,
 ) -> Answer:
-    """Answer ``offer`` line by line (RFC 3264 §6); raise ``OfferRejected`` if no line can be taken.
+    """Answer ``offer`` line by line (RFC 3264 §6); raise ``OfferRejected`` if no offered line can be taken.
+
+    An offer whose every line is already rejected (port 0), or that has no line, is answered with every
+    line mirrored at port 0 and nothing chosen: the peer removed the media, not the dialog.
 
     ``image_attributes`` is either our T.38 attribute strings or a callback given the offered image line
     that returns the answer's attributes (from ``t38/sdp.negotiate_answer``) or None to reject the line;
@@ -773,6 +776,15 @@ def answer_offer(
         _check_port(audio_port, "audio_port")
     if accept_image and image_port is not None:
         _check_port(image_port, "image_port")
+
+    session = session if session is not None else LocalSession(local_addr)
+    if session.address != local_addr:
+        session.address = local_addr
+    if all(m.rejected for m in offer.media):
+        # RFC 3264 §5/§6: an offer may remove every stream (Asterisk ends a T.38 fax with a re-INVITE whose
+        # only line is `m=image 0 udptl t38`); the answer mirrors each line at port 0, the dialog stays.
+        return Answer(chosen_audio=None, chosen_image=None,
+                      sdp=session.describe([_rejected_copy(m) for m in offer.media]))  # fmt: skip
 
     audio_pick: tuple[int, str, str] | None = None
     image_pick: tuple[int, list[Attribute]] | None = None
@@ -855,10 +867,6 @@ def answer_offer(
             )
         else:
             lines.append(_rejected_copy(m))
-
-    session = session if session is not None else LocalSession(local_addr)
-    if session.address != local_addr:
-        session.address = local_addr
     return Answer(chosen_audio=chosen_audio, chosen_image=chosen_image, sdp=session.describe(lines))
 
 

@@ -126,7 +126,7 @@ class FaxResult:
     text: str
     pages: int
     pages_in_file: int
-    bit_rate: int
+    bit_rate: int  # as trained (DCS accepted by CFR); 0 when no training succeeded
     ecm: bool
     x_resolution: int
     y_resolution: int
@@ -397,6 +397,11 @@ class FaxSession(spandsp.T30Listener):
         self.timeline.append(msg)
         self.events.append(msg)
 
+    @property
+    def trained(self) -> bool:
+        """Phase B reached a rate both ends accepted: a CFR went either way, or a page got through."""
+        return bool(self.pages) or any(m.name == "CFR" for m in self.timeline)
+
     def on_phase_b(self, result: int) -> None:
         st = spandsp.transfer_stats(self._t30())
         self.negotiated = Negotiated(
@@ -437,16 +442,20 @@ class FaxSession(spandsp.T30Listener):
         self._native_cell[0] = 0  # no more audio into the engine, from C either
         pages = len(self.pages)
         ok = code == spandsp.T30_ERR_OK and (pages > 0 or self.send_file is not None)
+        # spandsp's statistics hold the configured maximum, then what DCS proposed, whether or not the
+        # training behind it succeeded: a rate is a result only once CFR accepted it (T.30 §5.3.4), so a
+        # call that never trained reports 0, not our own setting dressed up as a negotiated speed.
+        neg = st if self.trained else None
         self.result = FaxResult(
             ok=ok,
             code=code,
             text=spandsp.completion_text(code),
             pages=pages,
             pages_in_file=st.pages_in_file if st else 0,
-            bit_rate=st.bit_rate if st else 0,
-            ecm=st.ecm if st else False,
-            x_resolution=st.x_resolution if st else 0,
-            y_resolution=st.y_resolution if st else 0,
+            bit_rate=neg.bit_rate if neg else 0,
+            ecm=neg.ecm if neg else False,
+            x_resolution=neg.x_resolution if neg else 0,
+            y_resolution=neg.y_resolution if neg else 0,
             remote_ident=self._remote_ident(),
             line_seconds=self.line_seconds,
             media=self.media.value,

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from PIL import ImageChops
 
+from sip.sdp import MediaDescription, parse_sdp
 from t38.engine import PageDone
 from t38.impairment import Impairment
 from t38.transport import ImpairmentRelay
@@ -128,6 +129,49 @@ def test_t38_direct_to_a_t38_off_receiver_falls_back_to_audio(tmp_path: Path) ->
     events = [e["event"] for e in sent.report["media"]["events"]]
     assert events[0].startswith("T.38 refused in the INVITE") and "media g711" in events
     assert rec.outcome.result is None and rec.outcome.end_reason.startswith("no acceptable media")
+    # both INVITEs (two Call-IDs) are in the report: the refused T.38 one first, in time order
+    sip = sent.report["sip"]
+    assert [a["status"] for a in sip["attempts"]] == [488, 200]
+    assert sip["attempts"][0]["call_id"] != sip["attempts"][1]["call_id"] == sent.report["call_id"]
+    steps = [(step["attempt"], step["line"].split(" ")[0]) for step in sip["ladder"]]
+    assert steps[:3] == [(1, "INVITE"), (1, "SIP/2.0"), (1, "ACK")] or steps[:4] == [
+        (1, "INVITE"), (1, "SIP/2.0"), (1, "SIP/2.0"), (1, "ACK")  # 100 Trying, 488, ACK
+    ], steps
+    assert any(step["attempt"] == 1 and step["line"].startswith("SIP/2.0 488") for step in sip["ladder"])
+    assert (2, "INVITE") in steps and (2, "BYE") in steps
+    assert [step["t"] for step in sip["ladder"]] == sorted(step["t"] for step in sip["ladder"])
+
+
+def test_t38_removed_by_the_peer_at_the_end_of_the_fax_is_answered_200(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Asterisk 22, after a fax that vfax switched to T.38, sends a re-INVITE whose only line is
+    `m=image 0 udptl t38` before its BYE. RFC 3264 allows an offer that removes every stream: 200 with
+    the line mirrored at port 0, the dialog kept, the fax a success on both ends."""
+    removals: list[tuple[int, bytes]] = []
+    real_hangup = FaxCall._hangup
+
+    async def hangup_like_asterisk(self: FaxCall) -> None:
+        live = self.sip is not None and not self.sip.terminated.done()
+        if self.sending and self.udptl is not None and live:
+            assert self.sip is not None
+            offer = self.sdp_session.describe([MediaDescription("image", 0, "udptl", ["t38"])])
+            got = await self.sip.reinvite(bytes(offer))
+            removals.append((got.status, got.remote_sdp))
+        await real_hangup(self)
+
+    monkeypatch.setattr(FaxCall, "_hangup", hangup_like_asterisk)
+    opts = CallOptions(t38=T38Policy.AUTO)
+    sent, rec, _, _ = run(fax_once(tmp_path, page(tmp_path), opts, opts, name="removed"))
+    assert len(removals) == 1 and removals[0][0] == 200, removals
+    answer = parse_sdp(removals[0][1])
+    assert [(m.media, m.port, m.proto) for m in answer.media] == [("image", 0, "udptl")]
+    assert sent.ok and rec.outcome.ok, (sent.end_reason, rec.outcome.end_reason)
+    assert rec.outcome.media == "t38"
+    assert rec.outcome.end_reason.startswith("T.30 phase E")  # not a refusal, not a media timeout
+    events = [e["event"] for e in rec.outcome.report["media"]["events"]]
+    assert "media removed by the peer" in events and "re-INVITE refused" not in events
+    assert not any(x.startswith("SIP/2.0 488") for x in ladder_lines(rec.outcome))
 
 
 def test_t38_only_receiver_fails_instead_of_falling_back(tmp_path: Path) -> None:

@@ -91,6 +91,10 @@ def test_receiver_with_nobody_calling_fails_truthfully(tmp_path: Path) -> None:
     assert not r.answering.ok and not r.calling.ok
     assert r.answering.pages == 0
     assert r.answering.text  # a reason from spandsp, e.g. timed out waiting
+    # no DCS was ever exchanged: the result reports no bit rate, not our configured 14,400
+    for result in (r.answering, r.calling):
+        assert (result.bit_rate, result.ecm, result.y_resolution) == (0, False, 0), result
+    assert r.calling.pages_in_file == 1  # what the document holds is still known
 
 
 def test_close_mid_fax_keeps_pages_and_reports_call_dropped(tmp_path: Path) -> None:

@@ -310,6 +310,29 @@ def test_rejected_offer_line_without_format_gets_one_in_the_answer() -> None:
     assert [(m.port, m.formats) for m in result.sdp.media] == [(0, ["t38"]), (5004, ["0"])]
 
 
+# Asterisk 22 at the end of a fax it had switched to T.38: the image stream removed, nothing else offered.
+ASTERISK_22_T38_REMOVED = ASTERISK_22_T38_REINVITE.replace("m=image 4000 udptl t38", "m=image 0 udptl t38")
+
+
+def test_offer_that_removes_every_stream_is_answered_with_the_lines_mirrored_at_port_0() -> None:
+    result = answer(ASTERISK_22_T38_REMOVED)
+    assert result.chosen_audio is None and result.chosen_image is None
+    lines = [(m.media, m.port, m.proto, m.formats) for m in result.sdp.media]
+    assert lines == [("image", 0, "udptl", ["t38"])]
+    assert parse_sdp(bytes(result.sdp)).media[0].rejected  # a valid answer that re-parses
+
+
+def test_offer_with_no_media_line_is_answered_with_none() -> None:
+    result = answer(sdp("v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0"))
+    assert result.chosen_audio is None and result.chosen_image is None and result.sdp.media == []
+
+
+def test_an_active_line_we_cannot_take_is_still_rejected_488() -> None:
+    """Only an offer with no active line at all is the peer removing media; an unusable one is 488."""
+    with pytest.raises(OfferRejected):
+        answer(ASTERISK_22_T38_REINVITE.replace("m=image 4000 udptl t38", "m=video 4000 RTP/AVP 31"))
+
+
 def test_ipv6_offer_is_answered_over_ipv6() -> None:
     text = ASTERISK_22_AUDIO.replace("IN IP4 192.0.2.10", "IN IP6 ::1")
     result = answer(text, local_addr="::1", session=None)

@@ -86,6 +86,7 @@ class CallOutcome:
     duration_seconds: float
     report: dict[str, Any] = field(default_factory=dict)
     aborted: bool = False
+    answered: bool = False  # the call was set up (200 OK), whether or not a fax engine ever ran
 
     @property
     def status(self) -> FaxStatus:
@@ -102,6 +103,15 @@ class CallOutcome:
         if self.sip_status is not None and 300 <= self.sip_status <= 699:
             return status_for_sip(self.sip_status)
         return FaxStatus.FS_FATAL_ERROR
+
+
+@dataclass
+class SipAttempt:
+    """One INVITE of an outgoing call (a new Call-ID each) and how it ended."""
+
+    call_id: str
+    status: int | None = None
+    reason: str = ""
 
 
 class _UdpReservation:
@@ -158,7 +168,11 @@ class FaxCall:
         self.sip_status: int | None = None
         self.sip_reason = ""
         self.call_id = ""
+        #: every INVITE of this call, in order: (Call-ID, final status, reason); a ``direct`` call whose
+        #: T.38 offer got 488 has two, and the report's ladder shows both
+        self.attempts: list[SipAttempt] = []
         self.remote_party = ""
+        self.answered = False
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.ended: float | None = None
@@ -203,6 +217,7 @@ class FaxCall:
                 return self._outcome()
             self.sip = result.session
             self.sip.on_reinvite = self._on_reinvite
+            self.answered = True
             self._progress("answered")
             try:
                 negotiation = process_answer(offer, parse_sdp(result.remote_sdp))
@@ -243,10 +258,14 @@ class FaxCall:
             timeout=self.options.ring_timeout,
         )  # fmt: skip
         self.call_id = pending.call_id
+        attempt = SipAttempt(pending.call_id)
+        self.attempts.append(attempt)
         self._pending = pending
         self._progress("dialing")
         try:
-            return await pending
+            result = await pending
+            attempt.status, attempt.reason = result.status, result.reason
+            return result
         finally:
             self._pending = None
 
@@ -270,6 +289,7 @@ class FaxCall:
                 self.end_reason = "no acceptable media in the offer (488)"
                 return self._outcome()
             await incoming.accept(bytes(answer.sdp))
+            self.answered = True
             self._progress("answered")
             if answer.chosen_image is not None and deal is not None:
                 await self._start_t38(deal, (answer.chosen_image.address, answer.chosen_image.port))
@@ -348,7 +368,7 @@ class FaxCall:
         """Before T.30 phase C (no CFR yet) a switch is seamless; after it we keep the media we have."""
         if self.session is None or self.session.media is Media.T38:
             return True
-        return not any(m.name == "CFR" for m in self.session.timeline)
+        return not self.session.trained
 
     async def _on_reinvite(self, remote_sdp: bytes) -> tuple[int, bytes]:
         """A new offer inside the call: a T.38 switch, a hold, a refresh, or an address change."""
@@ -375,6 +395,10 @@ class FaxCall:
             a = answer.chosen_audio
             if self.rtp is not None:
                 self.rtp.set_remote(self.route_media("audio", (a.address, a.port)), a.payload_type)
+        else:
+            # Every stream at port 0 (Asterisk's last re-INVITE after a T.38 fax): the dialog stays and
+            # so do our sockets, so a DCN still in flight reaches T.30; the call ends by BYE or phase E.
+            self._note("media removed by the peer", lines=[m.media for m in offer.media])
         return 200, bytes(answer.sdp)
 
     async def _reinvite_to_t38(self) -> None:
@@ -666,7 +690,7 @@ class FaxCall:
     def _outcome(self) -> CallOutcome:
         result = self.session.result if self.session is not None else None
         ok = bool(result and result.ok and (self.sending or result.pages > 0))
-        media = self.session.media.value if self.session is not None else "none"
+        media = self._final_media() or "none"
         return CallOutcome(
             ok=ok,
             sip_status=self.sip_status,
@@ -677,16 +701,35 @@ class FaxCall:
             duration_seconds=round((self.ended or time.monotonic()) - self.started, 2),
             report=self.report(),
             aborted=self.aborted,
+            answered=self.answered,
         )
+
+    def _final_media(self) -> str | None:
+        """What carried the fax at the end; when no fax engine ever ran (``only`` refused, a peer gone
+        early), what carried the call: G.711 that was up is not "none"."""
+        if self.session is not None:
+            return self.session.media.value
+        if self.udptl is not None:
+            return Media.T38.value
+        return Media.AUDIO.value if self.rtp is not None else None
+
+    def _ladder(self) -> list[dict[str, Any]]:
+        """Every SIP message of every attempt of this call, in time order; each step names its attempt
+        when there was more than one (they are different Call-IDs, so different dialogs)."""
+        started_loop = self.ua.now() - (time.monotonic() - self.started)
+        call_ids = [a.call_id for a in self.attempts] or ([self.call_id] if self.call_id else [])
+        steps = []
+        for number, call_id in enumerate(call_ids, 1):
+            for t, d, line in self.ua.ladder(call_id):
+                step = {"t": round(t - started_loop, 3), "dir": d, "line": line}
+                if len(call_ids) > 1:
+                    step["attempt"] = number
+                steps.append(step)
+        return sorted(steps, key=lambda step: step["t"])
 
     def report(self) -> dict[str, Any]:
         """The call report: what happened on each layer of this call, as plain JSON."""
         s = self.session
-        started_loop = self.ua.now() - (time.monotonic() - self.started)
-        ladder = [
-            {"t": round(t - started_loop, 3), "dir": d, "line": line}
-            for t, d, line in (self.ua.ladder(self.call_id) if self.call_id else [])
-        ]
         return {
             "call_id": self.call_id,
             "direction": "send" if self.sending else "receive",
@@ -695,9 +738,14 @@ class FaxCall:
             "duration_seconds": round((self.ended or time.monotonic()) - self.started, 2),
             "policy": str(self.options.t38),
             "end_reason": self.end_reason,
-            "sip": {"final_status": self.sip_status, "reason": self.sip_reason, "ladder": ladder},
+            "sip": {
+                "final_status": self.sip_status,
+                "reason": self.sip_reason,
+                "attempts": [asdict(a) for a in self.attempts],
+                "ladder": self._ladder(),
+            },
             "media": {
-                "final": s.media.value if s else None,
+                "final": self._final_media(),
                 "audio_codec": self.audio_codec,
                 "t38": None
                 if self.t38 is None

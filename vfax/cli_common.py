@@ -104,9 +104,11 @@ def print_report(report: dict[str, Any], title: str) -> None:
         ("result", status),
         ("media", report.get("media", "")),
         ("pages", f"{report['pages']} of {report.get('pages_sent', report['pages'])}"),
-        ("bit rate", f"{report.get('bit_rate', 0)} bit/s"),
-        ("ECM", "yes" if report.get("ecm") else "no"),
     ]
+    if report.get("bit_rate"):  # only what T.30 negotiated (DCS); a call that never got there has none
+        rows += [("bit rate", f"{report['bit_rate']} bit/s"), ("ECM", "yes" if report.get("ecm") else "no")]
+    else:
+        rows.append(("bit rate", "not negotiated"))
     for key, label, fmt in (
         ("resolution", "resolution", "{}"),
         ("line_seconds", "line time", "{} s"),

@@ -79,8 +79,9 @@ def outcome_json(outcome: CallOutcome, report_path: Path | None = None) -> dict[
         "status": status_text(outcome),
         "reason": outcome.end_reason,
         "pages": r.pages if r else 0,
-        "bit_rate": r.bit_rate if r else 0,
-        "ecm": r.ecm if r else False,
+        # what phase B negotiated, or null: never our own maximum dressed up as a result
+        "bit_rate": r.bit_rate if r and r.bit_rate else None,
+        "ecm": r.ecm if r and r.bit_rate else None,
         "media": outcome.media,
         "duration_seconds": outcome.duration_seconds,
         "sip_status": outcome.sip_status,
@@ -257,7 +258,9 @@ async def _send(
 def receive_command(
     inbox: Annotated[Path, typer.Option(help="Folder where received faxes land (TIFF, PDF, report).")],
     listen: Annotated[str, typer.Option(help="Local SIP address, HOST:PORT.")] = "127.0.0.1:5060",
-    once: Annotated[bool, typer.Option("--once", help="Exit after the first fax call.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Exit after the first call: 0 if it delivered a fax, 1 if not.")
+    ] = False,
     t38: T38Opt = "auto",
     ident: Annotated[str, typer.Option(help="Our fax number (CSID), up to 20 characters.")] = "",
     channels: Annotated[int, typer.Option(help="Simultaneous calls; more get 486 Busy Here.", min=1)] = 4,
@@ -322,7 +325,7 @@ async def _receive(config: LineConfig, once: bool, as_json: bool) -> int:
                 print_json(data)
             else:
                 _print_outcome(f"vfax receive: call from {reception.outcome.report.get('remote', '?')}", data)
-            if once and reception.outcome.result is not None:
+            if once:  # the first call, whatever became of it (no fax engine may ever have run)
                 code = 0 if reception.outcome.ok else EXIT_FAILED
                 break
         return code

@@ -221,7 +221,9 @@ class FaxLine:
             self.active.discard(call)
         pages = outcome.result.pages if outcome.result else 0
         placed = None
-        if pages > 0 or outcome.result is not None:
+        if pages > 0 or outcome.result is not None or outcome.answered:
+            # every answered call leaves its report, even one where no fax engine ever ran (t38=only
+            # refused, the peer gone before T.30); an INVITE refused outright (a scanner's) leaves a log line
             # fsyncs and the PDF take milliseconds: off the event loop, or every call's media stalls
             placed = await asyncio.get_running_loop().run_in_executor(
                 _placer(), inbox.place, part, outcome.report, pages, outcome.ok

@@ -225,8 +225,8 @@ def simulate(
         "reason": rx.text if not rx.ok else ("" if ok else "pages missing"),
         "pages": rx.pages,
         "pages_sent": prepared.pages,
-        "bit_rate": rx.bit_rate,
-        "ecm": rx.ecm,
+        "bit_rate": rx.bit_rate or None,  # null: phase B never happened, nothing was negotiated
+        "ecm": rx.ecm if rx.bit_rate else None,
         "media": req.media.value,
         "resolution": req.resolution.name.lower(),
         "line_seconds": round(run.outcome.line_seconds, 2),
