@@ -4,8 +4,14 @@
 through the core (MD5 or SHA-256, qop=auth with nc counting, stale=true: ``sip.auth``), takes the expiry
 the registrar granted from our Contact's ``expires`` or the Expires header (§10.2.4), refreshes before it
 runs out, backs off after failures (RFC 5626 §4.5 formula), retries with Min-Expires after a 423
-(§10.3 step 7) and unregisters with ``Expires: 0`` on ``stop()``. CRLF keep-alives (RFC 5626 §4.4.1) keep
-a NAT binding or TCP connection open when ``keepalive_interval`` is set.
+(§10.3 step 7) and unregisters with ``Expires: 0`` on ``stop()``.
+
+Keep-alives every ``keepalive_interval`` seconds: ``keepalive="crlf"`` sends RFC 5626 §4.4.1 CRLF (keeps a
+NAT binding or TCP connection open, proves nothing: nobody answers a CRLF on UDP); ``keepalive="options"``
+sends OPTIONS to the registrar and proves it is alive, which "registered" must mean: a registrar that does
+not answer within ``keepalive_timeout`` (any answer counts, a 401 too) makes the state ``FAILED`` at once,
+instead of "registered" until the next refresh fails (half the expiry plus 32 s of Timer F later), and
+the refresh loop retries with back-off; when it answers again we register at once.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from sip.core import destination_for
 from sip.errors import SipParseError
 from sip.message import Headers, Response
 from sip.uri import NameAddr, SipUri, new_call_id, new_tag
-from sip.useragent import UserAgent
+from sip.useragent import UserAgent, answered_by_peer
 
 __all__ = [
     "Registration",
@@ -101,6 +107,8 @@ class Registration:
         proxy: str | SipUri | None = None,
         transport: str | None = None,
         keepalive_interval: float | None = None,
+        keepalive: str = "crlf",
+        keepalive_timeout: float = 8.0,
         retry_base: float = 30.0,
         retry_cap: float = 1800.0,
         invites_only_from_registrar: bool = False,
@@ -118,7 +126,11 @@ class Registration:
         self.auth = DigestClient(auth_user or user, password)
         self.proxy = proxy
         self.requested_expires = expires
+        if keepalive not in ("crlf", "options"):
+            raise ValueError(f"keepalive must be crlf or options, not {keepalive!r}")
         self.keepalive_interval = keepalive_interval
+        self.keepalive = keepalive
+        self.keepalive_timeout = keepalive_timeout
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.invites_only_from_registrar = invites_only_from_registrar
@@ -131,8 +143,13 @@ class Registration:
         self.last_rtt_ms: float | None = None
         self.last_result: RegistrationResult | None = None
         self.failures = 0
+        #: The registrar did not answer at all (timeout, transport error): a keep-alive answered again
+        #: means it is back, so register at once instead of waiting out the back-off.
+        self.unreachable = False
         self._task: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._register_now = False
 
     @property
     def _contact(self) -> NameAddr:
@@ -211,16 +228,19 @@ class Registration:
         config.invite_allow_list = frozenset(config.invite_allow_list or ()) | ips
 
     def _apply(self, result: RegistrationResult) -> None:
+        """The outcome of a REGISTER: a failed refresh ends "registered" now, not when the binding expires."""
         if result.ok:
             self.state = RegistrationState.REGISTERED
             self.expires = result.expires
             self.contact = result.contact
             self.failures = 0
+            self.unreachable = False
         else:
             self.state = RegistrationState.FAILED
             self.expires = 0
             self.failures += 1
-            log.info(
+            self.unreachable = result.response is None or not answered_by_peer(result.response)
+            log.warning(
                 "REGISTER %s at %s failed: %s %s", self.user, self.registrar, result.status, result.reason
             )
 
@@ -230,7 +250,13 @@ class Registration:
                 delay = refresh_delay(self.expires)
             else:
                 delay = backoff_delay(self.failures, base=self.retry_base, cap=self.retry_cap)
-            await asyncio.sleep(delay)
+            if not self._register_now:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                if self._wake.is_set() and not self._register_now:
+                    continue  # the state changed under us (keep-alive lost): a new delay
+            self._register_now = False
             try:
                 result = await self.register_once()
             except Exception:
@@ -238,13 +264,53 @@ class Registration:
                 result = RegistrationResult(500, "Internal Error", 0, self.contact, 0.0)
             self._apply(result)
 
+    def _lost(self, why: str) -> None:
+        """The registrar stopped answering: we cannot claim to be registered (calls to us go nowhere)."""
+        log.warning("%s: registrar %s %s: not registered any more", self.user, self.registrar, why)
+        self.state = RegistrationState.FAILED
+        self.expires = 0
+        self.failures += 1
+        self.unreachable = True
+        self.last_result = RegistrationResult(408, f"Registrar {why}", 0, self.contact, 0.0)
+        self._wake.set()  # the refresh loop backs off from now
+
+    async def ping(self, timeout: float | None = None) -> Response | None:
+        """OPTIONS to the registrar (through the proxy); its answer, or None when none came in ``timeout``."""
+        from_ = self.aor.copy()
+        from_.tag = new_tag()
+        oreq = self.ua.start_request(
+            "OPTIONS", self.registrar, proxy=self.proxy, credentials=self.auth, from_=from_,
+            to=NameAddr(SipUri.parse(str(self.registrar))), transport=self.transport,
+        )  # fmt: skip
+        future: asyncio.Future[Response] = oreq.user_data
+        try:
+            resp = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return None  # the transaction runs on to its Timer F; its late answer is ignored
+        return resp if answered_by_peer(resp) else None
+
     async def _keepalives(self) -> None:
         assert self.keepalive_interval
         hop = SipUri.parse(str(self.proxy)) if self.proxy else self.registrar
         dest = destination_for(hop, self.transport)
         while True:
             await asyncio.sleep(self.keepalive_interval)
-            self.ua.send_keepalive(dest)
+            if self.keepalive == "crlf":
+                self.ua.send_keepalive(dest)
+                continue
+            limit = min(self.keepalive_interval, self.keepalive_timeout)
+            try:
+                answer = await self.ping(limit)
+            except Exception:
+                log.exception("keep-alive OPTIONS failed")
+                continue
+            if answer is None:
+                if self.state is RegistrationState.REGISTERED:
+                    self._lost(f"did not answer the keep-alive OPTIONS within {limit:g} s")
+            elif self.state is RegistrationState.FAILED and self.unreachable and not self._register_now:
+                log.info("%s: registrar %s answers again: registering", self.user, self.registrar)
+                self._register_now = True
+                self._wake.set()
 
     async def stop(self, unregister: bool = True) -> RegistrationResult | None:
         """Stop refreshing and remove the binding (``Expires: 0``, §10.2.2)."""

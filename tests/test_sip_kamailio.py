@@ -20,8 +20,8 @@ from tests.test_sip_core import SDP_A, SDP_B
 from vfax.cli_sip import options_command, register_command
 
 
-def run(fn: Callable[[], Awaitable[Any]]) -> Any:
-    return asyncio.run(asyncio.wait_for(fn(), 20))
+def run(fn: Callable[[], Awaitable[Any]], limit: float = 20) -> Any:
+    return asyncio.run(asyncio.wait_for(fn(), limit))
 
 
 def cli() -> typer.Typer:
@@ -44,6 +44,47 @@ def test_register_with_digest_then_unregister(kamailio: KamailioServer) -> None:
         await ua.close()
 
     run(main)
+
+
+async def _until(predicate: Callable[[], bool], limit: float = 30.0) -> bool:
+    """Poll ``predicate`` every 50 ms; False if it never held within ``limit`` seconds (a test hang guard)."""
+    for _ in range(int(limit / 0.05)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+def test_keepalive_notices_a_dead_registrar_and_registers_again_when_it_returns(
+    kamailio: KamailioServer, tmp_path: Path
+) -> None:
+    """Issue 12.7: a registrar that stops answering the keep-alive OPTIONS ends "registered" long before the
+    binding's expiry (3600 s here, so no refresh happens in this test); once it answers again, we register."""
+    port = kamailio.udp_port
+    states: list[RegistrationState] = []
+
+    async def main() -> None:
+        ua = await UserAgent.create(contact_user="1001")
+        reg = Registration(ua, kamailio.uri, "1001", "secret1001", expires=3600, domain=kamailio.realm,
+                           keepalive_interval=0.2, keepalive="options")  # fmt: skip
+        assert (await reg.start()).ok
+        assert await _until(lambda: "rx OPTIONS" in kamailio.log_text())  # the keep-alives flow
+        assert reg.state is RegistrationState.REGISTERED
+        kamailio.stop()
+        assert await _until(lambda: reg.state is not RegistrationState.REGISTERED), "still registered"
+        states.append(reg.state)
+        assert reg.last_result is not None and not reg.last_result.ok
+        again = KamailioServer(tmp_path / "kamailio-again", udp_port=port, tcp_port=port).start()
+        try:
+            assert await _until(lambda: reg.state is RegistrationState.REGISTERED), reg.state
+            assert again.registered_contacts("1001")
+            await reg.stop()
+            await ua.close()
+        finally:
+            again.stop()
+
+    run(main, 90)
+    assert states == [RegistrationState.FAILED]
 
 
 def test_register_over_tcp(kamailio: KamailioServer) -> None:

@@ -14,8 +14,9 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
     log_level = "info"
     [api]      listen, token, cors_origins, max_upload_mb
     [retry]    max_attempts, backoff, jitter, fallback_after, fallback_bitrate, fallback_ecm
-    [[devices]] name, listen, transports, server, user, password, register, expires, channels, t38, ecm,
-                max_bit_rate, ident, page_header, allow_invite_from, media_timeout, max_call_seconds
+    [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
+                channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
+                max_call_seconds
     [[sinks]]  type = "jsonl" (path) | "webhook" (url, secret) | "stdout"; optional name
 
 Environment overrides (applied after the file, before validation; values are parsed as the key's type:
@@ -129,6 +130,9 @@ class DeviceConfig:
     password: str | None = None
     register: bool = False
     expires: int = 3600
+    #: OPTIONS to the registrar every so many seconds while registered; one unanswered makes the device
+    #: unregistered at once (what `vfax health` reports). 0: no keep-alives.
+    keepalive_interval: float = 30.0
     channels: int = 4
     t38: str = "auto"
     ecm: bool = True
@@ -311,6 +315,7 @@ _DEVICE_KEYS = (
     "password",
     "register",
     "expires",
+    "keepalive_interval",
     "channels",
     "t38",
     "ecm",
@@ -336,6 +341,7 @@ _ENV_KINDS: dict[str, str] = {
     "transports": "list",
     "register": "bool",
     "expires": "int",
+    "keepalive_interval": "float",
     "channels": "int",
     "ecm": "bool",
     "max_bit_rate": "int",
@@ -437,6 +443,10 @@ def _device(key: str, table: dict[str, Any]) -> DeviceConfig:
     if not ident.isascii():
         raise ConfigError(f"{key}.ident", f"must be ASCII (a T.30 TSI/CSI), not {ident!r}")
     allow = table.get("allow_invite_from")
+    ka_key = f"{key}.keepalive_interval"
+    keepalive = _float(ka_key, table.get("keepalive_interval", d.keepalive_interval), 0, 3600)
+    if 0 < keepalive < 1:
+        raise ConfigError(ka_key, f"must be 0 (off) or at least 1 second, not {keepalive:g}")
     return DeviceConfig(
         name=name,
         listen=listen,
@@ -446,6 +456,7 @@ def _device(key: str, table: dict[str, Any]) -> DeviceConfig:
         password=password,
         register=register,
         expires=_int(f"{key}.expires", table.get("expires", d.expires), 60, 86400),
+        keepalive_interval=keepalive,
         channels=_int(f"{key}.channels", table.get("channels", d.channels), 1, 1000),
         t38=_choice(f"{key}.t38", table.get("t38", d.t38), T38_CHOICES),
         ecm=_bool(f"{key}.ecm", table.get("ecm", d.ecm)),
@@ -691,6 +702,7 @@ def device_line_config(dev: DeviceConfig, inbox: Path | None) -> LineConfig:
         user=dev.user,
         password=dev.password,
         register_expires=dev.expires,
+        keepalive_interval=dev.keepalive_interval,
         channels=dev.channels,
         allow_invite_from=dev.allow_invite_from,
         inbox=inbox,

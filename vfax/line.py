@@ -75,6 +75,9 @@ class LineConfig:
     user: str | None = None
     password: str | None = None
     register_expires: int = 3600
+    #: Seconds between OPTIONS keep-alives to the registrar while registered (0: none). A registrar that
+    #: does not answer one makes the line unregistered at once (sip.registration).
+    keepalive_interval: float = 0.0
     channels: int = 4
     allow_invite_from: tuple[str, ...] | None = None  # None: anyone; with a server, its address is added
     inbox: Path | None = None
@@ -125,7 +128,10 @@ class FaxLine:
         c = self.config
         if not (c.server and c.user and c.password is not None):
             raise ValueError("registration needs server, user and password")
-        self.registration = Registration(self.ua, c.server, c.user, c.password, expires=c.register_expires)
+        self.registration = Registration(
+            self.ua, c.server, c.user, c.password, expires=c.register_expires,
+            keepalive_interval=c.keepalive_interval or None, keepalive="options",
+        )  # fmt: skip
         return await self.registration.start()
 
     async def close(self) -> None:
