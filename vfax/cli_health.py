@@ -168,7 +168,7 @@ def health_command(
         typer.Option(
             "--api",
             envvar="VFAX_API",
-            help=f"URL of the vfax serve API [default: api.listen of the config, else {DEFAULT_API}].",
+            help=f"URL of the vfax serve API (default: api.listen of the config, else {DEFAULT_API}).",
         ),
     ] = None,
     token: Annotated[
@@ -176,7 +176,7 @@ def health_command(
         typer.Option(
             "--token",
             envvar="VFAX_API_TOKEN",
-            help="Bearer token of the API [default: api.token of the config].",
+            help="Bearer token of the API (default: api.token of the config).",
         ),
     ] = None,
     config: Annotated[
@@ -185,7 +185,7 @@ def health_command(
             "--config",
             "-c",
             envvar="VFAX_CONFIG",
-            help=f"The service's config file, for token and address [default: {DEFAULT_CONFIG} if present].",
+            help=f"The service's config file, for token and address (default: {DEFAULT_CONFIG} if present).",
         ),
     ] = None,
     timeout: Annotated[
