@@ -52,7 +52,8 @@ if [ -z "$spandsp" ]; then
 fi
 # gcc and libc6-dev build the native G.711 hot path (t38/native/, see README "Performance")
 apt_pkgs=(gcc libc6-dev)
-[ "$want_test" = 1 ] && apt_pkgs+=(kamailio)
+# the tests start their own Kamailio and PostgreSQL servers (tests/peers/) on ports they choose
+[ "$want_test" = 1 ] && apt_pkgs+=(kamailio postgresql)
 for p in "${apt_pkgs[@]}"; do
     installed "$p" || missing+=("$p")
 done
@@ -66,9 +67,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian kamailio package starts a system service on port 5060; the tests run their own.
+# Debian's kamailio and postgresql packages start system services (5060, 5432); the tests run their own.
 if [ "$want_test" = 1 ] && command -v systemctl >/dev/null 2>&1; then
-    systemctl stop kamailio >/dev/null 2>&1 || true
+    systemctl stop kamailio postgresql >/dev/null 2>&1 || true
 fi
 
 if [ ! -x .venv/bin/python ]; then

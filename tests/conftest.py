@@ -7,7 +7,10 @@ Any fixture value with a ``failure_report() -> list[tuple[str, str]]`` method ge
 from __future__ import annotations
 
 import importlib.util
+import os
+import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 
 from tests.peers.kamailio import KamailioServer, find_kamailio
 from tests.peers.pjsua_client import PjsuaPeer
+from tests.peers.postgres import PostgresServer, find_bindir
 
 
 @pytest.hookimpl(wrapper=True)
@@ -81,3 +85,44 @@ def pjsua_peer(tmp_path: Path) -> Iterator[Callable[..., PjsuaPeer]]:
         yield factory
     finally:
         factory.close_all()
+
+
+def _missing(what: str) -> None:
+    """CI installs every peer (scripts/setup.sh --test): there a missing one fails; elsewhere it skips."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI must have it: scripts/setup.sh --test installs it)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server per test process (xdist worker), on 127.0.0.1 and a free port."""
+    if find_bindir() is None:
+        _missing("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    if importlib.util.find_spec("psycopg") is None:
+        _missing("psycopg is not installed (pip install -e .)")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@dataclass
+class PostgresDatabase:
+    """A fresh database of the shared test server; ``server`` may be stopped, killed and started again."""
+
+    server: PostgresServer
+    url: str
+
+    def failure_report(self) -> list[tuple[str, str]]:
+        return self.server.failure_report()
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> PostgresDatabase:
+    """An empty database of its own for each test (the server is shared; a test that stops it starts it
+    again before it ends, and this fixture restarts it if a test did not)."""
+    postgres_server.start()
+    return PostgresDatabase(postgres_server, postgres_server.create_database(f"t_{secrets.token_hex(6)}"))
