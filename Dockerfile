@@ -30,8 +30,9 @@ COPY pyproject.toml README.md ./
 COPY sip ./sip
 COPY t38 ./t38
 COPY vfax ./vfax
+# -I: not from /src/t38 (the current directory) but from the virtualenv, where the library must land
 RUN /opt/vfax/bin/pip install --no-cache-dir --disable-pip-version-check . \
-    && /opt/vfax/bin/python -m t38.native_rtp \
+    && /opt/vfax/bin/python -I -m t38.native_rtp \
     && /opt/vfax/bin/pip uninstall -y --disable-pip-version-check pip
 
 FROM ${DEBIAN_IMAGE}
