@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from tests.peers.kamailio import KamailioServer, find_kamailio
+from tests.peers.kamailio_dispatcher import DispatcherServer
+from tests.peers.netns import TestNetwork, netns_allowed
 from tests.peers.pjsua_client import PjsuaPeer
 from tests.peers.postgres import PostgresServer, find_bindir
 
@@ -126,3 +128,75 @@ def postgres(postgres_server: PostgresServer) -> PostgresDatabase:
     again before it ends, and this fixture restarts it if a test did not)."""
     postgres_server.start()
     return PostgresDatabase(postgres_server, postgres_server.create_database(f"t_{secrets.token_hex(6)}"))
+
+
+class TestNetworks:
+    """``test_network(["kam", "node1", ...])`` makes a private network (tests/peers/netns.py); all closed
+    at teardown, also when the test failed."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self.networks: list[TestNetwork] = []
+
+    def __call__(self, names: list[str]) -> TestNetwork:
+        network = TestNetwork(names, allow_netns=netns_allowed())
+        self.networks.append(network)
+        return network
+
+    def close_all(self) -> None:
+        for network in reversed(self.networks):
+            network.close()
+
+    def failure_report(self) -> list[tuple[str, str]]:
+        return [section for network in self.networks for section in network.failure_report()]
+
+
+@pytest.fixture
+def test_network() -> Iterator[TestNetworks]:
+    """Factory of private networks: one namespace per host (root, iproute2), else 127.0.0.x with the
+    reason printed and warned. VFAX_TEST_NETNS=0 forces the fallback."""
+    factory = TestNetworks()
+    try:
+        yield factory
+    finally:
+        factory.close_all()
+
+
+class Dispatchers:
+    """``kamailio_dispatcher(host=..., udp_port=..., nodes=[...], pbxs=[...], prefix=..., probe_from=...)``
+    starts Kamailio on lab/cluster/kamailio.cfg (tests/peers/kamailio_dispatcher.py)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: list[DispatcherServer] = []
+
+    def __call__(self, **kwargs: Any) -> DispatcherServer:
+        server = DispatcherServer(self.root / f"dispatcher-{len(self.servers) + 1}", **kwargs)
+        self.servers.append(server)
+        return server.start()
+
+    def stop_all(self) -> None:
+        errors = []
+        for server in self.servers:
+            try:
+                server.stop()
+            except Exception as exc:  # stop every one, then fail with what went wrong
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def failure_report(self) -> list[tuple[str, str]]:
+        return [section for server in self.servers for section in server.failure_report()]
+
+
+@pytest.fixture
+def kamailio_dispatcher(tmp_path: Path) -> Iterator[Dispatchers]:
+    """Factory of Kamailio dispatchers running the lab's cluster config; teardown fails on a crash."""
+    if find_kamailio() is None:
+        pytest.skip("kamailio is not installed (Debian: apt-get install kamailio)")
+    factory = Dispatchers(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()

@@ -1,0 +1,340 @@
+"""Kamailio's dispatcher in front of three vfax nodes (issue 13, item 3), with lab/cluster/kamailio.cfg.
+
+Real processes on a private network the test makes (tests/peers/netns.py: one namespace per host,
+else 127.0.0.x): three `vfax serve` nodes whose device accepts INVITEs only from the dispatcher, the
+dispatcher (the lab config, only addresses overridden), a "PBX" side in the test's own namespace that
+places faxes with `vfax send` to the one dispatcher address and receives the nodes' outbound fax with
+`vfax receive`. Faxes are counted in each node's inbox; the dispatcher's view comes from
+`kamcmd dispatcher.list` and its log. Waits are bounded; durations are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import docfactory
+from tests.peers.kamailio import _die_with_parent
+from tests.peers.kamailio_dispatcher import DispatcherServer
+from tests.peers.netns import Host, TestNetwork, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "cluster-dispatch-test-token"
+NODES = ("node1", "node2", "node3")
+SEND_TIMEOUT = 120  # one 1-page fax takes about 20 s; several run at once on a shared machine
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} (waited {timeout} s)")
+
+
+def vfax_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vfax.cli", *args]
+
+
+def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+class Node:
+    """One `vfax serve` on its own host: a device that takes INVITEs only from ``dispatcher_ip`` and
+    sends through the dispatcher (``server``), an API on the host's address."""
+
+    def __init__(self, host: Host, root: Path, dispatcher: tuple[str, int]) -> None:
+        self.host = host
+        self.root = root
+        self.sip_port = host.port(5060)
+        self.api_port = host.port(8025)
+        self.inbox = root / "inbox"
+        self.log = root / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        self.config = root / "vfax.toml"
+        self.config.write_text(f"""
+data_dir = "{root / "data"}"
+inbox = "{self.inbox}"
+log_level = "info"
+
+[api]
+listen = "{host.address}:{self.api_port}"
+token = "{TOKEN}"
+
+[retry]
+max_attempts = 1
+
+[[devices]]
+name = "line1"
+listen = "{host.address}:{self.sip_port}"
+transports = ["udp"]
+server = "{dispatcher[0]}:{dispatcher[1]}"
+channels = 4
+allow_invite_from = ["{dispatcher[0]}"]
+media_timeout = 10
+""")
+        self.client = httpx.Client(
+            base_url=f"http://{host.address}:{self.api_port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+
+    @property
+    def target(self) -> str:
+        return f"{self.host.address}:{self.sip_port}"
+
+    def start(self) -> None:
+        self.proc = spawn(self.host.wrap(vfax_argv("serve", "--config", str(self.config))), self.log)
+        wait_for(self._healthy, 60, f"{self.host.name}: vfax serve did not come up")
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.host.name}: vfax serve exited with {self.proc.returncode}")
+        try:
+            return self.client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.client.close()
+
+    def faxes(self) -> list[Path]:
+        """Faxes this node received whole (T.30 phase E confirmed: the inbox keeps no '-partial' name)."""
+        return sorted(p for p in self.inbox.glob("fax-*.tif") if "-partial" not in p.name)
+
+    def failure_report(self) -> list[tuple[str, str]]:
+        try:
+            text = self.log.read_text(errors="replace")[-8000:]
+        except OSError:
+            text = "(no log)"
+        return [(f"{self.host.name} serve log", text)]
+
+
+class Cluster:
+    """What the test made, for its failure report and its teardown."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.others: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def failure_report(self) -> list[tuple[str, str]]:
+        sections = [s for node in self.nodes.values() for s in node.failure_report()]
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                sections.append((log.name, log.read_text(errors="replace")[-4000:]))
+        return sections
+
+    def close(self) -> None:
+        for proc in self.others:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for node in self.nodes.values():
+            node.stop()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+Sending = list[tuple[subprocess.Popen[bytes], Path]]
+
+
+def send_faxes(cluster: Cluster, doc: Path, to: str, source: Host | str, logdir: Path, count: int,
+               tag: str) -> Sending:  # fmt: skip
+    """Start ``count`` `vfax send --json` processes at once, from ``source`` (a Host, or the test's own
+    address on the network); each writes its JSON line to <logdir>/<tag>-<i>.json."""
+    procs = []
+    for i in range(count):
+        out = logdir / f"{tag}-{i}.json"
+        listen = f"{source}:0" if isinstance(source, str) else f"{source.address}:0"
+        argv = vfax_argv("send", str(doc), "--to", to, "--listen", listen, "--resolution", "standard",
+                         "--json")  # fmt: skip
+        if isinstance(source, Host):
+            argv = source.wrap(argv)
+        with out.open("wb") as stdout, (logdir / f"{tag}-{i}.log").open("ab") as stderr:
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.DEVNULL,
+                stdout=stdout, stderr=stderr, start_new_session=True, preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        cluster.others.append(proc)
+        cluster.logs.append(logdir / f"{tag}-{i}.log")
+        procs.append((proc, out))
+    return procs
+
+
+def results(procs: Sending) -> list[dict[str, Any]]:
+    """Each sender's JSON outcome, once it exited (bounded wait)."""
+    outcomes = []
+    for proc, out in procs:
+        try:
+            proc.wait(SEND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        text = out.read_text().strip()
+        outcomes.append(json.loads(text.splitlines()[-1]) if text else {"ok": False, "reason": "no output"})
+    return outcomes
+
+
+def counts(cluster: Cluster) -> dict[str, int]:
+    return {name: len(node.faxes()) for name, node in cluster.nodes.items()}
+
+
+def counts_when(cluster: Cluster, total: int) -> dict[str, int]:
+    """Faxes per node once ``total`` are in the inboxes: a node files a fax just after the call ends,
+    so the sender may have exited a moment before (bounded wait; more than ``total`` is returned too)."""
+    wait_for(lambda: sum(counts(cluster).values()) >= total, 30, f"not {total} faxes: {counts(cluster)}")
+    return counts(cluster)
+
+
+def test_dispatcher_spreads_calls_routes_around_a_dead_node_and_takes_it_back(
+    tmp_path: Path, test_network: Any, kamailio_dispatcher: Any, cluster: Cluster
+) -> None:
+    net: TestNetwork = test_network(["kam", *NODES, "stranger"])
+    print(f"\ntest network: {net.mode}" + (f" ({net.reason})" if net.reason else f" {net.subnet}"))
+    kam_host = net["kam"]
+    kam_port = kam_host.port(5060)
+    doc = docfactory.text_pdf(tmp_path / "one-page.pdf", pages=1)
+    logs = tmp_path / "calls"
+    logs.mkdir()
+
+    # The "PBX" is the test's own address: it places calls (vfax send) and takes the nodes' outbound
+    # faxes (vfax receive on a port of its own).
+    pbx_port = free_port(net.gateway)
+    pbx_inbox = tmp_path / "pbx-inbox"
+    pbx = spawn(vfax_argv("receive", "--listen", f"{net.gateway}:{pbx_port}", "--inbox", str(pbx_inbox)),
+                tmp_path / "pbx.log")  # fmt: skip
+    cluster.others.append(pbx)
+    cluster.logs.append(tmp_path / "pbx.log")
+
+    for name in NODES:
+        cluster.nodes[name] = Node(net[name], tmp_path / name, (kam_host.address, kam_port))
+    for node in cluster.nodes.values():
+        node.start()
+    ds: DispatcherServer = kamailio_dispatcher(
+        host=kam_host.address, udp_port=kam_port, prefix=kam_host.wrap([]),
+        nodes=[n.target for n in cluster.nodes.values()], pbxs=[f"{net.gateway}:{pbx_port}"],
+        probe_from=net.gateway,
+    )  # fmt: skip
+    node_uri = {name: f"sip:{node.target}" for name, node in cluster.nodes.items()}
+    wait_for(lambda: all(ds.destinations().get(uri, "").startswith("A") for uri in node_uri.values()), 20,
+             f"not every node active: {ds.destinations()}")  # fmt: skip
+    fax_to = f"sip:fax@{kam_host.address}:{kam_port}"
+
+    # 1. Six faxes from the PBX to the one dispatcher address, at once; meanwhile an INVITE straight to
+    #    a node (refused by its allow-list), one from a stranger to the dispatcher (refused there), and
+    #    an outbound fax queued on node2 that leaves through the dispatcher to the PBX.
+    spread = send_faxes(cluster, doc, fax_to, net.gateway, logs, 6, "spread")
+    node1_to = f"sip:fax@{cluster.nodes['node1'].target}"
+    direct = send_faxes(cluster, doc, node1_to, net.gateway, logs, 1, "direct")
+    stranger = send_faxes(cluster, doc, fax_to, net["stranger"], logs, 1, "stranger")
+    with doc.open("rb") as f:
+        r = cluster.nodes["node2"].client.post(
+            "/v1/jobs", data={"to": "4000", "resolution": "standard"},
+            files={"document": ("doc.pdf", f, "application/pdf")},
+        )  # fmt: skip
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+
+    [refused] = results(direct)
+    assert not refused["ok"] and refused.get("sip_status") == 403, refused
+    [unknown] = results(stranger)
+    assert not unknown["ok"] and unknown.get("sip_status") == 403, unknown
+    outcomes = results(spread)
+    assert all(o["ok"] for o in outcomes), outcomes
+    after_spread = counts_when(cluster, 6)
+    print(f"spread of 6 faxes: {after_spread}; media {sorted({o.get('media') for o in outcomes})}")
+    assert sum(after_spread.values()) == 6, after_spread
+    assert all(n >= 1 for n in after_spread.values()), after_spread
+
+    def job_done() -> Any:
+        job = cluster.nodes["node2"].client.get(f"/v1/jobs/{job_id}").json()
+        return job if job["state"] in ("completed", "failed") else None
+
+    job = wait_for(job_done, SEND_TIMEOUT, "the outbound job did not finish")
+    assert job["state"] == "completed", job
+    assert len([p for p in pbx_inbox.glob("fax-*.tif") if "-partial" not in p.name]) == 1
+    assert "outbound INVITE" in ds.log_text()
+
+    # 2. kill -9 node3: OPTIONS probing takes it out; new calls reach only node1 and node2.
+    killed_at = time.time()
+    cluster.nodes["node3"].kill9()
+    wait_for(lambda: ds.destinations().get(node_uri["node3"], "").startswith("I"), 30,
+             "node3 not inactive in dispatcher.list")  # fmt: skip
+    down = [e for e in ds.events() if e.uri == node_uri["node3"] and e.state == "DOWN" and e.at >= killed_at]
+    if down:
+        print(f"node3 marked inactive {down[0].at - killed_at:.1f} s after kill -9 (Kamailio log)")
+    before = counts(cluster)
+    outcomes = results(send_faxes(cluster, doc, fax_to, net.gateway, logs, 3, "after-kill"))
+    assert all(o["ok"] for o in outcomes), outcomes
+    after_kill = counts_when(cluster, sum(before.values()) + 3)
+    print(f"3 faxes with node3 dead: {after_kill}")
+    assert after_kill["node3"] == before["node3"]
+    assert after_kill["node1"] + after_kill["node2"] == before["node1"] + before["node2"] + 3
+
+    # 3. node3 back: probing puts it back. Then kill -9 node1 and call at once, before probing notices:
+    #    a call sent to node1 fails over to the next node; node3 takes calls again.
+    restarted_at = time.time()
+    cluster.nodes["node3"].start()
+    wait_for(lambda: ds.is_active(cluster.nodes["node3"].target), 30, "node3 not put back")
+    up = [e for e in ds.events() if e.uri == node_uri["node3"] and e.state == "UP" and e.at >= killed_at]
+    if up:
+        print(f"node3 active again {up[0].at - restarted_at:.1f} s after its restart began (Kamailio log)")
+    before = counts(cluster)
+    cluster.nodes["node1"].kill9()
+    outcomes = results(send_faxes(cluster, doc, fax_to, net.gateway, logs, 3, "failover"))
+    assert all(o["ok"] for o in outcomes), outcomes
+    after = counts_when(cluster, sum(before.values()) + 3)
+    print(f"3 faxes with node1 just killed: {after}")
+    assert after["node1"] == before["node1"]
+    assert after["node3"] >= before["node3"] + 1
+    assert sum(after.values()) == sum(before.values()) + 3
+    for outcome in outcomes:
+        hops = ds.routed_to(outcome["call_id"])
+        if hops and hops[0] == node_uri["node1"]:
+            assert len(hops) >= 2 and hops[-1] != node_uri["node1"], hops
+            print(f"call {outcome['call_id']} failed over: {hops}")
