@@ -12,7 +12,7 @@
 # libc only; .dockerignore keeps a checkout's own build out); only the virtualenv is copied into the
 # runtime image, which has no compiler. The service runs as the unprivileged user vfax.
 # HEALTHCHECK: `vfax health` exits 0 only when the API answers and every device configured to register
-# is registered (see vfax/cli_health.py).
+# is registered (see vfax/cli/health.py).
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 

@@ -4,7 +4,7 @@ For each mode (``t38``, ``g711``) and each N, N vfax-to-vfax one-page faxes (sta
 start at the same instant and go through Kamailio (registrar and record-routing proxy on 127.0.0.1,
 started as the tests start it, 127.0.0.1 trusted so INVITEs are not challenged). The calls are spread
 over ``--workers`` processes (spawned, default: one per CPU); each process runs one asyncio loop with
-one receiving :class:`vfax.line.FaxLine` (registered as ``rx<w>``) and one sending line, and sends its
+one receiving :class:`vfax.call.line.FaxLine` (registered as ``rx<w>``) and one sending line, and sends its
 share of the calls to its own receiver through the proxy. A barrier across the processes starts all
 calls at once. Mode ``t38`` is vfax's default policy (``auto`` at both ends: the call is answered in
 G.711 and the receiver's re-INVITE moves it to T.38 before T.30 starts); mode ``t38direct`` offers
@@ -65,11 +65,11 @@ from benchlib import code_version, rss_kib
 
 from tests import docfactory
 from tests.peers.kamailio import KamailioServer, find_kamailio
-from vfax.call import CallOptions, CallOutcome
+from vfax.call.fax_call import CallOptions, CallOutcome
+from vfax.call.line import FaxLine, LineConfig
+from vfax.call.media import T38Policy
 from vfax.documents import Resolution, prepare_fax_tiff
-from vfax.line import FaxLine, LineConfig
-from vfax.media import T38Policy
-from vfax.runtime import tune_for_real_time
+from vfax.service.runtime import tune_for_real_time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # mode -> (sender's policy, receiver's policy)

@@ -1,6 +1,6 @@
 """G.711 fax under random packet loss: how many one-page ECM faxes get through a lossy RTP path.
 
-Twenty (``--calls``) vfax-to-vfax calls, each between its own pair of :class:`vfax.line.FaxLine` on
+Twenty (``--calls``) vfax-to-vfax calls, each between its own pair of :class:`vfax.call.line.FaxLine` on
 127.0.0.1, with ``t38=off`` at both ends so the fax stays in G.711 passthrough, ECM on, one page at
 standard resolution. Each call's RTP crosses its own :class:`t38.transport.ImpairmentRelay` that loses
 ``--loss`` (default 0.1 %) of the packets in each direction, seeded per call (seeds ``2n`` and ``2n+1``),
@@ -40,10 +40,10 @@ from t38.audio_transport import MediaClock
 from t38.impairment import Impairment
 from t38.transport import ImpairmentRelay
 from tests import docfactory
-from vfax.call import CallOptions, CallOutcome
+from vfax.call.fax_call import CallOptions, CallOutcome
+from vfax.call.line import FaxLine, LineConfig
+from vfax.call.media import T38Policy
 from vfax.documents import Resolution, prepare_fax_tiff
-from vfax.line import FaxLine, LineConfig
-from vfax.media import T38Policy
 
 
 @dataclass

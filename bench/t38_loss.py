@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from t38.engine import Media
+from vfax.cli.simulate import NetworkModel, SimulationRequest, run_pair
 from vfax.documents import Resolution, prepare_fax_tiff, sample_document
-from vfax.simulate import NetworkModel, SimulationRequest, run_pair
 
 # name -> (ec, image depth, control depth); None means vfax's defaults
 SETTINGS: dict[str, tuple[str | None, int | None, int | None]] = {

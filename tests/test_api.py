@@ -1,7 +1,7 @@
 """The HTTP API and its CLI client against a real SQLite job store (no fakes of the store).
 
 In-process requests go through FastAPI's TestClient; the event stream and the CLI client talk to a real
-uvicorn server on 127.0.0.1 (port 0) run by :func:`vfax.api.serve_api` in a thread.
+uvicorn server on 127.0.0.1 (port 0) run by :func:`vfax.service.api.serve_api` in a thread.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests import docfactory
-from vfax import cli_common, documents
-from vfax.api import create_app, openapi_spec, serve_api
-from vfax.cli_service import cancel_command, faxes_command, jobs_command, status_command, submit_command
-from vfax.config import ApiConfig
-from vfax.events import FaxEvent
-from vfax.jobstore import InboundFax, JobState, SqliteJobStore
+from vfax import documents
+from vfax.cli import common as cli_common
+from vfax.cli.service import cancel_command, faxes_command, jobs_command, status_command, submit_command
+from vfax.service.api import create_app, openapi_spec, serve_api
+from vfax.service.config import ApiConfig
+from vfax.service.events import FaxEvent
 from vfax.status import FaxStatus
+from vfax.store.model import InboundFax, JobState
+from vfax.store.sqlite import SqliteJobStore
 
 with warnings.catch_warnings():  # Starlette 1.x would like httpx2; httpx works the same here
     warnings.simplefilter("ignore")
@@ -402,7 +404,9 @@ def test_devices_come_from_the_service(tmp_path: Path) -> None:
 
 
 def test_committed_openapi_spec_is_the_generated_one() -> None:
-    """docs/openapi.json is the published spec; regenerate with `python -m vfax.api docs/openapi.json`."""
+    """docs/openapi.json is the published spec.
+
+    Regenerate it with `python -m vfax.service.api docs/openapi.json`."""
     committed = json.loads((DOCS / "openapi.json").read_text())
     assert committed == json.loads(json.dumps(openapi_spec()))
 

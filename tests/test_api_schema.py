@@ -23,10 +23,10 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests import docfactory
-from vfax.api import create_app
-from vfax.config import ApiConfig
-from vfax.jobstore import SqliteJobStore
+from vfax.service.api import create_app
+from vfax.service.config import ApiConfig
 from vfax.status import FaxStatus
+from vfax.store.sqlite import SqliteJobStore
 
 TOKEN = "schema-token-0123456789"
 

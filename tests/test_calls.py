@@ -21,10 +21,10 @@ from t38.engine import PageDone
 from t38.impairment import Impairment
 from t38.transport import ImpairmentRelay
 from tests import docfactory
-from vfax.call import CallOptions, CallOutcome, FaxCall
+from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
+from vfax.call.line import FaxLine, LineConfig, Reception
+from vfax.call.media import T38Policy
 from vfax.documents import Resolution, prepare_fax_tiff, read_tiff_pages
-from vfax.line import FaxLine, LineConfig, Reception
-from vfax.media import T38Policy
 from vfax.status import FaxStatus
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from tests import docfactory
 from tests.peers.kamailio import _die_with_parent
-from tests.peers.kamailio_dispatcher import DispatcherServer
+from tests.peers.kamailio_dispatcher import DispatcherServer, sip_probe
 from tests.peers.netns import Host, TestNetwork, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,6 +264,7 @@ def test_dispatcher_spreads_calls_routes_around_a_dead_node_and_takes_it_back(
     wait_for(lambda: all(ds.destinations().get(uri, "").startswith("A") for uri in node_uri.values()), 20,
              f"not every node active: {ds.destinations()}")  # fmt: skip
     fax_to = f"sip:fax@{kam_host.address}:{kam_port}"
+    assert sip_probe(net.gateway, kam_host.address, kam_port) == 200  # up: nodes are active
 
     # 1. Six faxes from the PBX to the one dispatcher address, at once; meanwhile an INVITE straight to
     #    a node (refused by its allow-list), one from a stranger to the dispatcher (refused there), and

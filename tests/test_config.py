@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from vfax.call import CallOptions
-from vfax.config import (
+from vfax.call.fax_call import CallOptions
+from vfax.call.media import T38Policy
+from vfax.service.config import (
     ApiConfig,
     ConfigError,
     build_sinks,
@@ -19,8 +20,7 @@ from vfax.config import (
     load_config,
     parse_config,
 )
-from vfax.events import JsonLinesSink, WebhookSink
-from vfax.media import T38Policy
+from vfax.service.events import JsonLinesSink, WebhookSink
 
 EXAMPLE = Path(str(resources.files("vfax.samples") / "vfax.example.toml"))
 TOKEN = "0123456789abcdef0123"
@@ -58,7 +58,7 @@ def test_example_config_loads_with_every_section() -> None:
 def test_example_documents_every_key_the_parser_knows() -> None:
     """The sample is the reference: a key the parser accepts but the sample omits is undocumented."""
     data = tomllib.loads(EXAMPLE.read_text())
-    from vfax import config as cfg
+    from vfax.service import config as cfg
 
     assert set(cfg._API_KEYS) <= set(data["api"])
     assert set(cfg._RETRY_KEYS) <= set(data["retry"])

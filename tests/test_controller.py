@@ -9,16 +9,17 @@ from typing import Any
 
 from t38.engine import FaxEvent, Negotiated
 from tests import docfactory
-from vfax.call import CallOptions
-from vfax.controller import Controller
-from vfax.device import JobHandle, VirtualFaxDevice
+from vfax.call.device import JobHandle, VirtualFaxDevice
+from vfax.call.fax_call import CallOptions
+from vfax.call.line import LineConfig
 from vfax.documents import Resolution, prepare_fax_tiff, read_tiff_pages
-from vfax.events import CallbackSink, JsonLinesSink
-from vfax.joboptions import OPT_ECM, OPT_TSID
-from vfax.jobstore import InboundState, JobState, SqliteJobStore
-from vfax.line import LineConfig
-from vfax.retry import RetryPolicy
+from vfax.service.controller import Controller
+from vfax.service.events import CallbackSink, JsonLinesSink
 from vfax.status import FaxDevStatus, FaxStatus
+from vfax.store.model import InboundState, JobState
+from vfax.store.options import OPT_ECM, OPT_TSID
+from vfax.store.retry import RetryPolicy
+from vfax.store.sqlite import SqliteJobStore
 
 
 def tiff(tmp: Path, pages: int = 1) -> Path:

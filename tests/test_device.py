@@ -10,10 +10,10 @@ import pytest
 
 from sip.useragent import IncomingInvite
 from tests import docfactory
-from vfax.call import CallOptions
-from vfax.device import DeviceError, FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
+from vfax.call.device import DeviceError, FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
+from vfax.call.fax_call import CallOptions
+from vfax.call.line import LineConfig
 from vfax.documents import Resolution, prepare_fax_tiff, read_tiff_pages
-from vfax.line import LineConfig
 from vfax.status import FaxDevStatus, FaxStatus
 
 
@@ -224,7 +224,7 @@ def test_offered_call_nobody_takes_gets_480(tmp_path: Path) -> None:
 
 
 def test_a_final_response_outside_the_sip_classes_is_a_fatal_error() -> None:
-    from vfax.call import CallOutcome
+    from vfax.call.fax_call import CallOutcome
 
     def outcome(code: int) -> CallOutcome:
         return CallOutcome(False, code, "", None, "none", "", 0.0)
@@ -247,7 +247,7 @@ def test_a_final_response_outside_the_sip_classes_is_a_fatal_error() -> None:
 def test_destinations_resolve_through_the_server_or_are_refused(
     to: str, server: str | None, expected: str | None
 ) -> None:
-    from vfax.line import BadDestination, dial_uri
+    from vfax.call.line import BadDestination, dial_uri
 
     if expected is None:
         with pytest.raises(BadDestination):

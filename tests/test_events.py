@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vfax.events import (
+from vfax.service.events import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -26,8 +26,9 @@ from vfax.events import (
     sign,
     verify_signature,
 )
-from vfax.jobstore import SqliteJobStore, TerminalEventExistsError
 from vfax.status import FaxStatus
+from vfax.store.model import TerminalEventExistsError
+from vfax.store.sqlite import SqliteJobStore
 
 SECRET = "s3cret"
 T0 = 1_800_000_000.0

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.kamailio import KamailioServer
-from vfax.cli_health import api_from_config, check_health
+from vfax.cli.health import api_from_config, check_health
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "health-test-token-0123456789"

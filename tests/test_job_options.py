@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from vfax.call import CallOptions
-from vfax.controller import fax_send_for
-from vfax.device import FaxSend
-from vfax.joboptions import OPT_ECM, OPT_HEADER, OPT_MAX_BIT_RATE, OPT_T38, OPT_TSID
-from vfax.jobstore import MIGRATIONS, SCHEMA_VERSION, SqliteJobStore
-from vfax.media import T38Policy
-from vfax.retry import AttemptResult, RetryPolicy
+from vfax.call.device import FaxSend
+from vfax.call.fax_call import CallOptions
+from vfax.call.media import T38Policy
+from vfax.service.controller import fax_send_for
 from vfax.status import T30_ERR_CANNOT_TRAIN, FaxStatus
+from vfax.store.options import OPT_ECM, OPT_HEADER, OPT_MAX_BIT_RATE, OPT_T38, OPT_TSID
+from vfax.store.retry import AttemptResult, RetryPolicy
+from vfax.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteJobStore
 
 OLD_KEY = "max_bitrate"  # what the retry policy wrote before schema version 3
 

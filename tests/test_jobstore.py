@@ -15,25 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from vfax.joboptions import OPT_ECM, OPT_MAX_BIT_RATE
-from vfax.jobstore import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    AsyncJobStore,
+from vfax.status import T30_ERR_CANNOT_TRAIN, FaxStatus
+from vfax.store.async_store import AsyncJobStore
+from vfax.store.model import (
     InboundState,
     InvalidTransitionError,
     JobFilter,
     JobNotFoundError,
     JobState,
-    Migration,
     SchemaError,
-    SqliteJobStore,
     TerminalEventExistsError,
-    apply_migrations,
     new_id,
 )
-from vfax.retry import AttemptResult, RetryPolicy
-from vfax.status import T30_ERR_CANNOT_TRAIN, FaxStatus
+from vfax.store.options import OPT_ECM, OPT_MAX_BIT_RATE
+from vfax.store.retry import AttemptResult, RetryPolicy
+from vfax.store.sqlite import MIGRATIONS, SCHEMA_VERSION, Migration, SqliteJobStore, apply_migrations
 
 T0 = 1_800_000_000.0
 REPO = Path(__file__).resolve().parents[1]
@@ -383,7 +379,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from vfax.jobstore import SqliteJobStore
+    from vfax.store.sqlite import SqliteJobStore
 
     db, spool = sys.argv[1], Path(sys.argv[2])
     store = SqliteJobStore(db)
@@ -497,7 +493,7 @@ def test_two_connections_claiming_at_once_never_take_the_same_job(tmp_path: Path
 CLAIMER = textwrap.dedent(
     """
     import sys
-    from vfax.jobstore import SqliteJobStore
+    from vfax.store.sqlite import SqliteJobStore
 
     store = SqliteJobStore(sys.argv[1])
     print("started", flush=True)

@@ -30,8 +30,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from vfax.cli_health import check_health, evaluate_devices, health_command
-from vfax.config import ConfigError, ServiceConfig, load_config, parse_config, parse_listen
+from vfax.cli.health import check_health, evaluate_devices, health_command
+from vfax.service.config import ConfigError, ServiceConfig, load_config, parse_config, parse_listen
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vfax.joboptions import OPT_ECM, OPT_HEADER, OPT_MAX_BIT_RATE, OPT_TSID
-from vfax.retry import AttemptResult, RetryPolicy
 from vfax.status import T30_ERR_CALLDROPPED, T30_ERR_CANNOT_TRAIN, T30_ERR_FILEERROR, FaxStatus
+from vfax.store.options import OPT_ECM, OPT_HEADER, OPT_MAX_BIT_RATE, OPT_TSID
+from vfax.store.retry import AttemptResult, RetryPolicy
 
 NOW = 1_800_000_000.0
 OPTIONS = {OPT_ECM: True, OPT_MAX_BIT_RATE: 14400, OPT_HEADER: "ACME", OPT_TSID: "+1 555 0100"}

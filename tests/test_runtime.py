@@ -1,4 +1,4 @@
-"""vfax.runtime: the service's garbage-collector settings (checked in a child process: they are
+"""vfax.service.runtime: the service's garbage-collector settings (checked in a child process: they are
 process-wide and must not leak into the test run)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_tune_for_real_time_freezes_start_up_objects_and_makes_collections_rare() -> None:
     code = (
-        "import gc, json; from vfax.runtime import GC_THRESHOLDS, tune_for_real_time;"
+        "import gc, json; from vfax.service.runtime import GC_THRESHOLDS, tune_for_real_time;"
         "before = gc.get_freeze_count(); tune_for_real_time();"
         "print(json.dumps([before, gc.get_freeze_count(), gc.get_threshold(), list(GC_THRESHOLDS)]))"
     )
@@ -24,5 +24,5 @@ def test_tune_for_real_time_freezes_start_up_objects_and_makes_collections_rare(
 
 
 def test_the_service_applies_it_before_running() -> None:
-    source = (ROOT / "vfax" / "service.py").read_text()
+    source = (ROOT / "vfax" / "service" / "serve.py").read_text()
     assert source.index("runtime.tune_for_real_time()") < source.index("asyncio.run(run_service(cfg))")

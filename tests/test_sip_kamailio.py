@@ -17,7 +17,7 @@ from sip.registration import Registration, RegistrationState
 from sip.useragent import CallSession, IncomingInvite, UserAgent
 from tests.peers.kamailio import KamailioServer, find_kamailio
 from tests.test_sip_core import SDP_A, SDP_B
-from vfax.cli_sip import options_command, register_command
+from vfax.cli.sip import options_command, register_command
 
 
 def run(fn: Callable[[], Awaitable[Any]], limit: float = 20) -> Any:

@@ -6,7 +6,7 @@ values are those of the ``FS_*`` constants in Microsoft's ``faxdev.h`` (Windows 
 in the win32metadata-generated bindings, e.g. ``ynkdir/py-win32more``, module ``Windows.Win32.Devices.Fax``),
 documented at https://learn.microsoft.com/windows/win32/api/faxdev/ns-faxdev-fax_dev_status.
 That page also says which codes the Fax Service never retries (``FS_BAD_ADDRESS``, ``FS_CALL_BLACKLISTED``,
-``FS_USER_ABORT``); :mod:`vfax.retry` starts from that rule.
+``FS_USER_ABORT``); :mod:`vfax.store.retry` starts from that rule.
 
 Public API
 ----------
@@ -274,7 +274,7 @@ def status_for_sip(code: int) -> FaxStatus:
 class T30Completion(NamedTuple):
     """One spandsp completion code: its value and name in ``spandsp/t30.h``, the status it maps to, and
     whether it is a failure *in the fax phase* (after the T.30 session started: training, page transfer,
-    post-page exchange) that a slower modem or no ECM may cure (see :mod:`vfax.retry`)."""
+    post-page exchange) that a slower modem or no ECM may cure (see :mod:`vfax.store.retry`)."""
 
     code: int
     name: str

@@ -9,7 +9,7 @@ import typer
 
 from t38.engine import Media
 from vfax import documents
-from vfax.cli_common import (
+from vfax.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     PageProgress,
@@ -78,7 +78,7 @@ def _fax_between_two_ends(
     realtime: bool,
 ) -> None:
     """Shared body of `simulate` and `loopback`: validate, fax, report, exit code."""
-    from vfax.simulate import NetworkModel, SimulationRequest, run_pair, simulate
+    from vfax.cli.simulate import NetworkModel, SimulationRequest, run_pair, simulate
 
     media = parse_choice("--mode", mode, {"t38": Media.T38, "g711": Media.AUDIO, "audio": Media.AUDIO})
     res = parse_choice("--resolution", resolution, {r.name.lower(): r for r in Resolution})
@@ -104,7 +104,7 @@ def _fax_between_two_ends(
     )
     runner = run_pair
     if realtime:
-        from vfax.loopback import run_pair_realtime
+        from vfax.cli.loopback import run_pair_realtime
 
         runner = run_pair_realtime
     try:
@@ -224,23 +224,21 @@ def loopback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (imported here so `vfax --help` lists them all)."""
-    from vfax import cli_fax, cli_health, cli_service, cli_sip, service
+    from vfax.cli import fax, health, service, sip
+    from vfax.service import serve
 
-    app.command("send")(cli_fax.send_command)
-    app.command("receive")(cli_fax.receive_command)
-    app.command("demo")(cli_fax.demo_command)
-    app.command("register")(cli_sip.register_command)
-    app.command("serve")(service.serve_command)
-    app.command("submit")(cli_service.submit_command)
-    app.command("jobs")(cli_service.jobs_command)
-    app.command("status")(cli_service.status_command)
-    app.command("cancel")(cli_service.cancel_command)
-    app.command("faxes")(cli_service.faxes_command)
-    app.command("health")(cli_health.health_command)
-    app.command("options")(cli_sip.options_command)
+    app.command("send")(fax.send_command)
+    app.command("receive")(fax.receive_command)
+    app.command("demo")(fax.demo_command)
+    app.command("register")(sip.register_command)
+    app.command("serve")(serve.serve_command)
+    app.command("submit")(service.submit_command)
+    app.command("jobs")(service.jobs_command)
+    app.command("status")(service.status_command)
+    app.command("cancel")(service.cancel_command)
+    app.command("faxes")(service.faxes_command)
+    app.command("health")(health.health_command)
+    app.command("options")(sip.options_command)
 
 
 _register_commands()
-
-if __name__ == "__main__":
-    app()

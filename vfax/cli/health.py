@@ -11,7 +11,7 @@ that state honest: a failed refresh, or a registrar that stops answering the dev
 Exit codes, as Docker's HEALTHCHECK reads them (it reserves 2): 0 healthy, 1 unhealthy (service down,
 not answering, a device not registered, an API error, a refused token). 2 only for unusable input: an
 ``--api`` that is not an http(s) URL, or a ``--config`` that cannot be read. One line on stderr says why;
-``--json`` prints one object on stdout either way. Wired in ``vfax/cli.py`` with
+``--json`` prints one object on stdout either way. Wired in ``vfax/cli/__init__.py`` with
 ``app.command("health")(health_command)``.
 
 The token is, in this order: ``--token``, ``VFAX_API_TOKEN``, then ``api.token`` of the service's config

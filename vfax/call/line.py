@@ -2,7 +2,7 @@
 
 A line owns a SIP user agent (its own sockets), an optional registration to a registrar/PBX, and a
 channel limit (an INVITE beyond it gets 486 Busy Here). Incoming calls are received into an inbox
-unless the owner (the device of vfax.device) takes them itself.
+unless the owner (the device of vfax.call.device) takes them itself.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sip.registration import Registration, RegistrationResult, normalize_registr
 from sip.uri import SipUri
 from sip.useragent import IncomingInvite, UserAgent
 from t38.engine import FaxEvent
-from vfax.call import CallOptions, CallOutcome, FaxCall
+from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
 from vfax.inbox import Inbox, PlacedFax
 
 log = logging.getLogger("vfax.line")

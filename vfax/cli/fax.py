@@ -14,8 +14,10 @@ import typer
 
 from t38.engine import FaxEvent, Negotiated, PageDone
 from vfax import documents
-from vfax.call import CallOptions, CallOutcome, FaxCall
-from vfax.cli_common import (
+from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
+from vfax.call.line import BadDestination, FaxLine, LineConfig, Reception, dial_uri
+from vfax.call.media import T38Policy
+from vfax.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     PageProgress,
@@ -26,8 +28,6 @@ from vfax.cli_common import (
     print_report,
 )
 from vfax.documents import Resolution
-from vfax.line import BadDestination, FaxLine, LineConfig, Reception, dial_uri
-from vfax.media import T38Policy
 from vfax.status import FaxStatus
 
 T38Opt = Annotated[str, typer.Option("--t38", help="T.38 policy: auto, off, only or direct.")]

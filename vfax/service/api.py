@@ -1,8 +1,8 @@
 """The local HTTP API of ``vfax serve``: submit and follow outbound jobs, fetch received faxes, live events.
 
 The API is a thin shell over the job store. It never reaches into the controller: a submitted job is a row
-written with :meth:`~vfax.jobstore.JobStore.submit` followed by ``wake()`` (the controller looks at its
-queue now), a cancel is :meth:`~vfax.jobstore.JobStore.cancel` followed by ``wake()``. It runs in the
+written with :meth:`~vfax.store.model.JobStore.submit` followed by ``wake()`` (the controller looks at its
+queue now), a cancel is :meth:`~vfax.store.sqlite.JobStore.cancel` followed by ``wake()``. It runs in the
 service's own asyncio loop, the loop that carries SIP and media, so nothing slow runs on it: store calls
 (an fsync each) and document conversion (PDF rendering) go to worker threads.
 
@@ -55,10 +55,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vfax import documents
-from vfax.config import ApiConfig, parse_listen
-from vfax.events import FaxEvent
-from vfax.joboptions import OPT_ECM, OPT_HEADER, OPT_T38
-from vfax.jobstore import (
+from vfax.service.config import ApiConfig, parse_listen
+from vfax.service.events import FaxEvent
+from vfax.storage import fsync_dir
+from vfax.store.model import (
     InboundFax,
     InboundState,
     JobFilter,
@@ -67,7 +67,7 @@ from vfax.jobstore import (
     JobStore,
     OutboundJob,
 )
-from vfax.storage import fsync_dir
+from vfax.store.options import OPT_ECM, OPT_HEADER, OPT_T38
 
 log = logging.getLogger("vfax.api")
 
@@ -125,7 +125,7 @@ class Event(BaseModel):
     status_code: int = Field(description="The Windows `FS_*` number.")
     status_name: str = Field(description="The `FS_*` name.")
     at: str = Field(description="UTC time the event was recorded, ISO 8601 with milliseconds.")
-    payload: dict[str, Any] = Field(description="Depends on `type`; see `vfax.events`.")
+    payload: dict[str, Any] = Field(description="Depends on `type`; see `vfax.service.events`.")
 
 
 class Job(BaseModel):
@@ -1109,10 +1109,10 @@ def write_openapi(path: Path) -> None:
     path.write_text(json.dumps(openapi_spec(), indent=2) + "\n")
 
 
-if __name__ == "__main__":  # python -m vfax.api docs/openapi.json
+if __name__ == "__main__":  # python -m vfax.service.api docs/openapi.json
     import sys
 
     if len(sys.argv) != 2:
-        sys.stderr.write("usage: python -m vfax.api OUTPUT.json\n")
+        sys.stderr.write("usage: python -m vfax.service.api OUTPUT.json\n")
         raise SystemExit(2)
     write_openapi(Path(sys.argv[1]))

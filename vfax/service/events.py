@@ -1,7 +1,7 @@
 """Fax events and where they go: a Python callback, a JSON-lines file (or stdout), HTTP webhooks.
 
 The job store is the outbox. A state change and its event are written in one transaction
-(:meth:`vfax.jobstore.SqliteJobStore.append_event` is the only way to write an event); the
+(:meth:`vfax.store.sqlite.SqliteJobStore.append_event` is the only way to write an event); the
 :class:`EventDispatcher` then reads undelivered events from the store and hands them to every sink,
 recording per sink what was delivered, what is to be retried and when, and what was given up on (dead
 letter). A crash between the state change and the delivery therefore loses nothing.
@@ -16,7 +16,7 @@ Delivery guarantees
 - **Exactly one terminal event per job**, enforced by the database (a unique partial index), so a
   receiver sees ``type == "terminal"`` once per job id (modulo at-least-once re-sends of that same id).
 - A sink that keeps failing gets ``max_attempts`` tries with its back-off between them, then a dead-letter
-  row in the store (:meth:`~vfax.jobstore.SqliteJobStore.dead_letters`), and the job's later events go on.
+  row in the store (:meth:`~vfax.store.sqlite.SqliteJobStore.dead_letters`), and the job's later events go on.
 
 JSON shape of an event (``FaxEvent.to_dict()``, version 1; keys are only ever added)::
 
@@ -152,7 +152,7 @@ class FaxEvent:
 
 
 # --------------------------------------------------------------------------------------------------
-# The outbox the dispatcher reads (implemented by vfax.jobstore.SqliteJobStore)
+# The outbox the dispatcher reads (implemented by vfax.store.sqlite.SqliteJobStore)
 # --------------------------------------------------------------------------------------------------
 
 

@@ -23,10 +23,13 @@ from typing import Any
 
 from sip.useragent import IncomingInvite
 from vfax import documents, storage
-from vfax.device import FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
-from vfax.events import EventDispatcher, FaxEvent, Sink
+from vfax.call.device import FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
+from vfax.call.media import T38Policy
 from vfax.inbox import Inbox
-from vfax.joboptions import (
+from vfax.service.events import EventDispatcher, FaxEvent, Sink
+from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
+from vfax.store.model import InboundState, OutboundJob
+from vfax.store.options import (
     OPT_ECM,
     OPT_HEADER,
     OPT_MAX_BIT_RATE,
@@ -35,10 +38,8 @@ from vfax.joboptions import (
     OPT_T38,
     OPT_TSID,
 )
-from vfax.jobstore import InboundState, OutboundJob, SqliteJobStore
-from vfax.media import T38Policy
-from vfax.retry import AttemptResult
-from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
+from vfax.store.retry import AttemptResult
+from vfax.store.sqlite import SqliteJobStore
 
 log = logging.getLogger("vfax.controller")
 

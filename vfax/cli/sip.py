@@ -1,7 +1,7 @@
 """SIP commands of the ``vfax`` CLI: ``vfax register`` (try a SIP account) and ``vfax options`` (ping a peer).
 
 Both start a short-lived user agent, do one thing, print the outcome (a line, or JSON with ``--json``) and
-exit 0 on success or 1 with the SIP status and reason. They are wired in ``vfax/cli.py`` with
+exit 0 on success or 1 with the SIP status and reason. They are wired in ``vfax/cli/__init__.py`` with
 ``app.command("register")(register_command)`` and ``app.command("options")(options_command)``.
 
 ``vfax options`` tells two things apart that a bare status code mixes up: whether the peer answered at

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from sip.useragent import IncomingInvite
 from t38.engine import FaxEvent, Negotiated, PageDone
-from vfax.call import CallOptions, CallOutcome, FaxCall
+from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
+from vfax.call.line import BadDestination, FaxLine, LineConfig, Reception
+from vfax.call.media import T38Policy
 from vfax.inbox import Inbox
-from vfax.line import BadDestination, FaxLine, LineConfig, Reception
-from vfax.media import T38Policy
 from vfax.status import FaxDevStatus, FaxStatus
 
 log = logging.getLogger("vfax.device")

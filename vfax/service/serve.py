@@ -17,12 +17,12 @@ from typing import Annotated
 
 import typer
 
-from vfax import runtime
-from vfax.cli_common import EXIT_FAILED, err, fail, use_json_logs
-from vfax.config import ConfigError, ServiceConfig, build_sinks, device_line_config, load_config
-from vfax.controller import Controller
-from vfax.device import VirtualFaxDevice
-from vfax.jobstore import SqliteJobStore
+from vfax.call.device import VirtualFaxDevice
+from vfax.cli.common import EXIT_FAILED, err, fail, use_json_logs
+from vfax.service import runtime
+from vfax.service.config import ConfigError, ServiceConfig, build_sinks, device_line_config, load_config
+from vfax.service.controller import Controller
+from vfax.store.sqlite import SqliteJobStore
 
 log = logging.getLogger("vfax.service")
 
@@ -50,7 +50,7 @@ async def run_service(config: ServiceConfig, *, ready: asyncio.Event | None = No
             log.warning("device %s listening at %s (%s)", dev.name, device.line.uri, state)
         controller = Controller(store, devices, inbox=config.inbox, sinks=build_sinks(config.sinks))
         await controller.start()
-        from vfax.api import create_app, serve_api
+        from vfax.service.api import create_app, serve_api
 
         app = create_app(
             store,

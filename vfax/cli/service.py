@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vfax.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, out, print_json
+from vfax.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, fail, out, print_json
 
 __all__ = [
     "DEFAULT_API",

@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vfax.call import CallOptions
-from vfax.events import JsonLinesSink, Sink, WebhookSink
-from vfax.line import LineConfig
-from vfax.media import T38Policy
-from vfax.retry import RetryPolicy
+from vfax.call.fax_call import CallOptions
+from vfax.call.line import LineConfig
+from vfax.call.media import T38Policy
+from vfax.service.events import JsonLinesSink, Sink, WebhookSink
+from vfax.store.retry import RetryPolicy
 
 __all__ = [
     "ApiConfig",
@@ -691,7 +691,7 @@ def device_call_options(dev: DeviceConfig) -> CallOptions:
 
 
 def device_line_config(dev: DeviceConfig, inbox: Path | None) -> LineConfig:
-    """The :class:`~vfax.line.LineConfig` of a configured device (``register`` is the caller's to act on)."""
+    """The :class:`~vfax.call.line.LineConfig` of a configured device (``register`` is the caller's)."""
     host, port = parse_listen(dev.listen, f"device {dev.name} listen")
     return LineConfig(
         name=dev.name,
@@ -711,7 +711,7 @@ def device_line_config(dev: DeviceConfig, inbox: Path | None) -> LineConfig:
 
 
 def build_sinks(sinks: tuple[SinkConfig, ...] | list[SinkConfig]) -> list[Sink]:
-    """The :mod:`vfax.events` sinks of the configuration, named ``name`` when one is configured."""
+    """The :mod:`vfax.service.events` sinks of the configuration, named ``name`` when one is configured."""
     built: list[Sink] = []
     make: dict[str, Callable[[SinkConfig], Sink]] = {
         "jsonl": lambda s: JsonLinesSink(s.path or "-", name=s.name),

@@ -1,7 +1,7 @@
 """One fax call: a SIP session, its media (G.711 RTP or T.38 UDPTL) and the T.30 engine, end to end.
 
 ``FaxCall`` wires the three layers that must not know each other: ``sip/`` (offer/answer, dialog),
-``t38/`` (engine, RTP, UDPTL) and the media policy of ``vfax.media``. It decides when to leave G.711
+``t38/`` (engine, RTP, UDPTL) and the media policy of ``vfax.call.media``. It decides when to leave G.711
 for T.38, restarts the engine on the new media, ends the call when T.30 phase E is reached (BYE), and
 ends it with a clear reason when the peer hangs up, stops sending media, or the call runs too long.
 Its report (``report()``) is the per-call record users read: SIP ladder, negotiated media, T.30
@@ -29,7 +29,7 @@ from t38.engine import FaxConfig, FaxEvent, FaxResult, FaxSession, Media
 from t38.media_config import t38_media
 from t38.rtp import PT_PCMA, PT_PCMU
 from t38.transport import UdptlEndpoint
-from vfax.media import (
+from vfax.call.media import (
     T38_REFUSALS,
     ImageDeal,
     T38Policy,

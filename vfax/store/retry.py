@@ -19,7 +19,7 @@ Rules (defaults of :class:`RetryPolicy`, every one a field you can change):
   phase* (training or page transfer failed; a busy line does not count), the next attempts run with
   ``max_bit_rate`` lowered to 9600 bit/s and ECM off. A lower bit rate already set is kept.
 
-The options dictionary is the job's (names in :mod:`vfax.joboptions`, the vocabulary the controller reads);
+The options dictionary is the job's (names in :mod:`vfax.store.options`, the vocabulary the controller reads);
 this module only reads and lowers :data:`OPT_ECM` and :data:`OPT_MAX_BIT_RATE` and copies the rest unchanged.
 """
 
@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vfax.joboptions import OPT_ECM, OPT_MAX_BIT_RATE
 from vfax.status import FaxStatus, is_fax_phase_failure
+from vfax.store.options import OPT_ECM, OPT_MAX_BIT_RATE
 
 FALLBACK_BITRATE = 9600
 

@@ -188,7 +188,7 @@ def simulate(
 ) -> dict[str, Any]:
     """Fax one document from a sender to a receiver and return the report (also ``report.json``).
 
-    ``runner`` moves the fax: ``run_pair`` in virtual time, or ``vfax.loopback.run_pair_realtime``
+    ``runner`` moves the fax: ``run_pair`` in virtual time, or ``vfax.cli.loopback.run_pair_realtime``
     over real sockets. Raises ``documents.DocumentError`` for an unusable document; nothing is
     written then.
     """

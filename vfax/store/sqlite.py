@@ -2,20 +2,20 @@
 
 A fax job is money and a received fax is somebody's contract, so the store is built for durability first:
 SQLite in WAL mode with ``synchronous=FULL`` (a committed transaction survives a power cut), foreign keys
-on, schema migrations applied in order inside one transaction at open. :class:`JobStore` is the interface
-the controller uses; :class:`SqliteJobStore` implements it, and a PostgreSQL backend (several vfax nodes
-sharing one queue) can implement the same protocol later (``claim_next`` maps to
-``SELECT ... FOR UPDATE SKIP LOCKED``).
+on, schema migrations applied in order inside one transaction at open. :class:`~vfax.store.model.JobStore`
+(in :mod:`vfax.store.model`, with the records and errors) is the interface the controller uses;
+:class:`SqliteJobStore` implements it, and a PostgreSQL backend (several vfax nodes sharing one queue)
+implements the same protocol (``claim_next`` maps to ``SELECT ... FOR UPDATE SKIP LOCKED``).
 
 Outbound jobs (``queued -> in_flight -> completed | failed | cancelled``, or back to ``queued`` to retry)
 ------------------------------------------------------------------------------------------------------
 - :meth:`~SqliteJobStore.submit` queues a document for a destination with a priority (higher first), a
   schedule time ``not_before``, ``max_attempts`` and options (``ecm``, ``max_bit_rate``, ``header``,
-  ``tsid``...: the names are in :mod:`vfax.joboptions`).
+  ``tsid``...: the names are in :mod:`vfax.store.options`).
 - :meth:`~SqliteJobStore.claim_next` atomically takes the best due job (highest priority, then oldest)
   and marks it ``in_flight`` under this process's lease owner; it counts the attempt at once, so a job
   that crashes the process every time still runs out of attempts.
-- :meth:`~SqliteJobStore.record_attempt_result` applies the :class:`~vfax.retry.RetryPolicy`: back to
+- :meth:`~SqliteJobStore.record_attempt_result` applies the :class:`~vfax.store.retry.RetryPolicy`: back to
   ``queued`` with a back-off (maybe with a 9600 bit/s, no-ECM fall-back), or finished with its terminal
   event, in the same transaction.
 - :meth:`~SqliteJobStore.cancel`: a queued job is cancelled at once; an in-flight one gets
@@ -30,9 +30,10 @@ Events
 ------
 :meth:`~SqliteJobStore.append_event` is the only way to write an event. A unique partial index
 (``events(job_id) WHERE terminal``) makes a second terminal event for a job impossible:
-it raises :class:`TerminalEventExistsError` and changes nothing. The :class:`vfax.events.EventDispatcher`
-reads the outbox through :meth:`~SqliteJobStore.pending_events` and records each sink's outcome in the
-``deliveries`` table (attempts, next try, delivered, dead letter, last error).
+it raises :class:`TerminalEventExistsError` and changes nothing. The
+:class:`vfax.service.events.EventDispatcher` reads the outbox through :meth:`~SqliteJobStore.pending_events`
+and records each sink's outcome in the ``deliveries`` table (attempts, next try, delivered, dead letter,
+last error).
 
 Crash recovery
 --------------
@@ -46,292 +47,50 @@ Concurrency
 -----------
 One connection per store object, guarded by a lock, so a store can be shared by threads. Every call is one
 short transaction (a few milliseconds, most of it the fsync of ``synchronous=FULL``); from asyncio use
-:class:`AsyncJobStore`, which runs each call in a worker thread (``asyncio.to_thread``). Several processes
-may open the same file: WAL lets readers run beside the writer, ``busy_timeout`` makes writers wait for one
-another, and every write transaction starts with ``BEGIN IMMEDIATE`` so two claimers never take one job.
+:class:`~vfax.store.async_store.AsyncJobStore`, which runs each call in a worker thread
+(``asyncio.to_thread``). Several processes may open the same file: WAL lets readers run beside the
+writer, ``busy_timeout`` makes writers wait for one another, and every write transaction starts with
+``BEGIN IMMEDIATE`` so two claimers never take one job.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins  # the stores have a method named `list`: annotations say builtins.list
 import contextlib
-import enum
 import json
 import logging
 import os
 import random
-import secrets
-import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from vfax.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
-from vfax.retry import AttemptResult, RetryPolicy
+from vfax.service.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
 from vfax.status import FaxStatus
+from vfax.store.model import (
+    DeadLetter,
+    InboundFax,
+    InboundState,
+    InvalidTransitionError,
+    JobFilter,
+    JobNotFoundError,
+    JobState,
+    JobStoreError,
+    OutboundJob,
+    RecoveryReport,
+    SchemaError,
+    TerminalEventExistsError,
+    default_owner_alive,
+    make_owner,
+    new_id,
+)
+from vfax.store.retry import AttemptResult, RetryPolicy
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------------
-
-
-class JobStoreError(Exception):
-    """Base class of the store's own errors."""
-
-
-class JobNotFoundError(JobStoreError):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job or inbound fax with id {job_id!r}")
-        self.job_id = job_id
-
-
-class InvalidTransitionError(JobStoreError):
-    """The call does not fit the job's current state (a bug of the caller, not of the peer)."""
-
-
-class TerminalEventExistsError(JobStoreError):
-    """A job already has its terminal event: a second one (or any event after it) is refused."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} already has its terminal event; nothing was written")
-        self.job_id = job_id
-
-
-class SchemaError(JobStoreError):
-    """The database schema is newer than this code, or a migration failed."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------------------------------
-
-
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    IN_FLIGHT = "in_flight"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
-
-
-class InboundState(enum.StrEnum):
-    RECEIVING = "receiving"
-    COMPLETED = "completed"
-    PARTIAL = "partial"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundJob:
-    id: str
-    created_at: float
-    updated_at: float
-    document: str
-    original: str | None
-    destination: str
-    device: str | None
-    priority: int
-    not_before: float
-    attempts: int
-    max_attempts: int
-    state: JobState
-    last_status: FaxStatus | None
-    last_error: str
-    pages_sent: int
-    options: dict[str, Any]
-    lease_owner: str | None
-    cancel_requested: bool
-    terminal_event_emitted: bool
-    fax_failures: int
-    finished_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class InboundFax:
-    id: str
-    created_at: float
-    updated_at: float
-    call_id: str
-    caller: str
-    callee: str
-    device: str
-    started_at: float
-    state: InboundState
-    pages: int
-    remote_csi: str
-    tiff_path: str | None
-    pdf_path: str | None
-    report_path: str | None
-    last_status: FaxStatus | None
-    error: str
-    owner: str | None
-    terminal_event_emitted: bool
-    finished_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    """Which outbound jobs :meth:`SqliteJobStore.list` returns (None = any)."""
-
-    states: frozenset[JobState] | None = None
-    device: str | None = None
-    destination: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveryReport:
-    """What :meth:`SqliteJobStore.recover_after_crash` changed (ids per outcome)."""
-
-    requeued: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    inbound_partial: list[str] = field(default_factory=list)
-    inbound_failed: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> int:
-        return sum(
-            len(x)
-            for x in (self.requeued, self.failed, self.cancelled, self.inbound_partial, self.inbound_failed)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    sink: str
-    rowid: int
-    event: FaxEvent
-    attempts: int
-    dead_letter_at: float
-    last_error: str
-
-
-# --------------------------------------------------------------------------------------------------
-# The interface
-# --------------------------------------------------------------------------------------------------
-
-
-class JobStore(Protocol):
-    """What the controller needs from a job store (SQLite now, PostgreSQL later). All times are Unix
-    seconds; ``now=None`` means the store's clock."""
-
-    def submit(
-        self,
-        document: str | os.PathLike[str],
-        destination: str,
-        *,
-        original: str | os.PathLike[str] | None = None,
-        device: str | None = None,
-        priority: int = 0,
-        not_before: float | None = None,
-        max_attempts: int | None = None,
-        options: Mapping[str, Any] | None = None,
-        now: float | None = None,
-    ) -> OutboundJob: ...
-
-    def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None: ...
-
-    def record_attempt_result(
-        self, job_id: str, result: AttemptResult, *, now: float | None = None
-    ) -> OutboundJob: ...
-
-    def cancel(self, job_id: str, *, now: float | None = None) -> OutboundJob: ...
-
-    def get(self, job_id: str) -> OutboundJob: ...
-
-    def list(
-        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
-    ) -> builtins.list[OutboundJob]: ...
-
-    def record_inbound(
-        self,
-        *,
-        call_id: str,
-        caller: str,
-        callee: str,
-        device: str,
-        tiff_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax: ...
-
-    def update_inbound(
-        self,
-        inbound_id: str,
-        *,
-        pages: int | None = None,
-        remote_csi: str | None = None,
-        tiff_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax: ...
-
-    def finish_inbound(
-        self,
-        inbound_id: str,
-        status: FaxStatus,
-        *,
-        pages: int,
-        error: str = "",
-        remote_csi: str | None = None,
-        now: float | None = None,
-    ) -> InboundFax: ...
-
-    def place_inbound_files(
-        self,
-        inbound_id: str,
-        *,
-        tiff_path: str | os.PathLike[str] | None = None,
-        pdf_path: str | os.PathLike[str] | None = None,
-        report_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax: ...
-
-    def get_inbound(self, inbound_id: str) -> InboundFax: ...
-
-    def list_inbound(
-        self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
-    ) -> builtins.list[InboundFax]: ...
-
-    def append_event(
-        self,
-        job_id: str,
-        type: EventType,
-        status: FaxStatus,
-        payload: Mapping[str, Any] | None = None,
-        *,
-        now: float | None = None,
-    ) -> FaxEvent: ...
-
-    def events_for(self, job_id: str) -> builtins.list[FaxEvent]: ...
-
-    def recover_after_crash(
-        self, now: float | None = None, *, owner_alive: Callable[[str], bool] | None = None
-    ) -> RecoveryReport: ...
-
-    def pending_events(
-        self, sink: str, *, now: float, after_id: int = 0, limit: int = 200
-    ) -> OutboxBatch: ...
-
-    def mark_delivered(self, sink: str, rowid: int, *, now: float) -> None: ...
-
-    def mark_retry(self, sink: str, rowid: int, *, error: str, next_try: float, now: float) -> None: ...
-
-    def mark_dead_letter(self, sink: str, rowid: int, *, error: str, now: float) -> None: ...
-
-    def dead_letters(self, sink: str | None = None) -> builtins.list[DeadLetter]: ...
-
-    def close(self) -> None: ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -437,7 +196,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
-        "job option max_bitrate renamed max_bit_rate (the name the controller reads, see vfax.joboptions)",
+        "job option max_bitrate renamed max_bit_rate (the name the controller reads, see vfax.store.options)",
         (
             # The retry fall-back wrote 'max_bitrate', which no sender ever read. Where a job has both
             # names the lower rate wins: the fall-back only ever lowers.
@@ -500,48 +259,6 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration] =
             conn.execute("ROLLBACK")
         raise
     return target
-
-
-# --------------------------------------------------------------------------------------------------
-# Ids and lease owners
-# --------------------------------------------------------------------------------------------------
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def new_id(now: float) -> str:
-    """A 26-character ULID-like id: 48 bits of milliseconds then 80 random bits, Crockford base32,
-    so ids sort by creation time and need no coordination between processes or nodes."""
-    value = (int(now * 1000) & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
-
-
-def make_owner() -> str:
-    """This process's lease owner: ``host:pid:token``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def default_owner_alive(owner: str) -> bool:
-    """False only when ``owner`` names this host and a pid that no longer exists.
-
-    Owners on other hosts are presumed alive (they must recover their own work). A reused pid keeps
-    a dead owner's work in flight until the next restart; harmless, never a double send.
-    """
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1214,11 +931,11 @@ class SqliteJobStore:
                 log.warning("recovered inbound fax %s from dead owner %s: %s", row["id"], row["owner"], state)
         return report
 
-    # -- the outbox (vfax.events.EventOutbox) -----------------------------------------------------
+    # -- the outbox (vfax.service.events.EventOutbox) -----------------------------------------------------
 
     def pending_events(self, sink: str, *, now: float, after_id: int = 0, limit: int = 200) -> OutboxBatch:
-        """See :meth:`vfax.events.EventOutbox.pending_events`. Reads one snapshot; pages on past events that
-        wait behind a retry, so one stuck job cannot hide the due events of others."""
+        """See :meth:`vfax.service.events.EventOutbox.pending_events`. Reads one snapshot; pages on past
+        events that wait behind a retry, so one stuck job cannot hide the due events of others."""
         items: list[OutboxItem] = []
         blocked: set[str] = set()
         next_due: float | None = None
@@ -1298,7 +1015,7 @@ class SqliteJobStore:
 
     def retry_dead_letters(self, sink: str) -> int:
         """Give ``sink``'s dead letters a fresh set of attempts (after the receiver is fixed); a running
-        :class:`~vfax.events.EventDispatcher` picks them up after its ``rescan()``."""
+        :class:`~vfax.service.events.EventDispatcher` picks them up after its ``rescan()``."""
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE deliveries SET dead_letter_at = NULL, attempts = 0, next_try = NULL"
@@ -1316,68 +1033,3 @@ class SqliteJobStore:
         return None if row is None else dict(row)
 
 
-# --------------------------------------------------------------------------------------------------
-# asyncio wrapper
-# --------------------------------------------------------------------------------------------------
-
-
-class AsyncJobStore:
-    """The same operations as coroutines: each call runs in a worker thread, so a slow fsync never stalls
-    the event loop that carries SIP and media. ``sync`` is the wrapped store."""
-
-    def __init__(self, store: SqliteJobStore) -> None:
-        self.sync = store
-
-    async def submit(self, document: str | os.PathLike[str], destination: str, **kw: Any) -> OutboundJob:
-        return await asyncio.to_thread(self.sync.submit, document, destination, **kw)
-
-    async def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None:
-        return await asyncio.to_thread(self.sync.claim_next, now, device)
-
-    async def record_attempt_result(self, job_id: str, result: AttemptResult, **kw: Any) -> OutboundJob:
-        return await asyncio.to_thread(self.sync.record_attempt_result, job_id, result, **kw)
-
-    async def cancel(self, job_id: str, **kw: Any) -> OutboundJob:
-        return await asyncio.to_thread(self.sync.cancel, job_id, **kw)
-
-    async def get(self, job_id: str) -> OutboundJob:
-        return await asyncio.to_thread(self.sync.get, job_id)
-
-    async def list(
-        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
-    ) -> builtins.list[OutboundJob]:
-        return await asyncio.to_thread(self.sync.list, filter, limit, offset)
-
-    async def record_inbound(self, **kw: Any) -> InboundFax:
-        return await asyncio.to_thread(lambda: self.sync.record_inbound(**kw))
-
-    async def update_inbound(self, inbound_id: str, **kw: Any) -> InboundFax:
-        return await asyncio.to_thread(self.sync.update_inbound, inbound_id, **kw)
-
-    async def finish_inbound(self, inbound_id: str, status: FaxStatus, **kw: Any) -> InboundFax:
-        return await asyncio.to_thread(self.sync.finish_inbound, inbound_id, status, **kw)
-
-    async def place_inbound_files(self, inbound_id: str, **kw: Any) -> InboundFax:
-        return await asyncio.to_thread(self.sync.place_inbound_files, inbound_id, **kw)
-
-    async def get_inbound(self, inbound_id: str) -> InboundFax:
-        return await asyncio.to_thread(self.sync.get_inbound, inbound_id)
-
-    async def append_event(
-        self,
-        job_id: str,
-        type: EventType,
-        status: FaxStatus,
-        payload: Mapping[str, Any] | None = None,
-        **kw: Any,
-    ) -> FaxEvent:
-        return await asyncio.to_thread(self.sync.append_event, job_id, type, status, payload, **kw)
-
-    async def events_for(self, job_id: str) -> builtins.list[FaxEvent]:
-        return await asyncio.to_thread(self.sync.events_for, job_id)
-
-    async def recover_after_crash(self, now: float | None = None, **kw: Any) -> RecoveryReport:
-        return await asyncio.to_thread(self.sync.recover_after_crash, now, **kw)
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.sync.close)

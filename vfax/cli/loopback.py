@@ -3,7 +3,7 @@
 Sender and receiver each get a UDPTL endpoint on 127.0.0.1; between them sits the impairment relay
 (seeded loss, bursts, jitter, reordering, duplication), so what the codec, the reordering receiver
 and spandsp's timers do with real datagrams and a real clock is what gets measured. No SIP: the
-T.38 parameters are the ones two vfax ends negotiate (see vfax.simulate.negotiated_t38).
+T.38 parameters are the ones two vfax ends negotiate (see vfax.cli.simulate.negotiated_t38).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from t38.engine import FaxEvent, FaxSession, Media
 from t38.transport import ImpairmentRelay, UdptlEndpoint
 from t38.virtual_line import BackToBackResult
-from vfax.simulate import PairRun, SimulationRequest, make_sessions
+from vfax.cli.simulate import PairRun, SimulationRequest, make_sessions
 
 EVENT_POLL_SECONDS = 0.1
 MAX_CALL_SECONDS = 1800.0
@@ -30,7 +30,7 @@ def run_pair_realtime(
     receive_tiff: Path,
     on_event: Callable[[FaxSession, FaxEvent], None] | None = None,
 ) -> PairRun:
-    """A ``vfax.simulate.Runner`` that takes as long as the fax really does."""
+    """A ``vfax.cli.simulate.Runner`` that takes as long as the fax really does."""
     if req.media is not Media.T38:
         raise ValueError("loopback runs T.38 (UDPTL); G.711 over RTP comes with the call path")
     return asyncio.run(_run(req, send_tiff, receive_tiff, on_event))

@@ -1,0 +1,1 @@
+"""`vfax serve`: the controller, the devices' configuration, the HTTP API, event sinks and the process."""

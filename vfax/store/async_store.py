@@ -1,0 +1,76 @@
+"""The job store's operations as coroutines, for code on the event loop that carries SIP and media."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from vfax.service.events import EventType, FaxEvent
+from vfax.status import FaxStatus
+from vfax.store.model import InboundFax, JobFilter, JobStore, OutboundJob, RecoveryReport
+from vfax.store.retry import AttemptResult
+
+
+class AsyncJobStore:
+    """The same operations as coroutines: each call runs in a worker thread, so a slow fsync never stalls
+    the event loop that carries SIP and media. ``sync`` is the wrapped store."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.sync = store
+
+    async def submit(self, document: str | os.PathLike[str], destination: str, **kw: Any) -> OutboundJob:
+        return await asyncio.to_thread(self.sync.submit, document, destination, **kw)
+
+    async def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None:
+        return await asyncio.to_thread(self.sync.claim_next, now, device)
+
+    async def record_attempt_result(self, job_id: str, result: AttemptResult, **kw: Any) -> OutboundJob:
+        return await asyncio.to_thread(self.sync.record_attempt_result, job_id, result, **kw)
+
+    async def cancel(self, job_id: str, **kw: Any) -> OutboundJob:
+        return await asyncio.to_thread(self.sync.cancel, job_id, **kw)
+
+    async def get(self, job_id: str) -> OutboundJob:
+        return await asyncio.to_thread(self.sync.get, job_id)
+
+    async def list(
+        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[OutboundJob]:
+        return await asyncio.to_thread(self.sync.list, filter, limit, offset)
+
+    async def record_inbound(self, **kw: Any) -> InboundFax:
+        return await asyncio.to_thread(lambda: self.sync.record_inbound(**kw))
+
+    async def update_inbound(self, inbound_id: str, **kw: Any) -> InboundFax:
+        return await asyncio.to_thread(self.sync.update_inbound, inbound_id, **kw)
+
+    async def finish_inbound(self, inbound_id: str, status: FaxStatus, **kw: Any) -> InboundFax:
+        return await asyncio.to_thread(self.sync.finish_inbound, inbound_id, status, **kw)
+
+    async def place_inbound_files(self, inbound_id: str, **kw: Any) -> InboundFax:
+        return await asyncio.to_thread(self.sync.place_inbound_files, inbound_id, **kw)
+
+    async def get_inbound(self, inbound_id: str) -> InboundFax:
+        return await asyncio.to_thread(self.sync.get_inbound, inbound_id)
+
+    async def append_event(
+        self,
+        job_id: str,
+        type: EventType,
+        status: FaxStatus,
+        payload: Mapping[str, Any] | None = None,
+        **kw: Any,
+    ) -> FaxEvent:
+        return await asyncio.to_thread(self.sync.append_event, job_id, type, status, payload, **kw)
+
+    async def events_for(self, job_id: str) -> builtins.list[FaxEvent]:
+        return await asyncio.to_thread(self.sync.events_for, job_id)
+
+    async def recover_after_crash(self, now: float | None = None, **kw: Any) -> RecoveryReport:
+        return await asyncio.to_thread(self.sync.recover_after_crash, now, **kw)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.sync.close)

@@ -1,0 +1,320 @@
+"""The job store's interface and records, whatever the database: errors, states, the rows as dataclasses,
+the :class:`JobStore` protocol, and job ids and lease owners.
+
+:mod:`vfax.store.sqlite` implements the protocol on SQLite (the embedded default); a second backend stands
+beside it behind the same protocol and passes the same contract tests.
+"""
+
+from __future__ import annotations
+
+import builtins  # the stores have a method named `list`: annotations say builtins.list
+import enum
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vfax.service.events import EventType, FaxEvent, OutboxBatch
+from vfax.status import FaxStatus
+from vfax.store.retry import AttemptResult
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------
+
+
+class JobStoreError(Exception):
+    """Base class of the store's own errors."""
+
+
+class JobNotFoundError(JobStoreError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job or inbound fax with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidTransitionError(JobStoreError):
+    """The call does not fit the job's current state (a bug of the caller, not of the peer)."""
+
+
+class TerminalEventExistsError(JobStoreError):
+    """A job already has its terminal event: a second one (or any event after it) is refused."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} already has its terminal event; nothing was written")
+        self.job_id = job_id
+
+
+class SchemaError(JobStoreError):
+    """The database schema is newer than this code, or a migration failed."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------------
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    IN_FLIGHT = "in_flight"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class InboundState(enum.StrEnum):
+    RECEIVING = "receiving"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundJob:
+    id: str
+    created_at: float
+    updated_at: float
+    document: str
+    original: str | None
+    destination: str
+    device: str | None
+    priority: int
+    not_before: float
+    attempts: int
+    max_attempts: int
+    state: JobState
+    last_status: FaxStatus | None
+    last_error: str
+    pages_sent: int
+    options: dict[str, Any]
+    lease_owner: str | None
+    cancel_requested: bool
+    terminal_event_emitted: bool
+    fax_failures: int
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundFax:
+    id: str
+    created_at: float
+    updated_at: float
+    call_id: str
+    caller: str
+    callee: str
+    device: str
+    started_at: float
+    state: InboundState
+    pages: int
+    remote_csi: str
+    tiff_path: str | None
+    pdf_path: str | None
+    report_path: str | None
+    last_status: FaxStatus | None
+    error: str
+    owner: str | None
+    terminal_event_emitted: bool
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which outbound jobs :meth:`SqliteJobStore.list` returns (None = any)."""
+
+    states: frozenset[JobState] | None = None
+    device: str | None = None
+    destination: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What :meth:`SqliteJobStore.recover_after_crash` changed (ids per outcome)."""
+
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    inbound_partial: list[str] = field(default_factory=list)
+    inbound_failed: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return sum(
+            len(x)
+            for x in (self.requeued, self.failed, self.cancelled, self.inbound_partial, self.inbound_failed)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    sink: str
+    rowid: int
+    event: FaxEvent
+    attempts: int
+    dead_letter_at: float
+    last_error: str
+
+
+# --------------------------------------------------------------------------------------------------
+# The interface
+# --------------------------------------------------------------------------------------------------
+
+
+class JobStore(Protocol):
+    """What the controller needs from a job store (SQLite now, PostgreSQL later). All times are Unix
+    seconds; ``now=None`` means the store's clock."""
+
+    def submit(
+        self,
+        document: str | os.PathLike[str],
+        destination: str,
+        *,
+        original: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        priority: int = 0,
+        not_before: float | None = None,
+        max_attempts: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> OutboundJob: ...
+
+    def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None: ...
+
+    def record_attempt_result(
+        self, job_id: str, result: AttemptResult, *, now: float | None = None
+    ) -> OutboundJob: ...
+
+    def cancel(self, job_id: str, *, now: float | None = None) -> OutboundJob: ...
+
+    def get(self, job_id: str) -> OutboundJob: ...
+
+    def list(
+        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[OutboundJob]: ...
+
+    def record_inbound(
+        self,
+        *,
+        call_id: str,
+        caller: str,
+        callee: str,
+        device: str,
+        tiff_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax: ...
+
+    def update_inbound(
+        self,
+        inbound_id: str,
+        *,
+        pages: int | None = None,
+        remote_csi: str | None = None,
+        tiff_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax: ...
+
+    def finish_inbound(
+        self,
+        inbound_id: str,
+        status: FaxStatus,
+        *,
+        pages: int,
+        error: str = "",
+        remote_csi: str | None = None,
+        now: float | None = None,
+    ) -> InboundFax: ...
+
+    def place_inbound_files(
+        self,
+        inbound_id: str,
+        *,
+        tiff_path: str | os.PathLike[str] | None = None,
+        pdf_path: str | os.PathLike[str] | None = None,
+        report_path: str | os.PathLike[str] | None = None,
+        now: float | None = None,
+    ) -> InboundFax: ...
+
+    def get_inbound(self, inbound_id: str) -> InboundFax: ...
+
+    def list_inbound(
+        self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[InboundFax]: ...
+
+    def append_event(
+        self,
+        job_id: str,
+        type: EventType,
+        status: FaxStatus,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        now: float | None = None,
+    ) -> FaxEvent: ...
+
+    def events_for(self, job_id: str) -> builtins.list[FaxEvent]: ...
+
+    def recover_after_crash(
+        self, now: float | None = None, *, owner_alive: Callable[[str], bool] | None = None
+    ) -> RecoveryReport: ...
+
+    def pending_events(
+        self, sink: str, *, now: float, after_id: int = 0, limit: int = 200
+    ) -> OutboxBatch: ...
+
+    def mark_delivered(self, sink: str, rowid: int, *, now: float) -> None: ...
+
+    def mark_retry(self, sink: str, rowid: int, *, error: str, next_try: float, now: float) -> None: ...
+
+    def mark_dead_letter(self, sink: str, rowid: int, *, error: str, now: float) -> None: ...
+
+    def dead_letters(self, sink: str | None = None) -> builtins.list[DeadLetter]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Ids and lease owners
+# --------------------------------------------------------------------------------------------------
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(now: float) -> str:
+    """A 26-character ULID-like id: 48 bits of milliseconds then 80 random bits, Crockford base32,
+    so ids sort by creation time and need no coordination between processes or nodes."""
+    value = (int(now * 1000) & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def make_owner() -> str:
+    """This process's lease owner: ``host:pid:token``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def default_owner_alive(owner: str) -> bool:
+    """False only when ``owner`` names this host and a pid that no longer exists.
+
+    Owners on other hosts are presumed alive (they must recover their own work). A reused pid keeps
+    a dead owner's work in flight until the next restart; harmless, never a double send.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
