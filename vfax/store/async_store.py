@@ -6,11 +6,12 @@ import asyncio
 import builtins
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from vfax.service.events import EventType, FaxEvent
 from vfax.status import FaxStatus
-from vfax.store.model import InboundFax, JobFilter, JobStore, OutboundJob, RecoveryReport
+from vfax.store.model import InboundFax, JobFilter, JobStore, NodeInfo, OutboundJob, RecoveryReport
 from vfax.store.retry import AttemptResult
 
 
@@ -72,5 +73,50 @@ class AsyncJobStore:
     async def recover_after_crash(self, now: float | None = None, **kw: Any) -> RecoveryReport:
         return await asyncio.to_thread(self.sync.recover_after_crash, now, **kw)
 
+    # -- nodes and leases -------------------------------------------------------------------------
+
+    async def register_node(self, node_id: str, **kw: Any) -> NodeInfo:
+        return await asyncio.to_thread(lambda: self.sync.register_node(node_id, **kw))
+
+    async def heartbeat(self, node_id: str, **kw: Any) -> int:
+        return await asyncio.to_thread(lambda: self.sync.heartbeat(node_id, **kw))
+
+    async def leave_node(self, node_id: str, **kw: Any) -> None:
+        await asyncio.to_thread(lambda: self.sync.leave_node(node_id, **kw))
+
+    async def list_nodes(self, **kw: Any) -> builtins.list[NodeInfo]:
+        return await asyncio.to_thread(lambda: self.sync.list_nodes(**kw))
+
+    async def expire_leases(self, **kw: Any) -> RecoveryReport:
+        return await asyncio.to_thread(lambda: self.sync.expire_leases(**kw))
+
+    # -- files --------------------------------------------------------------------------------------
+
+    @property
+    def holds_files(self) -> bool:
+        return self.sync.holds_files
+
+    async def store_file(self, owner_id: str, kind: str, path: Path) -> None:
+        await asyncio.to_thread(self.sync.store_file, owner_id, kind, path)
+
+    async def fetch_file(self, owner_id: str, kind: str, dest: Path) -> Path | None:
+        return await asyncio.to_thread(self.sync.fetch_file, owner_id, kind, dest)
+
+    # -- waking ---------------------------------------------------------------------------------------
+
+    async def wait_for_jobs(self, timeout: float) -> bool:
+        """Sleep until a job may be due: True when another node announced one (PostgreSQL LISTEN on
+        ``vfax_jobs``), False after ``timeout``. A store without notifications just sleeps (in one process
+        the API wakes the controller itself)."""
+        waiter = getattr(self.sync, "wait_for_jobs_async", None)
+        if waiter is None:
+            await asyncio.sleep(timeout)
+            return False
+        result: bool = await waiter(timeout)
+        return result
+
     async def close(self) -> None:
+        closer = getattr(self.sync, "aclose", None)
+        if closer is not None:
+            await closer()  # the LISTEN connection lives on this event loop
         await asyncio.to_thread(self.sync.close)

@@ -1,8 +1,14 @@
 """The job store's interface and records, whatever the database: errors, states, the rows as dataclasses,
 the :class:`JobStore` protocol, and job ids and lease owners.
 
-:mod:`vfax.store.sqlite` implements the protocol on SQLite (the embedded default); a second backend stands
-beside it behind the same protocol and passes the same contract tests.
+:mod:`vfax.store.sqlite` implements the protocol on SQLite (the embedded default, one host);
+:mod:`vfax.store.postgres` implements it on PostgreSQL (several nodes sharing one queue). Both pass the
+same contract tests.
+
+Leases: a claimed job and a reception in progress carry ``lease_owner`` (the node id given to the store)
+and ``lease_expires_at``. A node extends its leases with :meth:`JobStore.heartbeat`; any node calls
+:meth:`JobStore.expire_leases` periodically, which retries (or fails, per policy) the work whose lease ran
+out, exactly as :meth:`JobStore.recover_after_crash` does for the work of a dead local process.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import secrets
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from vfax.service.events import EventType, FaxEvent, OutboxBatch
@@ -49,6 +56,20 @@ class TerminalEventExistsError(JobStoreError):
 
 class SchemaError(JobStoreError):
     """The database schema is newer than this code, or a migration failed."""
+
+
+class StoreUnavailableError(JobStoreError):
+    """The database cannot be reached now (PostgreSQL down or restarting). The message names the address
+    (never the password); the API answers 503 with it and callers retry later."""
+
+
+class DuplicateNodeError(JobStoreError):
+    """:meth:`JobStore.register_node`: a live node already holds this id."""
+
+
+class LeaseLostError(JobStoreError):
+    """:meth:`JobStore.heartbeat`: this node was presumed dead and its work was taken over; it must stop
+    its in-flight calls at once (someone else may retry them)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,6 +119,7 @@ class OutboundJob:
     terminal_event_emitted: bool
     fax_failures: int
     finished_at: float | None
+    lease_expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +143,7 @@ class InboundFax:
     owner: str | None
     terminal_event_emitted: bool
     finished_at: float | None
+    lease_expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +173,26 @@ class RecoveryReport:
         )
 
 
+NODE_UP = "up"
+NODE_STOPPED = "stopped"
+NODE_LOST = "lost"
+FILE_KINDS = frozenset({"document", "tiff", "pdf", "report", "partial"})
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One ``vfax serve`` process sharing the store. ``state`` is ``"up"``, ``"stopped"`` (left cleanly)
+    or ``"lost"`` (no heartbeat for longer than its lease); ``info`` is whatever the node reports
+    (devices, registrations, calls in progress) as JSON."""
+
+    id: str
+    started_at: float
+    heartbeat_at: float
+    state: str
+    api: str | None
+    info: dict[str, Any]
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     sink: str
@@ -166,8 +209,12 @@ class DeadLetter:
 
 
 class JobStore(Protocol):
-    """What the controller needs from a job store (SQLite now, PostgreSQL later). All times are Unix
-    seconds; ``now=None`` means the store's clock."""
+    """What the controller needs from a job store (SQLite or PostgreSQL). All times are Unix seconds;
+    ``now=None`` means the store's clock. ``owner`` is this node's id: the lease owner of what it claims,
+    for ``lease_seconds`` from the claim (extended by :meth:`heartbeat`)."""
+
+    owner: str
+    lease_seconds: float
 
     def submit(
         self,
@@ -272,6 +319,65 @@ class JobStore(Protocol):
     def mark_dead_letter(self, sink: str, rowid: int, *, error: str, now: float) -> None: ...
 
     def dead_letters(self, sink: str | None = None) -> builtins.list[DeadLetter]: ...
+
+    # -- nodes and leases -------------------------------------------------------------------------
+
+    def register_node(
+        self,
+        node_id: str,
+        *,
+        api: str | None,
+        info: Mapping[str, Any],
+        lease_seconds: float,
+        now: float | None = None,
+    ) -> NodeInfo:
+        """Join: :class:`DuplicateNodeError` if a node with that id is ``up`` and its heartbeat is younger
+        than ``lease_seconds``; otherwise the row is (re)written ``up``."""
+        ...
+
+    def heartbeat(
+        self,
+        node_id: str,
+        *,
+        info: Mapping[str, Any] | None = None,
+        lease_seconds: float,
+        now: float | None = None,
+    ) -> int:
+        """Node row ``heartbeat_at = now`` (and ``info``); every in-flight job and reception owned by
+        ``node_id`` gets ``lease_expires_at = now + lease_seconds``. Returns how many leases were extended.
+        :class:`LeaseLostError` if the node is not ``up`` under this id any more."""
+        ...
+
+    def leave_node(self, node_id: str, *, now: float | None = None) -> None:
+        """Clean shutdown: the node's state becomes ``stopped``."""
+        ...
+
+    def list_nodes(self, *, now: float | None = None) -> builtins.list[NodeInfo]:
+        """Every node; ``lost`` when its heartbeat is older than its lease."""
+        ...
+
+    def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
+        """In-flight jobs whose lease ran out end their attempt as ``FS_DISCONNECTED`` (retry policy;
+        cancelled if a cancel was pending); receptions whose lease ran out become partial (pages > 0) or
+        failed; nodes whose heartbeat is older than their lease become ``lost``. Any node may call it."""
+        ...
+
+    # -- files ------------------------------------------------------------------------------------
+
+    @property
+    def holds_files(self) -> bool:
+        """True when documents and received faxes live in the database (PostgreSQL, cluster mode)."""
+        ...
+
+    def store_file(self, owner_id: str, kind: str, path: Path) -> None:
+        """Keep the bytes of ``path`` as ``kind`` (see :data:`FILE_KINDS`) of job/fax ``owner_id``
+        (replacing any earlier ones). A no-op where files stay on the local disk (SQLite)."""
+        ...
+
+    def fetch_file(self, owner_id: str, kind: str, dest: Path) -> Path | None:
+        """Write the stored bytes atomically to ``dest`` and return it; None if there are none. SQLite
+        returns the locally recorded path of that kind if it exists, without copying."""
+        ...
 
     def close(self) -> None: ...
 
