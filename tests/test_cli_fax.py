@@ -189,7 +189,8 @@ def test_send_and_receive_registered_through_a_registrar(tmp_path: Path, kamaili
     inbox = tmp_path / "inbox"
     registered = ["--server", server, "--user", "1001", "--password", kamailio.users["1001"]]
     rx = start_receiver(
-        "--listen", f"127.0.0.1:{port}", "--inbox", str(inbox), "--once", "--json", *registered
+        "--listen", f"127.0.0.1:{port}", "--inbox", str(inbox), "--once", "--json", "--keepalive", "1",
+        *registered,
     )
     for _ in range(50):
         if kamailio.registered_contacts("1001"):
@@ -210,5 +211,7 @@ def test_send_and_receive_registered_through_a_registrar(tmp_path: Path, kamaili
     # --register: the sender registered before the call and removed its binding after it
     assert len(re.findall(rf"rx REGISTER \S+ from udp:127\.0\.0\.1:{send_port} ", kamailio.log_text())) >= 2
     assert kamailio.registered_contacts("1002") == []
+    # the registered receiver kept checking its registrar (a dead one makes it unregistered at once)
+    assert re.search(rf"rx OPTIONS \S+ from udp:127\.0\.0\.1:{port} ", kamailio.log_text())
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["ok"]

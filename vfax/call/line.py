@@ -42,6 +42,11 @@ def _placer() -> concurrent.futures.ThreadPoolExecutor:
 
 
 
+#: Keep-alive interval of a registered line (vfax.toml devices' default, and `vfax receive --server`):
+#: OPTIONS to the registrar this often notices a dead registrar within seconds, not at the next refresh.
+DEFAULT_KEEPALIVE_SECONDS = 30.0
+
+
 class BadDestination(ValueError):
     """A destination that cannot be dialled (the user's input, not the network's fault)."""
 

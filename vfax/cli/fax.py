@@ -15,7 +15,7 @@ import typer
 from t38.engine import FaxEvent, Negotiated, PageDone
 from vfax import documents
 from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
-from vfax.call.line import BadDestination, FaxLine, LineConfig, Reception, dial_uri
+from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, BadDestination, FaxLine, LineConfig, Reception, dial_uri
 from vfax.call.media import T38Policy
 from vfax.cli.common import (
     EXIT_BAD_INPUT,
@@ -267,6 +267,11 @@ def receive_command(
     server: ServerOpt = None,
     user: UserOpt = None,
     password: PasswordOpt = None,
+    keepalive: Annotated[
+        float,
+        typer.Option(help="With --server: seconds between OPTIONS keep-alives to the registrar (0: none).",
+                     min=0, max=3600),
+    ] = DEFAULT_KEEPALIVE_SECONDS,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer fax calls and write each fax atomically into INBOX (TIFF, PDF and the call report)."""
@@ -274,6 +279,8 @@ def receive_command(
     host, port = _host_port(listen, "--listen", 5060)
     if (user or password) and not server:
         fail("--user and --password go with --server")
+    if 0 < keepalive < 1:
+        fail(f"--keepalive must be 0 (off) or at least 1 second, not {keepalive:g}")
     try:
         options = CallOptions(t38=policy, ident=ident)
         options.fax_config()
@@ -281,7 +288,7 @@ def receive_command(
         fail(str(exc))
     config = LineConfig(
         name="receive", listen_host=host, listen_port=port, server=server, user=user, password=password,
-        channels=channels, inbox=inbox, call=options,
+        channels=channels, inbox=inbox, call=options, keepalive_interval=keepalive,
     )  # fmt: skip
     try:
         code = asyncio.run(_receive(config, once, as_json))

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from vfax.call.fax_call import CallOptions
-from vfax.call.line import LineConfig
+from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, LineConfig
 from vfax.call.media import T38Policy
 from vfax.service.events import JsonLinesSink, Sink, WebhookSink
 from vfax.store.retry import RetryPolicy
@@ -132,7 +132,7 @@ class DeviceConfig:
     expires: int = 3600
     #: OPTIONS to the registrar every so many seconds while registered; one unanswered makes the device
     #: unregistered at once (what `vfax health` reports). 0: no keep-alives.
-    keepalive_interval: float = 30.0
+    keepalive_interval: float = DEFAULT_KEEPALIVE_SECONDS
     channels: int = 4
     t38: str = "auto"
     ecm: bool = True
