@@ -339,3 +339,15 @@ def test_dispatcher_spreads_calls_routes_around_a_dead_node_and_takes_it_back(
         if hops and hops[0] == node_uri["node1"]:
             assert len(hops) >= 2 and hops[-1] != node_uri["node1"], hops
             print(f"call {outcome['call_id']} failed over: {hops}")
+
+    # 4. No node left: the proxy says so (OPTIONS to it: 503), as a monitoring check would see.
+    last_kill = time.time()
+    cluster.nodes["node2"].kill9()
+    cluster.nodes["node3"].kill9()
+    wait_for(lambda: all(ds.destinations()[uri].startswith("I") for uri in node_uri.values()), 30,
+             f"nodes not all inactive: {ds.destinations()}")  # fmt: skip
+    for name in ("node2", "node3"):
+        down = [e for e in ds.events() if e.uri == node_uri[name] and e.state == "DOWN" and e.at >= last_kill]
+        if down:
+            print(f"{name} marked inactive {down[0].at - last_kill:.1f} s after kill -9 (Kamailio log)")
+    assert sip_probe(net.gateway, kam_host.address, kam_port) == 503
