@@ -62,6 +62,7 @@ def test_example_documents_every_key_the_parser_knows() -> None:
 
     assert set(cfg._API_KEYS) <= set(data["api"])
     assert set(cfg._RETRY_KEYS) <= set(data["retry"])
+    assert set(cfg._SERVICE_KEYS) - {"database", "node_id"} <= set(data["service"])  # node_id: commented
     assert set(cfg._DEVICE_KEYS) <= set(data["devices"][0])
     assert {"data_dir", "inbox", "database", "spool", "log_level"} <= set(data)
 
@@ -307,3 +308,72 @@ def test_secrets_do_not_appear_in_repr() -> None:
     )
     assert "hunter2" not in repr(config)
     assert "webhook-secret" not in repr(config)
+
+
+# -- the database and this node of a cluster ----------------------------------------------------------
+
+
+def test_database_is_a_sqlite_path_or_a_postgresql_url(tmp_path: Path) -> None:
+    assert parse_config(minimal(), environ={}).database == Path("/srv/vfax/vfax.db")
+    assert parse_config(minimal(database="db/x.db"), base_dir=tmp_path, environ={}).database == (
+        tmp_path / "db" / "x.db"
+    )
+    url = "postgresql://vfax:s3cret@127.0.0.1:5432/vfax"
+    config = parse_config(minimal(database=url), environ={})
+    assert config.database == url and config.is_postgres
+    assert config.database_shown == "postgresql://vfax:***@127.0.0.1:5432/vfax"
+    # the new [service] table may hold it too, and VFAX_DATABASE overrides either place
+    assert parse_config(minimal(service={"database": url}), environ={}).database == url
+    env = {"VFAX_DATABASE": "postgres://h/db"}
+    assert parse_config(minimal(service={"database": url}), environ=env).database == "postgres://h/db"
+    assert parse_config(minimal(database="/x.db"), environ=env).database == "postgres://h/db"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("mysql://vfax@127.0.0.1/vfax", "database: must be a SQLite file path or a PostgreSQL URL"),
+        ("sqlite:///var/lib/vfax.db", "database: must be a SQLite file path or a PostgreSQL URL"),
+        ("postgresql://vfax:pw@127.0.0.1:99999/vfax", "database: not a valid PostgreSQL URL"),
+        ("postgresql://127.0.0.1:5432", "database: names no database"),
+        ("", "database: must not be empty"),
+    ],
+)
+def test_bad_database_values_are_refused_naming_the_key(value: str, expected: str) -> None:
+    message = config_error(minimal(database=value))
+    assert message.startswith(expected)
+    assert "pw@" not in message  # never the password
+
+
+def test_a_database_path_that_cannot_be_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    assert config_error(minimal(database=str(tmp_path))).startswith("database: ")
+    assert "is a directory" in config_error(minimal(database=str(tmp_path)))
+    assert "is a file, not a directory" in config_error(minimal(database=str(tmp_path / "afile" / "v.db")))
+    both = minimal(database="/a.db", service={"database": "/b.db"})
+    assert config_error(both).startswith("service.database: set either")
+
+
+def test_node_settings_defaults_validation_and_environment() -> None:
+    node = parse_config(minimal(), environ={}).node
+    assert (node.node_id, node.lease_seconds, node.heartbeat_seconds, node.give_up_seconds) == (
+        None, 60.0, 10.0, 30.0,
+    )  # fmt: skip
+    env = {
+        "VFAX_NODE_ID": "fax-a.example:1",
+        "VFAX_SERVICE_LEASE_SECONDS": "20",
+        "VFAX_SERVICE_GIVE_UP_SECONDS": "8",
+    }
+    node = parse_config(minimal(service={"heartbeat_seconds": 2}), environ=env).node
+    assert (node.node_id, node.lease_seconds, node.heartbeat_seconds, node.give_up_seconds) == (
+        "fax-a.example:1", 20.0, 2.0, 8.0,
+    )  # fmt: skip
+    assert config_error(minimal(service={"give_up_seconds": 60})).startswith(
+        "service.give_up_seconds: must be less than service.lease_seconds (60)"
+    )
+    assert config_error(minimal(service={"heartbeat_seconds": 30})).startswith(
+        "service.heartbeat_seconds: must be less than service.give_up_seconds (30)"
+    )
+    assert config_error(minimal(service={"node_id": "has space"})).startswith("service.node_id: must be")
+    assert config_error(minimal(service={"nodeid": "a"})).startswith("service.nodeid: unknown key")
+    assert config_error(minimal(), {"VFAX_SERVICE_LEASE": "3"}).startswith("VFAX_SERVICE_LEASE: unknown key")

@@ -9,11 +9,12 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
 
     data_dir = "/var/lib/vfax"        # required; relative paths are relative to the config file
     inbox = "..."                     # default: <data_dir>/inbox
-    database = "..."                  # default: <data_dir>/vfax.db
+    database = "..."                  # default: <data_dir>/vfax.db; or postgresql://USER@HOST[:PORT]/DB
     spool = "..."                     # default: <data_dir>/spool (uploaded documents of queued jobs)
     log_level = "info"
     [api]      listen, token, cors_origins, max_upload_mb
     [retry]    max_attempts, backoff, jitter, fallback_after, fallback_bitrate, fallback_ecm
+    [service]  node_id, lease_seconds, heartbeat_seconds, give_up_seconds (this node of a cluster)
     [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
                 channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
                 max_call_seconds
@@ -24,8 +25,9 @@ booleans ``true/false/1/0/yes/no/on/off``, lists comma-separated)
 -------------------------------------------------------------------------------------------------
 - ``VFAX_<KEY>`` for a top-level key: ``VFAX_DATA_DIR``, ``VFAX_INBOX``, ``VFAX_DATABASE``, ``VFAX_SPOOL``,
   ``VFAX_LOG_LEVEL``.
-- ``VFAX_<SECTION>_<KEY>`` for the ``[api]`` and ``[retry]`` tables: ``VFAX_API_TOKEN``,
-  ``VFAX_API_LISTEN``, ``VFAX_RETRY_MAX_ATTEMPTS``, ``VFAX_RETRY_BACKOFF=30,60,300`` ...
+- ``VFAX_<SECTION>_<KEY>`` for the ``[api]``, ``[retry]`` and ``[service]`` tables: ``VFAX_API_TOKEN``,
+  ``VFAX_API_LISTEN``, ``VFAX_RETRY_MAX_ATTEMPTS``, ``VFAX_RETRY_BACKOFF=30,60,300``,
+  ``VFAX_SERVICE_LEASE_SECONDS`` ...; ``VFAX_NODE_ID`` is ``service.node_id``.
 - ``VFAX_DEVICE_<NAME>_<KEY>`` for the device named NAME (matched without case; characters other than
   letters and digits in the name become ``_``): ``VFAX_DEVICE_LINE1_PASSWORD``. Devices are declared in the
   file only; a variable naming no configured device is an error.
@@ -47,6 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from vfax.call.fax_call import CallOptions
 from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, LineConfig
@@ -58,6 +61,7 @@ __all__ = [
     "ApiConfig",
     "ConfigError",
     "DeviceConfig",
+    "NodeConfig",
     "ServiceConfig",
     "SinkConfig",
     "build_sinks",
@@ -67,6 +71,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_listen",
+    "redact_url",
 ]
 
 DEFAULT_API_LISTEN = "127.0.0.1:8025"
@@ -167,16 +172,41 @@ class SinkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """This ``vfax serve`` as a node of a cluster sharing one database (``[service]``).
+
+    ``node_id`` None: ``host:pid:token``, new at each start (the form crash recovery can check for a dead
+    pid on this host). A node that cannot heartbeat for ``give_up_seconds`` aborts its calls itself, before
+    its leases (``lease_seconds``) expire and another node may retry them: hence give-up < lease."""
+
+    node_id: str | None = None
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 10.0
+    give_up_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     data_dir: Path
     inbox: Path
-    database: Path
+    #: A SQLite file (a Path), or a PostgreSQL URL (a str starting with postgresql:// or postgres://).
+    database: Path | str
     spool: Path
     api: ApiConfig = field(default_factory=ApiConfig)
     devices: tuple[DeviceConfig, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sinks: tuple[SinkConfig, ...] = ()
     log_level: str = "info"
+    node: NodeConfig = field(default_factory=NodeConfig)
+
+    @property
+    def is_postgres(self) -> bool:
+        return isinstance(self.database, str)
+
+    @property
+    def database_shown(self) -> str:
+        """The database for messages and logs: the path, or the URL without its password."""
+        return redact_url(self.database) if isinstance(self.database, str) else str(self.database)
 
     def device(self, name: str) -> DeviceConfig:
         for dev in self.devices:
@@ -303,7 +333,10 @@ def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
 # Sections
 # --------------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("data_dir", "inbox", "database", "spool", "log_level", "api", "retry", "devices", "sinks")
+_TOP_KEYS = (
+    "data_dir", "inbox", "database", "spool", "log_level", "api", "retry", "service", "devices", "sinks",
+)  # fmt: skip
+_SERVICE_KEYS = ("database", "node_id", "lease_seconds", "heartbeat_seconds", "give_up_seconds")
 _API_KEYS = ("listen", "token", "cors_origins", "max_upload_mb")
 _RETRY_KEYS = ("max_attempts", "backoff", "jitter", "fallback_after", "fallback_bitrate", "fallback_ecm")
 _DEVICE_KEYS = (
@@ -348,7 +381,13 @@ _ENV_KINDS: dict[str, str] = {
     "allow_invite_from": "list",
     "media_timeout": "float",
     "max_call_seconds": "float",
+    "lease_seconds": "float",
+    "heartbeat_seconds": "float",
+    "give_up_seconds": "float",
 }
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}$")
 
 
 def _path(key: str, value: object, base: Path) -> Path:
@@ -379,6 +418,84 @@ def _api(table: dict[str, Any]) -> ApiConfig:
             )
     max_upload = _float("api.max_upload_mb", table.get("max_upload_mb", 50.0), lo=0.001, hi=4096)
     return ApiConfig(listen=listen, token=token, cors_origins=origins, max_upload_mb=max_upload)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``postgresql://vfax:***@host/db``): for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rpartition("@")
+        user = netloc[0].partition(":")[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def parse_database(key: str, value: object, base: Path) -> Path | str:
+    """A PostgreSQL URL (kept as a string) or a SQLite file path (a Path, relative to ``base``).
+
+    Anything else (another URL scheme, a directory, a path under a file) is refused here, naming ``key``;
+    whether the database can really be opened is checked when the service opens it."""
+    text = _str(key, value, empty=False)
+    scheme = _URL_SCHEME.match(text)
+    if scheme is not None and scheme.group(1).lower() in _POSTGRES_SCHEMES:
+        shown = redact_url(text)
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(key, f"not a valid PostgreSQL URL ({exc}): {shown!r}") from None
+        if not parts.path.strip("/") and "dbname=" not in parts.query:
+            raise ConfigError(key, f"names no database (postgresql://USER@HOST[:PORT]/DATABASE): {shown!r}")
+        if port == 0:
+            raise ConfigError(key, f"port must be 1..65535: {shown!r}")
+        return text
+    if scheme is not None and ("://" in text or scheme.group(1).lower() in ("sqlite", "mysql", "file")):
+        raise ConfigError(
+            key,
+            f"must be a SQLite file path or a PostgreSQL URL (postgresql://USER@HOST[:PORT]/DATABASE),"
+            f" not a {scheme.group(1)}: URL ({redact_url(text)!r})",
+        )
+    path = _path(key, text, base)
+    if path.is_dir():
+        raise ConfigError(key, f"{path} is a directory, not a SQLite database file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(key, f"{path} is not usable: {parent} is a file, not a directory")
+            break
+    return path
+
+
+def _node(table: dict[str, Any]) -> NodeConfig:
+    _no_unknown("service", table, _SERVICE_KEYS)
+    d = NodeConfig()
+    node_id = table.get("node_id")
+    if node_id is not None:
+        node_id = _str("service.node_id", node_id, empty=False, max_len=100)
+        if not _NODE_ID.match(node_id):
+            raise ConfigError(
+                "service.node_id",
+                f"must be 1-100 letters, digits, '.', '_', ':', '@' or '-' (starting with a letter or digit),"
+                f" not {node_id!r}",
+            )
+    lease = _float("service.lease_seconds", table.get("lease_seconds", d.lease_seconds), 2.0, 86400)
+    beat = _float("service.heartbeat_seconds", table.get("heartbeat_seconds", d.heartbeat_seconds), 0.1, 3600)
+    give_up = _float("service.give_up_seconds", table.get("give_up_seconds", d.give_up_seconds), 0.5, 86400)
+    if give_up >= lease:
+        raise ConfigError(
+            "service.give_up_seconds",
+            f"must be less than service.lease_seconds ({lease:g}), not {give_up:g}: a node cut off from the"
+            " database must stop its calls before another node may take its jobs over",
+        )
+    if beat >= give_up:
+        raise ConfigError(
+            "service.heartbeat_seconds",
+            f"must be less than service.give_up_seconds ({give_up:g}), not {beat:g}",
+        )
+    return NodeConfig(node_id=node_id, lease_seconds=lease, heartbeat_seconds=beat, give_up_seconds=give_up)
 
 
 def _retry(table: dict[str, Any]) -> RetryPolicy:
@@ -540,9 +657,17 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         text = environ[var]
         top = rest.lower()
         if top in ("data_dir", "inbox", "database", "spool", "log_level"):
+            service = data.get("service")
+            if top == "database" and isinstance(service, dict):
+                service.pop("database", None)  # the variable replaces the file's value, wherever it is
             data[top] = text
             continue
-        for section, keys in (("api", _API_KEYS), ("retry", _RETRY_KEYS)):
+        if top == "node_id":
+            table = data.setdefault("service", {})
+            if isinstance(table, dict):
+                table["node_id"] = text
+            continue
+        for section, keys in (("api", _API_KEYS), ("retry", _RETRY_KEYS), ("service", _SERVICE_KEYS)):
             if top.startswith(section + "_"):
                 key = top[len(section) + 1 :]
                 if key not in keys:
@@ -602,7 +727,16 @@ def parse_config(
         raise ConfigError("data_dir", "required (where the database, inbox and spool live)")
     data_dir = _path("data_dir", raw["data_dir"], base)
     inbox = _path("inbox", raw["inbox"], base) if "inbox" in raw else data_dir / "inbox"
-    database = _path("database", raw["database"], base) if "database" in raw else data_dir / "vfax.db"
+    service = _table("service", raw.get("service", {}))
+    if "database" in raw and "database" in service:
+        raise ConfigError("service.database", "set either database or service.database, not both")
+    if "database" in service:
+        database = parse_database("service.database", service.pop("database"), base)
+    elif "database" in raw:
+        database = parse_database("database", raw["database"], base)
+    else:
+        database = data_dir / "vfax.db"
+    node = _node(service)
     spool = _path("spool", raw["spool"], base) if "spool" in raw else data_dir / "spool"
     log_level = _choice("log_level", raw.get("log_level", "info"), LOG_LEVELS)
     api = _api(_table("api", raw.get("api", {})))
@@ -640,6 +774,7 @@ def parse_config(
         retry=retry,
         sinks=tuple(sinks),
         log_level=log_level,
+        node=node,
     )
 
 
