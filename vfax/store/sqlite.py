@@ -72,7 +72,11 @@ from typing import Any
 from vfax.service.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
 from vfax.status import FaxStatus
 from vfax.store.model import (
+    FILE_KINDS,
+    NODE_LOST,
+    NODE_UP,
     DeadLetter,
+    DuplicateNodeError,
     InboundFax,
     InboundState,
     InvalidTransitionError,
@@ -80,6 +84,8 @@ from vfax.store.model import (
     JobNotFoundError,
     JobState,
     JobStoreError,
+    LeaseLostError,
+    NodeInfo,
     OutboundJob,
     RecoveryReport,
     SchemaError,
@@ -210,6 +216,25 @@ MIGRATIONS: tuple[Migration, ...] = (
                WHERE json_type(options, '$.max_bitrate') IS NOT NULL""",
         ),
     ),
+    Migration(
+        4,
+        "leases with an expiry (jobs and receptions) and a row per node with its heartbeat",
+        (
+            "ALTER TABLE outbound_jobs ADD COLUMN lease_expires_at REAL",
+            "ALTER TABLE inbound_faxes ADD COLUMN lease_expires_at REAL",
+            "CREATE INDEX outbound_lease ON outbound_jobs (lease_expires_at) WHERE state = 'in_flight'",
+            "CREATE INDEX inbound_lease ON inbound_faxes (lease_expires_at) WHERE state = 'receiving'",
+            """CREATE TABLE nodes (
+                id TEXT PRIMARY KEY,
+                started_at REAL NOT NULL,
+                heartbeat_at REAL NOT NULL,
+                lease_seconds REAL NOT NULL CHECK (lease_seconds > 0),
+                state TEXT NOT NULL CHECK (state IN ('up', 'stopped', 'lost')),
+                api TEXT,
+                info TEXT NOT NULL DEFAULT '{}'
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -266,6 +291,24 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration] =
 # --------------------------------------------------------------------------------------------------
 
 _CRASH_ERROR = "interrupted: the vfax process died during this attempt"
+_LEASE_ERROR = "interrupted: the lease of node {owner} expired (no heartbeat)"
+
+
+def _lease_expiry(row: sqlite3.Row) -> float | None:
+    """``lease_expires_at`` (absent from a store opened with migrations before version 4)."""
+    return row["lease_expires_at"] if "lease_expires_at" in row.keys() else None  # noqa: SIM118
+
+
+def check_lease_seconds(value: float, name: str = "lease_seconds") -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def check_file_kind(kind: str) -> str:
+    if kind not in FILE_KINDS:
+        raise ValueError(f"file kind must be one of {sorted(FILE_KINDS)}, got {kind!r}")
+    return kind
 
 
 def _path_or_none(value: str | os.PathLike[str] | None) -> str | None:
@@ -283,12 +326,14 @@ class SqliteJobStore:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         owner: str | None = None,
+        lease_seconds: float = 60.0,
         busy_timeout_ms: int = 10_000,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         self.path = Path(path)
         self.policy = policy or RetryPolicy()
         self.owner = owner or make_owner()
+        self.lease_seconds = check_lease_seconds(lease_seconds)
         self._clock = clock
         self._rng = rng or random.Random()
         self._lock = threading.RLock()
@@ -384,6 +429,7 @@ class SqliteJobStore:
             terminal_event_emitted=bool(row["terminal_event_emitted"]),
             fax_failures=row["fax_failures"],
             finished_at=row["finished_at"],
+            lease_expires_at=_lease_expiry(row),
         )
 
     @staticmethod
@@ -408,6 +454,7 @@ class SqliteJobStore:
             owner=row["owner"],
             terminal_event_emitted=bool(row["terminal_event_emitted"]),
             finished_at=row["finished_at"],
+            lease_expires_at=_lease_expiry(row),
         )
 
     @staticmethod
@@ -569,8 +616,8 @@ class SqliteJobStore:
                 return None
             taken = conn.execute(
                 "UPDATE outbound_jobs SET state = 'in_flight', attempts = attempts + 1, lease_owner = ?,"
-                " lease_at = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
-                (self.owner, now, now, row["id"]),
+                " lease_at = ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
+                (self.owner, now, now + self.lease_seconds, now, row["id"]),
             ).rowcount
             if taken != 1:  # cannot happen inside BEGIN IMMEDIATE; a backend without it must not double-claim
                 raise JobStoreError(f"job {row['id']} was claimed by someone else")
@@ -610,7 +657,7 @@ class SqliteJobStore:
             conn.execute(
                 "UPDATE outbound_jobs SET state = 'queued', not_before = ?, options = ?, fax_failures = ?,"
                 " last_status = ?, last_error = ?, pages_sent = ?, lease_owner = NULL, lease_at = NULL,"
-                " updated_at = ? WHERE id = ?",
+                " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
                 (
                     decision.not_before,
                     json.dumps(decision.next_options, sort_keys=True),
@@ -633,7 +680,8 @@ class SqliteJobStore:
             state = JobState.FAILED
         conn.execute(
             "UPDATE outbound_jobs SET state = ?, fax_failures = ?, last_status = ?, last_error = ?,"
-            " pages_sent = ?, lease_owner = NULL, lease_at = NULL, finished_at = ?, updated_at = ?"
+            " pages_sent = ?, lease_owner = NULL, lease_at = NULL, lease_expires_at = NULL,"
+            " finished_at = ?, updated_at = ?"
             " WHERE id = ?",
             (
                 state.value,
@@ -748,7 +796,8 @@ class SqliteJobStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO inbound_faxes (id, created_at, updated_at, call_id, caller, callee, device,"
-                " started_at, state, tiff_path, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'receiving', ?, ?)",
+                " started_at, state, tiff_path, owner, lease_expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'receiving', ?, ?, ?)",
                 (
                     inbound_id,
                     now,
@@ -760,6 +809,7 @@ class SqliteJobStore:
                     now,
                     _path_or_none(tiff_path),
                     self.owner,
+                    now + self.lease_seconds,
                 ),
             )
             return self._inbound(self._inbound_row(conn, inbound_id))
@@ -799,7 +849,8 @@ class SqliteJobStore:
     ) -> None:
         conn.execute(
             "UPDATE inbound_faxes SET state = ?, last_status = ?, pages = ?, error = ?,"
-            " remote_csi = COALESCE(?, remote_csi), finished_at = ?, updated_at = ? WHERE id = ?",
+            " remote_csi = COALESCE(?, remote_csi), lease_expires_at = NULL, finished_at = ?, updated_at = ?"
+            " WHERE id = ?",
             (state.value, int(status), pages, error, remote_csi, now, now, row["id"]),
         )
         payload = {"state": state.value, "pages": pages, "error": error, "call_id": row["call_id"]}
@@ -905,15 +956,7 @@ class SqliteJobStore:
             ).fetchall():
                 if not dead(row["lease_owner"]):
                     continue
-                result = AttemptResult(
-                    FaxStatus.FS_DISCONNECTED, pages=0, error=_CRASH_ERROR, fax_phase=False
-                )
-                state = self._finish_attempt(conn, row, result, now)
-                {
-                    JobState.QUEUED: report.requeued,
-                    JobState.FAILED: report.failed,
-                    JobState.CANCELLED: report.cancelled,
-                }[state].append(row["id"])
+                state = self._settle_job(conn, row, _CRASH_ERROR, now, report)
                 log.warning(
                     "recovered in-flight job %s from dead owner %s: %s", row["id"], row["lease_owner"], state
                 )
@@ -930,6 +973,195 @@ class SqliteJobStore:
                 (report.inbound_partial if has_pages else report.inbound_failed).append(row["id"])
                 log.warning("recovered inbound fax %s from dead owner %s: %s", row["id"], row["owner"], state)
         return report
+
+    # -- nodes and leases ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _node(row: sqlite3.Row, now: float) -> NodeInfo:
+        state = row["state"]
+        if state == NODE_UP and row["heartbeat_at"] + row["lease_seconds"] < now:
+            state = NODE_LOST
+        return NodeInfo(
+            id=row["id"],
+            started_at=row["started_at"],
+            heartbeat_at=row["heartbeat_at"],
+            state=state,
+            api=row["api"],
+            info=json.loads(row["info"]),
+        )
+
+    def register_node(
+        self,
+        node_id: str,
+        *,
+        api: str | None,
+        info: Mapping[str, Any],
+        lease_seconds: float,
+        now: float | None = None,
+    ) -> NodeInfo:
+        """Join the store as ``node_id``; refused while a live node holds that id."""
+        now = self._now(now)
+        lease = check_lease_seconds(lease_seconds)
+        if not node_id:
+            raise ValueError("node id must not be empty")
+        body = json.dumps(dict(info), sort_keys=True, default=str)
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            if row is not None and self._node(row, now).state == NODE_UP:
+                raise DuplicateNodeError(
+                    f"node id {node_id!r} is held by a live node (heartbeat {now - row['heartbeat_at']:.1f} s"
+                    f" ago, lease {row['lease_seconds']:g} s); nothing was changed"
+                )
+            conn.execute(
+                "INSERT INTO nodes (id, started_at, heartbeat_at, lease_seconds, state, api, info)"
+                " VALUES (?, ?, ?, ?, 'up', ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
+                " lease_seconds = excluded.lease_seconds, state = 'up', api = excluded.api,"
+                " info = excluded.info",
+                (node_id, now, now, lease, api, body),
+            )
+            # work left by an earlier life of this node id: nobody runs it any more
+            left = RecoveryReport()
+            self._settle_leases(conn, "owner = ?", (node_id,), now, left)
+            if left.changed:
+                log.warning("node %s rejoined: settled %d leftovers of its last run", node_id, left.changed)
+            return self._node(conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone(), now)
+
+    def heartbeat(
+        self,
+        node_id: str,
+        *,
+        info: Mapping[str, Any] | None = None,
+        lease_seconds: float,
+        now: float | None = None,
+    ) -> int:
+        """Extend this node's leases; :class:`LeaseLostError` when it was presumed dead meanwhile."""
+        now = self._now(now)
+        lease = check_lease_seconds(lease_seconds)
+        body = None if info is None else json.dumps(dict(info), sort_keys=True, default=str)
+        with self._write() as conn:
+            alive = conn.execute(
+                "UPDATE nodes SET heartbeat_at = ?, lease_seconds = ?, info = COALESCE(?, info)"
+                " WHERE id = ? AND state = 'up'",
+                (now, lease, body, node_id),
+            ).rowcount
+            if alive != 1:
+                raise LeaseLostError(
+                    f"node {node_id!r} is not up in the store any more (presumed dead, its work retried"
+                    " elsewhere): stop its calls"
+                )
+            jobs = conn.execute(
+                "UPDATE outbound_jobs SET lease_expires_at = ? WHERE state = 'in_flight' AND lease_owner = ?",
+                (now + lease, node_id),
+            ).rowcount
+            faxes = conn.execute(
+                "UPDATE inbound_faxes SET lease_expires_at = ? WHERE state = 'receiving' AND owner = ?",
+                (now + lease, node_id),
+            ).rowcount
+            return jobs + faxes
+
+    def leave_node(self, node_id: str, *, now: float | None = None) -> None:
+        now = self._now(now)
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE nodes SET state = 'stopped', heartbeat_at = ? WHERE id = ? AND state = 'up'",
+                (now, node_id),
+            )
+
+    def list_nodes(self, *, now: float | None = None) -> builtins.list[NodeInfo]:
+        now = self._now(now)
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
+        return [self._node(r, now) for r in rows]
+
+    def _settle_job(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, error: str, now: float, report: RecoveryReport
+    ) -> JobState:
+        """End an attempt nobody will finish as ``FS_DISCONNECTED`` (attempt counted, policy applies)."""
+        result = AttemptResult(FaxStatus.FS_DISCONNECTED, pages=0, error=error, fax_phase=False)
+        state = self._finish_attempt(conn, row, result, now)
+        {
+            JobState.QUEUED: report.requeued,
+            JobState.FAILED: report.failed,
+            JobState.CANCELLED: report.cancelled,
+        }[state].append(row["id"])
+        return state
+
+    def _settle_leases(
+        self,
+        conn: sqlite3.Connection,
+        where: str,
+        args: Sequence[Any],
+        now: float,
+        report: RecoveryReport,
+    ) -> set[str]:
+        """Settle the in-flight jobs and receptions matching ``where`` (on ``lease_expires_at`` and the
+        owner column, named ``owner`` in both): jobs end their attempt as ``FS_DISCONNECTED``, receptions
+        become partial (pages recorded) or failed. Returns their owners."""
+        owners: set[str] = set()
+        for row in conn.execute(
+            "SELECT * FROM (SELECT *, lease_owner AS owner FROM outbound_jobs WHERE state = 'in_flight')"
+            f" WHERE {where} ORDER BY id",
+            args,
+        ).fetchall():
+            owner = row["lease_owner"]
+            state = self._settle_job(conn, row, _LEASE_ERROR.format(owner=owner), now, report)
+            owners.add(owner)
+            log.warning("job %s: lease of %s expired: %s", row["id"], owner, state)
+        for row in conn.execute(
+            f"SELECT * FROM inbound_faxes WHERE state = 'receiving' AND {where} ORDER BY id", args
+        ).fetchall():
+            has_pages = row["pages"] > 0
+            state = InboundState.PARTIAL if has_pages else InboundState.FAILED
+            error = _LEASE_ERROR.format(owner=row["owner"])
+            self._end_inbound(conn, row, state, FaxStatus.FS_DISCONNECTED, row["pages"], error, None, now)
+            (report.inbound_partial if has_pages else report.inbound_failed).append(row["id"])
+            owners.add(row["owner"])
+            log.warning("inbound fax %s: lease of %s expired: %s", row["id"], row["owner"], state)
+        return owners
+
+    def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
+        """Retry (per policy) the jobs and settle the receptions whose lease ran out; their owners and the
+        nodes without a heartbeat for longer than their lease become ``lost``."""
+        now = self._now(now)
+        report = RecoveryReport()
+        with self._write() as conn:
+            owners = self._settle_leases(conn, "lease_expires_at < ?", (now,), now, report)
+            # a node whose work was taken must learn it at its next heartbeat, whatever its clock says
+            for owner in owners:
+                conn.execute("UPDATE nodes SET state = 'lost' WHERE id = ? AND state = 'up'", (owner,))
+            conn.execute(
+                "UPDATE nodes SET state = 'lost' WHERE state = 'up' AND heartbeat_at + lease_seconds < ?",
+                (now,),
+            )
+        return report
+
+    # -- files ----------------------------------------------------------------------------------------
+
+    @property
+    def holds_files(self) -> bool:
+        """False: with SQLite (one host) files stay on the local disk where the rows point."""
+        return False
+
+    def store_file(self, owner_id: str, kind: str, path: Path) -> None:
+        """Nothing to do: the rows already record the local path."""
+        check_file_kind(kind)
+
+    def fetch_file(self, owner_id: str, kind: str, dest: Path) -> Path | None:
+        """The locally recorded file of that kind (not copied to ``dest``), or None."""
+        check_file_kind(kind)
+        with self._lock:
+            if kind == "document":
+                row = self._conn.execute("SELECT document FROM outbound_jobs WHERE id = ?", (owner_id,))
+            else:
+                column = {"tiff": "tiff_path", "partial": "tiff_path", "pdf": "pdf_path"}.get(
+                    kind, "report_path"
+                )
+                row = self._conn.execute(f"SELECT {column} FROM inbound_faxes WHERE id = ?", (owner_id,))
+            found = row.fetchone()
+        if found is None or not found[0] or not os.path.isfile(found[0]):
+            return None
+        return Path(found[0])
 
     # -- the outbox (vfax.service.events.EventOutbox) -----------------------------------------------------
 
