@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -351,3 +352,44 @@ def test_dispatcher_spreads_calls_routes_around_a_dead_node_and_takes_it_back(
         if down:
             print(f"{name} marked inactive {down[0].at - last_kill:.1f} s after kill -9 (Kamailio log)")
     assert sip_probe(net.gateway, kam_host.address, kam_port) == 503
+
+
+def _echo(net: TestNetwork, host: Host, port: int, payload: bytes) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((net.gateway, 0))
+        sock.settimeout(0.5)
+        sock.sendto(payload, (host.address, port))
+        try:
+            return sock.recvfrom(100)[0]
+        except (TimeoutError, ConnectionRefusedError):
+            return None
+
+
+def test_test_network_reaches_hosts_cuts_one_off_and_leaves_nothing_behind(test_network: Any) -> None:
+    """The network helper itself: the test reaches a host, a cut host is unreachable until restored, and
+    closing removes every namespace and link it made."""
+    net: TestNetwork = test_network(["alpha", "beta"])
+    beta = net["beta"]
+    port = beta.port(7000)
+    echo = subprocess.Popen(beta.wrap([sys.executable, "-c", (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"s.bind(({beta.address!r}, {port}))\n"
+        "while True:\n"
+        "    data, peer = s.recvfrom(100)\n"
+        "    s.sendto(data, peer)\n"
+    )]), start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
+    try:
+        wait_for(lambda: _echo(net, beta, port, b"hello") == b"hello", 10, "no echo from beta")
+        net.cut("beta", pids=[echo.pid])
+        assert _echo(net, beta, port, b"cut") is None
+        net.restore("beta")
+        wait_for(lambda: _echo(net, beta, port, b"back") == b"back", 10, "no echo after restore")
+    finally:
+        echo.kill()
+        echo.wait(10)
+    made = [h.netns for h in net.hosts.values() if h.netns]
+    net.close()
+    if made:
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        assert not any(name in listed.split() for name in made), listed
