@@ -52,8 +52,9 @@ if [ -z "$spandsp" ]; then
 fi
 # gcc and libc6-dev build the native G.711 hot path (t38/native/, see README "Performance")
 apt_pkgs=(gcc libc6-dev)
-# the tests start their own Kamailio and PostgreSQL servers (tests/peers/) on ports they choose
-[ "$want_test" = 1 ] && apt_pkgs+=(kamailio postgresql)
+# the tests start their own Kamailio and PostgreSQL servers (tests/peers/) on ports they choose, and make
+# network namespaces with iproute2 for the cluster tests
+[ "$want_test" = 1 ] && apt_pkgs+=(kamailio postgresql iproute2)
 for p in "${apt_pkgs[@]}"; do
     installed "$p" || missing+=("$p")
 done
