@@ -10,8 +10,9 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from vfax.store.model import (
     JobFilter,
     JobNotFoundError,
     JobState,
+    JobStore,
     SchemaError,
     TerminalEventExistsError,
     new_id,
@@ -35,21 +37,77 @@ T0 = 1_800_000_000.0
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The contract tests run against both stores: SQLite (a file of the test's own) and PostgreSQL (a fresh
+# database of the shared test server, tests/conftest.py). Tests of what only one backend has (SQLite's
+# pragmas and file, pid-based crash recovery) use ``sqlite_store`` or SqliteJobStore directly; PostgreSQL's
+# own (several nodes, LISTEN, restart) are in tests/test_store_postgres.py.
+BACKENDS = ["sqlite", "postgres"]
+_SPOOL: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _spool(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    _SPOOL[:] = [spool]
+
+
+def doc(name: str) -> str:
+    """A document file of this test (the PostgreSQL store keeps its bytes, so it must exist)."""
+    path = _SPOOL[0] / name
+    if not path.exists():
+        path.write_bytes(b"II*\x00" + name.encode())
+    return str(path)
+
+
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``make_store(**kw)``: a store on this test's database (several calls: several nodes sharing it)."""
+    if request.param == "sqlite":
+        path = tmp_path / "jobs.db"
+
+        def factory(**kw: Any) -> Any:
+            return SqliteJobStore(path, **kw)
+
+    else:
+        url = request.getfixturevalue("postgres").url
+        from vfax.store.postgres import PostgresJobStore
+
+        def factory(**kw: Any) -> Any:
+            return PostgresJobStore(url, **kw)
+
+    opened: list[Any] = []
+
+    def make(**kw: Any) -> Any:
+        opened.append(factory(**kw))
+        return opened[-1]
+
+    yield make
+    for s in opened:
+        s.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
+def store(make_store: Callable[..., Any]) -> JobStore:
+    return make_store(policy=RetryPolicy(jitter=0.0), clock=lambda: T0)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteJobStore]:
     s = SqliteJobStore(tmp_path / "jobs.db", policy=RetryPolicy(jitter=0.0), clock=lambda: T0)
     yield s
     s.close()
 
 
-def _terminal_events(store: SqliteJobStore, job_id: str) -> list[FaxStatus]:
+def _terminal_events(store: JobStore, job_id: str) -> list[FaxStatus]:
     return [e.status for e in store.events_for(job_id) if e.terminal]
 
 
 # -- opening ------------------------------------------------------------------------------------
 
 
-def test_store_opens_in_wal_with_full_sync_and_foreign_keys(store: SqliteJobStore) -> None:
+def test_store_opens_in_wal_with_full_sync_and_foreign_keys(sqlite_store: SqliteJobStore) -> None:
+    store = sqlite_store
     assert store.pragma("journal_mode") == "wal"
     assert store.pragma("synchronous") == 2  # FULL
     assert store.pragma("foreign_keys") == 1
@@ -122,11 +180,11 @@ def test_ids_sort_by_creation_time() -> None:
 # -- the queue ----------------------------------------------------------------------------------
 
 
-def test_claim_takes_highest_priority_then_oldest_and_skips_scheduled_jobs(store: SqliteJobStore) -> None:
-    low = store.submit("/spool/low.tif", "sip:1@127.0.0.1", priority=0, now=T0)
-    high_later = store.submit("/spool/h2.tif", "sip:2@127.0.0.1", priority=5, now=T0 + 2)
-    high_first = store.submit("/spool/h1.tif", "sip:3@127.0.0.1", priority=5, now=T0 + 1)
-    scheduled = store.submit("/spool/s.tif", "sip:4@127.0.0.1", priority=9, not_before=T0 + 3600, now=T0)
+def test_claim_takes_highest_priority_then_oldest_and_skips_scheduled_jobs(store: JobStore) -> None:
+    low = store.submit(doc("low.tif"), "sip:1@127.0.0.1", priority=0, now=T0)
+    high_later = store.submit(doc("h2.tif"), "sip:2@127.0.0.1", priority=5, now=T0 + 2)
+    high_first = store.submit(doc("h1.tif"), "sip:3@127.0.0.1", priority=5, now=T0 + 1)
+    scheduled = store.submit(doc("s.tif"), "sip:4@127.0.0.1", priority=9, not_before=T0 + 3600, now=T0)
 
     order = [store.claim_next(now=T0 + 10) for _ in range(4)]
     assert [j.id if j else None for j in order] == [high_first.id, high_later.id, low.id, None]
@@ -137,19 +195,19 @@ def test_claim_takes_highest_priority_then_oldest_and_skips_scheduled_jobs(store
     assert later is not None and later.id == scheduled.id
 
 
-def test_claim_for_a_device_takes_its_own_jobs_and_unassigned_ones(store: SqliteJobStore) -> None:
-    other = store.submit("/spool/a.tif", "sip:1@127.0.0.1", device="line2", priority=9)
-    mine = store.submit("/spool/b.tif", "sip:2@127.0.0.1", device="line1")
-    anyone = store.submit("/spool/c.tif", "sip:3@127.0.0.1")
+def test_claim_for_a_device_takes_its_own_jobs_and_unassigned_ones(store: JobStore) -> None:
+    other = store.submit(doc("a.tif"), "sip:1@127.0.0.1", device="line2", priority=9)
+    mine = store.submit(doc("b.tif"), "sip:2@127.0.0.1", device="line1")
+    anyone = store.submit(doc("c.tif"), "sip:3@127.0.0.1")
     taken = [store.claim_next(device="line1") for _ in range(3)]
     assert {j.id for j in taken if j} == {mine.id, anyone.id} and taken[2] is None
     assert store.get(other.id).state is JobState.QUEUED
 
 
 def test_busy_is_rescheduled_with_backoff_then_completes_with_one_terminal_event(
-    store: SqliteJobStore,
+    store: JobStore,
 ) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1", options={OPT_ECM: True, "tsid": "vfax"})
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1", options={OPT_ECM: True, "tsid": "vfax"})
     assert store.claim_next(now=T0) is not None
     after_busy = store.record_attempt_result(
         job.id, AttemptResult(FaxStatus.FS_BUSY, sip_code=486), now=T0 + 5
@@ -170,8 +228,8 @@ def test_busy_is_rescheduled_with_backoff_then_completes_with_one_terminal_event
     assert events[0].payload["retry"] is True and events[1].payload["state"] == "completed"
 
 
-def test_exhausted_retries_fail_the_job_once(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1", max_attempts=2)
+def test_exhausted_retries_fail_the_job_once(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1", max_attempts=2)
     now = T0
     for _ in range(2):
         claimed = store.claim_next(now=now)
@@ -185,9 +243,9 @@ def test_exhausted_retries_fail_the_job_once(store: SqliteJobStore) -> None:
 
 
 def test_fax_phase_failure_stores_the_9600_no_ecm_fallback_for_the_next_attempt(
-    store: SqliteJobStore,
+    store: JobStore,
 ) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1", options={OPT_ECM: True, OPT_MAX_BIT_RATE: 14400})
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1", options={OPT_ECM: True, OPT_MAX_BIT_RATE: 14400})
     store.claim_next(now=T0)
     failed = AttemptResult(FaxStatus.FS_FATAL_ERROR, pages=0, t30_code=T30_ERR_CANNOT_TRAIN, error="no train")
     requeued = store.record_attempt_result(job.id, failed, now=T0)
@@ -196,15 +254,15 @@ def test_fax_phase_failure_stores_the_9600_no_ecm_fallback_for_the_next_attempt(
     assert requeued.fax_failures == 1 and requeued.last_error == "no train"
 
 
-def test_bad_address_fails_at_once(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:nobody@127.0.0.1")
+def test_bad_address_fails_at_once(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:nobody@127.0.0.1")
     store.claim_next(now=T0)
     final = store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_BAD_ADDRESS, sip_code=404), now=T0)
     assert final.state is JobState.FAILED and final.attempts == 1
 
 
-def test_cancel_queued_job_ends_it_with_user_abort(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+def test_cancel_queued_job_ends_it_with_user_abort(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1")
     cancelled = store.cancel(job.id)
     assert cancelled.state is JobState.CANCELLED
     assert _terminal_events(store, job.id) == [FaxStatus.FS_USER_ABORT]
@@ -213,8 +271,8 @@ def test_cancel_queued_job_ends_it_with_user_abort(store: SqliteJobStore) -> Non
     assert len(store.events_for(job.id)) == 1
 
 
-def test_cancel_in_flight_job_flags_it_and_its_failure_is_not_retried(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+def test_cancel_in_flight_job_flags_it_and_its_failure_is_not_retried(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1")
     store.claim_next(now=T0)
     flagged = store.cancel(job.id)
     assert flagged.state is JobState.IN_FLIGHT and flagged.cancel_requested
@@ -223,16 +281,16 @@ def test_cancel_in_flight_job_flags_it_and_its_failure_is_not_retried(store: Sql
     assert _terminal_events(store, job.id) == [FaxStatus.FS_BUSY]
 
 
-def test_cancel_too_late_keeps_a_completed_fax_completed(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+def test_cancel_too_late_keeps_a_completed_fax_completed(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1")
     store.claim_next(now=T0)
     store.cancel(job.id)
     final = store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1), now=T0 + 1)
     assert final.state is JobState.COMPLETED
 
 
-def test_result_for_a_job_that_is_not_in_flight_is_refused(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+def test_result_for_a_job_that_is_not_in_flight_is_refused(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1")
     with pytest.raises(InvalidTransitionError, match="queued"):
         store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1))
     with pytest.raises(JobNotFoundError):
@@ -241,9 +299,9 @@ def test_result_for_a_job_that_is_not_in_flight_is_refused(store: SqliteJobStore
         store.cancel("no-such-job")
 
 
-def test_list_filters_and_pages(store: SqliteJobStore) -> None:
-    jobs = [store.submit(f"/spool/{i}.tif", f"sip:{i}@127.0.0.1", device="d1", now=T0 + i) for i in range(5)]
-    store.submit("/spool/x.tif", "sip:9@127.0.0.1", device="d2", now=T0 + 10)
+def test_list_filters_and_pages(store: JobStore) -> None:
+    jobs = [store.submit(doc(f"{i}.tif"), f"sip:{i}@127.0.0.1", device="d1", now=T0 + i) for i in range(5)]
+    store.submit(doc("x.tif"), "sip:9@127.0.0.1", device="d2", now=T0 + 10)
     store.cancel(jobs[0].id)
     assert [j.id for j in store.list(JobFilter(device="d1"), limit=2, offset=1)] == [jobs[1].id, jobs[2].id]
     queued = store.list(JobFilter(states=frozenset({JobState.QUEUED}), device="d1"))
@@ -256,7 +314,7 @@ def test_list_filters_and_pages(store: SqliteJobStore) -> None:
 # -- inbound ------------------------------------------------------------------------------------
 
 
-def test_inbound_is_recorded_before_answer_and_finishes_once(store: SqliteJobStore, tmp_path: Path) -> None:
+def test_inbound_is_recorded_before_answer_and_finishes_once(store: JobStore, tmp_path: Path) -> None:
     fax = store.record_inbound(call_id="abc@127.0.0.1", caller="1001", callee="2000", device="line1")
     assert fax.state is InboundState.RECEIVING and store.get_inbound(fax.id).call_id == "abc@127.0.0.1"
     store.update_inbound(fax.id, pages=1, remote_csi="+1 555 0100")
@@ -281,7 +339,7 @@ def test_inbound_is_recorded_before_answer_and_finishes_once(store: SqliteJobSto
     ],
 )
 def test_inbound_end_state_follows_status_and_pages(
-    store: SqliteJobStore, status: FaxStatus, pages: int, state: InboundState
+    store: JobStore, status: FaxStatus, pages: int, state: InboundState
 ) -> None:
     fax = store.record_inbound(call_id="c", caller="1", callee="2", device="d")
     assert store.finish_inbound(fax.id, status, pages=pages).state is state
@@ -290,8 +348,8 @@ def test_inbound_end_state_follows_status_and_pages(
 # -- events -------------------------------------------------------------------------------------
 
 
-def test_second_terminal_event_is_refused_and_changes_nothing(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+def test_second_terminal_event_is_refused_and_changes_nothing(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1")
     store.append_event(job.id, "status", FaxStatus.FS_DIALING)
     first = store.append_event(job.id, "terminal", FaxStatus.FS_BUSY, {"why": "486"})
     assert first.seq == 2 and store.get(job.id).terminal_event_emitted
@@ -303,8 +361,8 @@ def test_second_terminal_event_is_refused_and_changes_nothing(store: SqliteJobSt
     assert store.events_for(job.id) == before
 
 
-def test_job_with_a_hand_written_terminal_event_is_finished_not_retried(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+def test_job_with_a_hand_written_terminal_event_is_finished_not_retried(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:2000@127.0.0.1")
     store.claim_next(now=T0)
     store.append_event(job.id, "terminal", FaxStatus.FS_BUSY)
     final = store.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_BUSY), now=T0 + 1)
@@ -312,7 +370,8 @@ def test_job_with_a_hand_written_terminal_event_is_finished_not_retried(store: S
     assert _terminal_events(store, job.id) == [FaxStatus.FS_BUSY]
 
 
-def test_database_itself_rejects_a_second_terminal_row(store: SqliteJobStore) -> None:
+def test_database_itself_rejects_a_second_terminal_row(sqlite_store: SqliteJobStore) -> None:
+    store = sqlite_store
     store.append_event("job-x", "terminal", FaxStatus.FS_COMPLETED)
     conn = sqlite3.connect(store.path)
     with pytest.raises(sqlite3.IntegrityError, match=r"events\.job_id"):
@@ -323,7 +382,7 @@ def test_database_itself_rejects_a_second_terminal_row(store: SqliteJobStore) ->
     conn.close()
 
 
-def test_terminal_event_needs_a_terminal_status(store: SqliteJobStore) -> None:
+def test_terminal_event_needs_a_terminal_status(store: JobStore) -> None:
     with pytest.raises(ValueError, match="FS_TRANSMITTING"):
         store.append_event("job-y", "terminal", FaxStatus.FS_TRANSMITTING)
     with pytest.raises(ValueError, match="type"):
@@ -366,8 +425,8 @@ def test_recovery_requeues_or_fails_in_flight_work_and_keeps_partial_pages(tmp_p
     store.close()
 
 
-def test_recovery_leaves_live_owners_alone(store: SqliteJobStore) -> None:
-    job = store.submit("/spool/a.tif", "sip:1@127.0.0.1")
+def test_recovery_leaves_live_owners_alone(store: JobStore) -> None:
+    job = store.submit(doc("a.tif"), "sip:1@127.0.0.1")
     store.claim_next(now=T0)
     fax = store.record_inbound(call_id="c", caller="1", callee="2", device="d")
     assert store.recover_after_crash(T0).changed == 0  # our own owner, and default liveness says alive
@@ -533,10 +592,10 @@ def test_two_processes_claiming_from_one_file_never_take_the_same_job(tmp_path: 
     assert len(everything) == len(set(everything)) == 60 and set(everything) == expected
 
 
-def test_async_wrapper_runs_the_same_operations(tmp_path: Path) -> None:
+def test_async_wrapper_runs_the_same_operations(make_store: Callable[..., Any]) -> None:
     async def scenario() -> JobState:
-        store = AsyncJobStore(SqliteJobStore(tmp_path / "jobs.db"))
-        job = await store.submit("/spool/a.tif", "sip:2000@127.0.0.1")
+        store = AsyncJobStore(make_store())
+        job = await store.submit(doc("a.tif"), "sip:2000@127.0.0.1")
         claimed = await store.claim_next()
         assert claimed is not None and claimed.id == job.id
         await store.append_event(job.id, "page", FaxStatus.FS_TRANSMITTING, {"pages": 1})

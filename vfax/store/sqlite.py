@@ -703,13 +703,18 @@ class SqliteJobStore:
     def record_attempt_result(
         self, job_id: str, result: AttemptResult, *, now: float | None = None
     ) -> OutboundJob:
-        """End the in-flight attempt of ``job_id``: retry per policy or finish with the terminal event."""
+        """End this owner's in-flight attempt of ``job_id``: retry per policy or finish with the terminal
+        event. :class:`LeaseLostError` if someone else holds the job now (this owner's lease expired)."""
         now = self._now(now)
         with self._write() as conn:
             row = self._job_row(conn, job_id)
             if row["state"] != JobState.IN_FLIGHT:
                 raise InvalidTransitionError(
                     f"job {job_id} is {row['state']}, not in_flight: no attempt to end"
+                )
+            if row["lease_owner"] != self.owner:
+                raise LeaseLostError(
+                    f"job {job_id} is held by {row['lease_owner']}, not {self.owner}: its lease was lost"
                 )
             self._finish_attempt(conn, row, result, now)
             return self._job(self._job_row(conn, job_id))
