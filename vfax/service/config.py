@@ -14,7 +14,8 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
     log_level = "info"
     [api]      listen, token, cors_origins, max_upload_mb
     [retry]    max_attempts, backoff, jitter, fallback_after, fallback_bitrate, fallback_ecm
-    [service]  node_id, lease_seconds, heartbeat_seconds, give_up_seconds (this node of a cluster)
+    [service]  node_id, lease_seconds, heartbeat_seconds, give_up_seconds (this node of a cluster),
+               worker_port_stride (vfax serve --workers: worker K's devices listen on port + K * stride)
     [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
                 channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
                 max_call_seconds
@@ -183,6 +184,8 @@ class NodeConfig:
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 10.0
     give_up_seconds: float = 30.0
+    #: ``vfax serve --workers N``: worker K's devices listen on their port + K * stride (a port 0 stays 0).
+    worker_port_stride: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +339,9 @@ def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
 _TOP_KEYS = (
     "data_dir", "inbox", "database", "spool", "log_level", "api", "retry", "service", "devices", "sinks",
 )  # fmt: skip
-_SERVICE_KEYS = ("database", "node_id", "lease_seconds", "heartbeat_seconds", "give_up_seconds")
+_SERVICE_KEYS = (
+    "database", "node_id", "lease_seconds", "heartbeat_seconds", "give_up_seconds", "worker_port_stride",
+)  # fmt: skip
 _API_KEYS = ("listen", "token", "cors_origins", "max_upload_mb")
 _RETRY_KEYS = ("max_attempts", "backoff", "jitter", "fallback_after", "fallback_bitrate", "fallback_ecm")
 _DEVICE_KEYS = (
@@ -384,6 +389,7 @@ _ENV_KINDS: dict[str, str] = {
     "lease_seconds": "float",
     "heartbeat_seconds": "float",
     "give_up_seconds": "float",
+    "worker_port_stride": "int",
 }
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
@@ -495,7 +501,16 @@ def _node(table: dict[str, Any]) -> NodeConfig:
             "service.heartbeat_seconds",
             f"must be less than service.give_up_seconds ({give_up:g}), not {beat:g}",
         )
-    return NodeConfig(node_id=node_id, lease_seconds=lease, heartbeat_seconds=beat, give_up_seconds=give_up)
+    stride = _int(
+        "service.worker_port_stride", table.get("worker_port_stride", d.worker_port_stride), 1, 1000
+    )
+    return NodeConfig(
+        node_id=node_id,
+        lease_seconds=lease,
+        heartbeat_seconds=beat,
+        give_up_seconds=give_up,
+        worker_port_stride=stride,
+    )
 
 
 def _retry(table: dict[str, Any]) -> RetryPolicy:
