@@ -17,14 +17,17 @@ from typing import Any
 import pytest
 
 from vfax.status import T30_ERR_CANNOT_TRAIN, FaxStatus
+from vfax.store import open_store
 from vfax.store.async_store import AsyncJobStore
 from vfax.store.model import (
+    DuplicateNodeError,
     InboundState,
     InvalidTransitionError,
     JobFilter,
     JobNotFoundError,
     JobState,
     JobStore,
+    LeaseLostError,
     SchemaError,
     TerminalEventExistsError,
     new_id,
@@ -607,3 +610,213 @@ def test_async_wrapper_runs_the_same_operations(make_store: Callable[..., Any]) 
         return final.state
 
     assert asyncio.run(scenario()) is JobState.COMPLETED
+
+
+# -- leases and nodes (both stores) -----------------------------------------------------------------
+
+LEASE = 60.0
+
+
+def _node_store(make_store: Callable[..., Any], owner: str) -> Any:
+    return make_store(owner=owner, lease_seconds=LEASE, policy=RetryPolicy(jitter=0.0), clock=lambda: T0)
+
+
+def test_claim_and_reception_take_a_lease_of_the_stores_owner(make_store: Callable[..., Any]) -> None:
+    s = make_store(owner="node-a", lease_seconds=30, clock=lambda: T0)
+    job = s.submit(doc("a.tif"), "sip:1@127.0.0.1", now=T0)
+    claimed = s.claim_next(now=T0)
+    assert claimed.lease_owner == "node-a" and claimed.lease_expires_at == T0 + 30
+    fax = s.record_inbound(call_id="c", caller="1", callee="2", device="d", now=T0)
+    assert fax.owner == "node-a" and fax.lease_expires_at == T0 + 30
+    done = s.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1), now=T0 + 1)
+    assert done.lease_owner is None and done.lease_expires_at is None
+    assert s.finish_inbound(fax.id, FaxStatus.FS_COMPLETED, pages=1, now=T0 + 1).lease_expires_at is None
+
+
+def test_heartbeat_extends_its_own_leases_and_expiry_takes_only_stale_ones(
+    make_store: Callable[..., Any],
+) -> None:
+    a, b = _node_store(make_store, "node-a"), _node_store(make_store, "node-b")
+    api = "http://127.0.0.1:8025"
+    a.register_node("node-a", api=api, info={"devices": ["line1"]}, lease_seconds=LEASE, now=T0)
+    b.register_node("node-b", api=None, info={}, lease_seconds=LEASE, now=T0)
+    for i in range(3):
+        a.submit(doc(f"{i}.tif"), f"sip:{i}@127.0.0.1", now=T0)
+    mine = [a.claim_next(now=T0), a.claim_next(now=T0)]
+    theirs = b.claim_next(now=T0)
+    fax = a.record_inbound(call_id="c", caller="1", callee="2", device="d", now=T0)
+
+    assert a.heartbeat("node-a", info={"calls": 3}, lease_seconds=LEASE, now=T0 + 40) == 3
+    assert [a.get(j.id).lease_expires_at for j in mine] == [T0 + 100, T0 + 100]
+    assert a.get_inbound(fax.id).lease_expires_at == T0 + 100
+    assert a.get(theirs.id).lease_expires_at == T0 + LEASE  # another node's lease is not ours to extend
+
+    report = a.expire_leases(now=T0 + 70)  # node-b did not heartbeat: its job goes back to the queue
+    assert report.requeued == [theirs.id] and report.changed == 1
+    assert all(a.get(j.id).state is JobState.IN_FLIGHT for j in mine)
+    assert a.get_inbound(fax.id).state is InboundState.RECEIVING
+    nodes = {n.id: n for n in b.list_nodes(now=T0 + 70)}
+    assert (nodes["node-a"].state, nodes["node-a"].info, nodes["node-a"].api) == (
+        "up",
+        {"calls": 3},
+        "http://127.0.0.1:8025",
+    )
+    assert nodes["node-a"].heartbeat_at == T0 + 40 and nodes["node-b"].state == "lost"
+    with pytest.raises(LeaseLostError, match="node-b"):
+        b.heartbeat("node-b", lease_seconds=LEASE, now=T0 + 71)
+
+
+def test_an_expired_lease_is_retried_by_another_node_never_held_by_two(
+    make_store: Callable[..., Any],
+) -> None:
+    a, b = _node_store(make_store, "node-a"), _node_store(make_store, "node-b")
+    a.register_node("node-a", api=None, info={}, lease_seconds=LEASE, now=T0)
+    b.register_node("node-b", api=None, info={}, lease_seconds=LEASE, now=T0)
+    job = a.submit(doc("a.tif"), "sip:1@127.0.0.1", max_attempts=3, now=T0)
+    assert a.claim_next(now=T0).id == job.id
+    # node-a stops heartbeating (cut off); node-b goes on
+    b.heartbeat("node-b", lease_seconds=LEASE, now=T0 + 30)
+    assert b.expire_leases(now=T0 + 59).changed == 0  # not expired yet: still node-a's
+    assert b.claim_next(now=T0 + 59) is None
+    b.heartbeat("node-b", lease_seconds=LEASE, now=T0 + 59)
+
+    report = b.expire_leases(now=T0 + 61)
+    assert report.requeued == [job.id]
+    requeued = b.get(job.id)
+    assert (requeued.state, requeued.attempts, requeued.lease_owner) == (JobState.QUEUED, 1, None)
+    assert requeued.last_status is FaxStatus.FS_DISCONNECTED and requeued.not_before == T0 + 121
+    assert "node-a" in requeued.last_error
+    with pytest.raises(LeaseLostError, match="node-a"):
+        a.heartbeat("node-a", lease_seconds=LEASE, now=T0 + 62)
+    assert b.expire_leases(now=T0 + 63).changed == 0  # settled once
+
+    again = b.claim_next(now=T0 + 121)
+    assert again.id == job.id and again.lease_owner == "node-b" and again.attempts == 2
+    with pytest.raises(LeaseLostError, match="node-b"):  # node-a's late result must not end node-b's attempt
+        a.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1), now=T0 + 122)
+    assert b.get(job.id).lease_owner == "node-b" and b.get(job.id).state is JobState.IN_FLIGHT
+    b.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1), now=T0 + 130)
+    assert _terminal_events(b, job.id) == [FaxStatus.FS_COMPLETED]
+    assert {n.id: n.state for n in b.list_nodes(now=T0 + 130)} == {"node-a": "lost", "node-b": "lost"}
+
+
+def test_lease_expiry_fails_or_cancels_per_policy_and_settles_receptions(
+    make_store: Callable[..., Any],
+) -> None:
+    a, b = _node_store(make_store, "node-a"), _node_store(make_store, "node-b")
+    last = a.submit(doc("a.tif"), "sip:1@127.0.0.1", max_attempts=1, now=T0)
+    asked = a.submit(doc("b.tif"), "sip:2@127.0.0.1", max_attempts=3, now=T0 + 1)
+    a.claim_next(now=T0 + 2)
+    a.claim_next(now=T0 + 2)
+    a.cancel(asked.id, now=T0 + 3)
+    partial = a.record_inbound(call_id="c1", caller="1", callee="2", device="d", now=T0)
+    a.update_inbound(partial.id, pages=2, now=T0 + 1)
+    empty = a.record_inbound(call_id="c2", caller="1", callee="2", device="d", now=T0)
+
+    report = b.expire_leases(now=T0 + 100)
+    assert (report.requeued, report.failed, report.cancelled) == ([], [last.id], [asked.id])
+    assert (report.inbound_partial, report.inbound_failed) == ([partial.id], [empty.id])
+    assert b.get_inbound(partial.id).pages == 2 and b.get_inbound(partial.id).state is InboundState.PARTIAL
+    for job_id in (last.id, asked.id, partial.id, empty.id):
+        assert len(_terminal_events(b, job_id)) == 1
+    assert b.expire_leases(now=T0 + 200).changed == 0
+
+
+def test_a_node_id_is_refused_while_live_and_free_again_once_lost_or_left(
+    make_store: Callable[..., Any],
+) -> None:
+    s = _node_store(make_store, "n1")
+    first = s.register_node("n1", api="http://a", info={"x": 1}, lease_seconds=30, now=T0)
+    assert (first.id, first.state, first.started_at, first.info) == ("n1", "up", T0, {"x": 1})
+    with pytest.raises(DuplicateNodeError, match="n1"):
+        s.register_node("n1", api="http://b", info={}, lease_seconds=30, now=T0 + 29)
+    assert [(n.api, n.started_at) for n in s.list_nodes(now=T0 + 29)] == [("http://a", T0)]  # unchanged
+    assert s.list_nodes(now=T0 + 31)[0].state == "lost"
+    again = s.register_node("n1", api="http://b", info={}, lease_seconds=30, now=T0 + 31)
+    assert (again.state, again.started_at, again.api) == ("up", T0 + 31, "http://b")
+    s.leave_node("n1", now=T0 + 40)
+    assert s.list_nodes(now=T0 + 40)[0].state == "stopped"
+    with pytest.raises(LeaseLostError):
+        s.heartbeat("n1", lease_seconds=30, now=T0 + 41)
+    assert s.register_node("n1", api=None, info={}, lease_seconds=30, now=T0 + 41).state == "up"
+    with pytest.raises(LeaseLostError):
+        s.heartbeat("never-registered", lease_seconds=30, now=T0 + 41)
+
+
+def test_a_node_rejoining_settles_the_work_of_its_last_run(make_store: Callable[..., Any]) -> None:
+    old = _node_store(make_store, "n1")
+    old.register_node("n1", api=None, info={}, lease_seconds=LEASE, now=T0)
+    job = old.submit(doc("a.tif"), "sip:1@127.0.0.1", now=T0)
+    old.claim_next(now=T0)
+    fax = old.record_inbound(call_id="c", caller="1", callee="2", device="d", now=T0)
+    old.close()  # killed: no leave, no heartbeat
+
+    new = _node_store(make_store, "n1")
+    with pytest.raises(DuplicateNodeError):
+        new.register_node("n1", api=None, info={}, lease_seconds=LEASE, now=T0 + 10)
+    new.register_node("n1", api=None, info={}, lease_seconds=LEASE, now=T0 + LEASE + 1)
+    assert new.get(job.id).state is JobState.QUEUED and new.get(job.id).attempts == 1
+    assert new.get_inbound(fax.id).state is InboundState.FAILED
+    assert new.heartbeat("n1", lease_seconds=LEASE, now=T0 + LEASE + 2) == 0  # nothing stale is kept alive
+
+
+def test_bad_node_and_file_arguments_are_refused(store: JobStore) -> None:
+    with pytest.raises(ValueError, match="lease_seconds"):
+        store.register_node("n", api=None, info={}, lease_seconds=0)
+    with pytest.raises(ValueError, match="node id"):
+        store.register_node("", api=None, info={}, lease_seconds=10)
+    with pytest.raises(ValueError, match="kind"):
+        store.fetch_file("x", "secret", Path("/tmp/never"))
+    assert store.list_nodes() == []
+
+
+# -- files and selection (SQLite; PostgreSQL's in tests/test_store_postgres.py) ---------------------
+
+
+def test_sqlite_keeps_files_where_the_rows_point(sqlite_store: SqliteJobStore, tmp_path: Path) -> None:
+    store = sqlite_store
+    assert store.holds_files is False
+    job = store.submit(doc("a.tif"), "sip:1@127.0.0.1")
+    store.store_file(job.id, "document", Path(doc("a.tif")))  # nothing to do
+    assert store.fetch_file(job.id, "document", tmp_path / "copy.tif") == Path(doc("a.tif"))
+    assert not (tmp_path / "copy.tif").exists()
+    fax = store.record_inbound(call_id="c", caller="1", callee="2", device="d", tiff_path=tmp_path / "in.tif")
+    assert store.fetch_file(fax.id, "tiff", tmp_path / "x.tif") is None  # recorded but not written yet
+    (tmp_path / "in.tif").write_bytes(b"II*\x00")
+    assert store.fetch_file(fax.id, "tiff", tmp_path / "x.tif") == tmp_path / "in.tif"
+    assert store.fetch_file(fax.id, "pdf", tmp_path / "x.pdf") is None
+    assert store.fetch_file("no-such-id", "report", tmp_path / "x.json") is None
+
+
+def test_open_store_opens_sqlite_with_owner_and_lease(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "vfax.db"), owner="node-7", lease_seconds=12.5)
+    try:
+        assert isinstance(store, SqliteJobStore) and (store.owner, store.lease_seconds) == ("node-7", 12.5)
+    finally:
+        store.close()
+    with open_store(tmp_path / "vfax.db") as again:  # a Path works too; the default owner is host:pid:token
+        assert again.owner.count(":") == 2 and again.lease_seconds == 60.0
+
+
+def test_open_store_refuses_values_that_are_no_usable_database(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database, " * 100)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = {
+        "": "empty",
+        "   ": "empty",
+        "mysql://vfax@127.0.0.1/vfax": "mysql",
+        "sqlite:///var/lib/vfax.db": "sqlite",
+        str(tmp_path): "directory",
+        str(tmp_path / "missing" / "vfax.db"): "does not exist",
+        str(afile / "vfax.db"): "does not exist",
+        str(garbage): "not a usable SQLite database",
+        "/proc/vfax-test.db": "not a usable SQLite database",  # unwritable even for root
+    }
+    for value, why in cases.items():
+        with pytest.raises(ValueError, match="database") as err:
+            open_store(value)
+        assert why in str(err.value), (value, str(err.value))
+    assert garbage.read_bytes().startswith(b"this is not a database")  # left as it was
+    assert not (tmp_path / "missing").exists()

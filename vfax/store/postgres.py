@@ -292,6 +292,7 @@ class PostgresJobStore:
         self._clock = clock
         self._rng = rng or random.Random()
         self._connect_timeout = connect_timeout
+        self._is_down = False
         self._listen: psycopg.AsyncConnection[Any] | None = None
         self._listen_loop: asyncio.AbstractEventLoop | None = None
         kwargs = {"connect_timeout": max(1, round(connect_timeout)), "row_factory": dict_row}
@@ -306,8 +307,11 @@ class PostgresJobStore:
             min_size=pool_min,
             max_size=max(pool_min, pool_max),
             open=False,
-            check=ConnectionPool.check_connection,
+            check=ConnectionPool.check_connection,  # a connection from before a restart is replaced
             timeout=connect_timeout,
+            # the pool gives up reconnecting in the background after this long (its back-off grows to
+            # minutes); the next request then connects at once, so a restarted server is used right away
+            reconnect_timeout=connect_timeout,
             name=f"vfax-store-{self.address}",
         )
         self._pool.open(wait=False)
@@ -337,6 +341,7 @@ class PostgresJobStore:
     def _run(self, work: Callable[[Conn], T], *, attempts: int = 5) -> T:
         """``work(conn)`` in one transaction (committed on return, rolled back on error); a deadlock or
         serialization failure is retried, a lost database raises :class:`StoreUnavailableError`."""
+        self._check_up()
         for attempt in range(attempts):
             try:
                 with self._pool.connection() as conn, conn.transaction():
@@ -345,19 +350,45 @@ class PostgresJobStore:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1) * self._rng.random())
-            except (psycopg.OperationalError, PoolTimeout) as exc:
-                raise self._unavailable(exc) from None
+            except PoolTimeout as exc:
+                raise self._down(self._probe() or exc) from None
+            except psycopg.OperationalError as exc:
+                raise self._down(exc) from None
         raise AssertionError("unreachable")
+
+    def _down(self, exc: BaseException) -> StoreUnavailableError:
+        self._is_down = True
+        return self._unavailable(exc)
+
+    def _check_up(self) -> None:
+        """After an outage, one direct connection attempt first: while the server is away every call fails
+        at once with the reason (instead of waiting for the pool's timeout); once it answers, the pool."""
+        if self._is_down:
+            exc = self._probe()
+            if exc is not None:
+                raise self._unavailable(exc)
+            self._is_down = False
+
+    def _probe(self) -> BaseException | None:
+        """Why the pool has no connection: the error of one direct connection attempt (None if it works)."""
+        try:
+            psycopg.connect(self.url, connect_timeout=max(1, round(self._connect_timeout))).close()
+        except psycopg.Error as exc:
+            return exc
+        return None
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Conn]:
         """One snapshot for several SELECTs."""
+        self._check_up()
         try:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise self._unavailable(exc) from None
+        except PoolTimeout as exc:
+            raise self._down(self._probe() or exc) from None
+        except psycopg.OperationalError as exc:
+            raise self._down(exc) from None
 
     @staticmethod
     def _one(conn: Conn, query: str, args: Sequence[Any] = ()) -> Row | None:
