@@ -1,4 +1,5 @@
-"""The Asterisk lab (compose.yaml, lab/, Dockerfile, docs/lab.md) checked without a Docker engine.
+"""The Asterisk lab and the cluster profile (compose.yaml, lab/, Dockerfile, docs/lab.md, docs/cluster.md)
+checked without a Docker engine.
 
 CI has the docker client at most, never an engine, so nothing here starts a container. What a user would
 hit on `docker compose up` is checked statically instead: the compose file has the shape the Compose
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from ipaddress import ip_address, ip_network
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_type_hints
+from urllib.parse import urlsplit
 
 import pytest
 import typer
@@ -32,6 +34,7 @@ from typer.testing import CliRunner
 
 from vfax.cli.health import check_health, evaluate_devices, health_command
 from vfax.service.config import ConfigError, ServiceConfig, load_config, parse_config, parse_listen
+from vfax.service.serve import serve_command
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
@@ -49,6 +52,11 @@ REQUIRED_ASTERISK_FILES = (
     "logger.conf",
 )
 VFAX_SERVICES = {"vfax-sender": "lab/vfax/sender.toml", "vfax-receiver": "lab/vfax/receiver.toml"}
+LAB_SERVICES = {"asterisk", *VFAX_SERVICES}
+CLUSTER_DIR = ROOT / "lab" / "cluster"
+CLUSTER_MD = ROOT / "docs" / "cluster.md"
+CLUSTER_NODES = {f"vfax-node{i}": f"lab/cluster/node{i}.toml" for i in (1, 2, 3)}
+CLUSTER_SERVICES = {"postgres", "kamailio", *CLUSTER_NODES}
 #: Top-level keys of the Compose specification (compose-spec/schema/compose-spec.json).
 COMPOSE_TOP_LEVEL = {"version", "name", "include", "services", "networks", "volumes", "secrets", "configs"}
 #: Service keys this lab may use, all from the Compose specification's service definition.
@@ -56,7 +64,7 @@ COMPOSE_SERVICE_KEYS = {
     "build", "image", "command", "entrypoint", "environment", "volumes", "ports", "networks",
     "depends_on", "healthcheck", "restart", "read_only", "tmpfs", "cap_drop", "cap_add",
     "security_opt", "user", "working_dir", "labels", "logging", "stop_grace_period", "init",
-    "pull_policy",
+    "pull_policy", "profiles", "hostname",
 }  # fmt: skip
 #: What an unfinished config looks like: "changeme", "TODO", "<...>", "<PBX_IP>", "<your-password>".
 PLACEHOLDERS = re.compile(
@@ -288,15 +296,19 @@ def lab_config(service: str) -> ServiceConfig:
     return load_config(ROOT / VFAX_SERVICES[service], environ=service_env(service))
 
 
-def test_compose_file_has_only_compose_spec_keys_and_the_three_lab_services() -> None:
+def test_compose_file_has_only_compose_spec_keys_and_the_lab_and_cluster_services() -> None:
     data = compose()
     unknown = {k for k in data if k not in COMPOSE_TOP_LEVEL and not k.startswith("x-")}
     assert not unknown, f"not Compose specification top-level keys: {unknown}"
-    assert set(data["services"]) == {"asterisk", "vfax-sender", "vfax-receiver"}
+    assert set(data["services"]) == LAB_SERVICES | CLUSTER_SERVICES
     for name, svc in data["services"].items():
         bad = set(svc) - COMPOSE_SERVICE_KEYS
         assert not bad, f"service {name}: keys outside what the lab uses of the Compose spec: {bad}"
         assert "image" in svc or "build" in svc, f"service {name} has neither image nor build"
+
+
+#: An exact release in an image tag. PostgreSQL numbers its releases MAJOR.MINOR (15.18) since version 10.
+EXACT_VERSION = {"postgres": r"^\d{2,}\.\d+-"}
 
 
 def test_pulled_images_are_pinned_to_an_exact_version_not_latest() -> None:
@@ -311,7 +323,8 @@ def test_pulled_images_are_pinned_to_an_exact_version_not_latest() -> None:
         assert tag not in ("latest", "stable", "edge") and not tag.isdigit(), (
             f"{name}: {image!r} is not pinned"
         )
-        assert re.match(r"^\d+\.\d+\.\d+", tag), f"{name}: {image!r} does not name an exact version"
+        exact = EXACT_VERSION.get(_repo, r"^\d+\.\d+\.\d+")
+        assert re.match(exact, tag), f"{name}: {image!r} does not name an exact version"
 
 
 def test_every_service_has_a_healthcheck_that_runs_a_command() -> None:
@@ -461,8 +474,10 @@ def test_faxes_asterisk_receives_survive_compose_down_in_a_named_volume() -> Non
 def test_the_vfax_image_is_built_once_and_shared() -> None:
     """Two services with `build:` and one image name build the same image twice, racing for the tag."""
     services = compose()["services"]
-    builders = [name for name in VFAX_SERVICES if "build" in services[name]]
+    image = services["vfax-sender"]["image"]
+    builders = [name for name, svc in services.items() if "build" in svc and svc.get("image") == image]
     assert builders == ["vfax-sender"], f"services that build the vfax image: {builders}"
+    assert services["vfax-sender"]["build"]["dockerfile"] == "Dockerfile"
     image = services["vfax-sender"]["image"]
     receiver = services["vfax-receiver"]
     assert receiver["image"] == image, "vfax-receiver must run the image vfax-sender builds"
@@ -490,6 +505,9 @@ def test_every_file_the_compose_mounts_exists() -> None:
     for name, svc in compose()["services"].items():
         for source, target in bind_mounts(svc):
             path = (COMPOSE.parent / source).resolve()
+            if path.is_dir():  # Kamailio mounts lab/cluster/ whole (test_kamailio_runs_the_lab_config...)
+                assert (name, source) == ("kamailio", "./lab/cluster"), f"{name} mounts the folder {source}"
+                continue
             assert path.is_file(), f"{name} mounts {source} at {target}, which does not exist"
             mounted.append(path)
     for conf in REQUIRED_ASTERISK_FILES:
@@ -1008,3 +1026,223 @@ def test_pbx_recipe_configs_are_valid_and_agree_with_each_other() -> None:
     assert auth.get("username") == dev.user and auth.get("password") == environ["VFAX_DEVICE_FAX_PASSWORD"]
     assert endpoint.get("t38_udptl") == "yes" and endpoint.get("direct_media") == "no"
     assert endpoint.get("context") in {s.name for s in sections}, "the fax endpoint's context is not shown"
+
+
+# --------------------------------------------------------------------------------------------------
+# The cluster profile: PostgreSQL, Kamailio's dispatcher and three vfax nodes (docs/cluster.md)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Destination:
+    set_id: int
+    uri: str
+    flags: int
+    priority: int
+
+    @property
+    def address(self) -> str:
+        return self.uri.removeprefix("sip:").rsplit(":", 1)[0]
+
+
+def dispatcher_list() -> list[Destination]:
+    """lab/cluster/dispatcher.list as Kamailio's dispatcher reads it: `setid uri flags priority [attrs]`."""
+    out = []
+    for number, line in enumerate((CLUSTER_DIR / "dispatcher.list").read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        assert len(fields) >= 4, f"dispatcher.list:{number}: setid, uri, flags and priority expected"
+        assert re.fullmatch(r"sip:[0-9.]+:\d+", fields[1]), f"dispatcher.list:{number}: {fields[1]}"
+        out.append(Destination(int(fields[0]), fields[1], int(fields[2]), int(fields[3])))
+    return out
+
+
+def cluster_config(service: str) -> ServiceConfig:
+    return load_config(ROOT / CLUSTER_NODES[service], environ=service_env(service))
+
+
+def kamailio_defines() -> dict[str, str]:
+    command = compose()["services"]["kamailio"]["command"]
+    return dict(command[i + 1].split("=", 1) for i, arg in enumerate(command) if arg == "-A")
+
+
+def kamailio_mount() -> str:
+    """Where the kamailio service sees lab/cluster/."""
+    (target,) = [t for s, t in bind_mounts(compose()["services"]["kamailio"]) if s == "./lab/cluster"]
+    return target
+
+
+def test_without_the_cluster_profile_the_lab_is_the_three_services_as_before() -> None:
+    """`docker compose up` starts the services without `profiles`: they must be the Asterisk lab alone."""
+    services = compose()["services"]
+    plain = {name for name, svc in services.items() if not svc.get("profiles")}
+    assert plain == LAB_SERVICES, f"started without --profile cluster: {sorted(plain)}"
+    for name in CLUSTER_SERVICES:
+        assert services[name].get("profiles") == ["cluster"], f"{name} is not (only) in the cluster profile"
+    for name in LAB_SERVICES:
+        needs = set(services[name].get("depends_on") or ())
+        assert not needs & CLUSTER_SERVICES, f"the lab's {name} would need the cluster: {needs}"
+
+
+def test_cluster_nodes_run_the_one_vfax_image_without_building_it() -> None:
+    services = compose()["services"]
+    image = services["vfax-sender"]["image"]
+    for name in CLUSTER_NODES:
+        node = services[name]
+        assert "build" not in node, f"{name} builds: the vfax image is built once, by vfax-sender"
+        assert node["image"] == image and node.get("pull_policy") == "never", name
+        assert node["command"][:1] == ["serve"], f"{name} does not run vfax serve"
+        assert node["healthcheck"]["test"][1:3] == ["vfax", "health"], name
+
+
+def test_each_cluster_node_reads_its_own_config_and_keeps_its_data_in_a_named_volume() -> None:
+    services = compose()["services"]
+    seen_volumes = set()
+    for name, toml in CLUSTER_NODES.items():
+        node = services[name]
+        command = node["command"]
+        assert (f"./{toml}", command[command.index("--config") + 1]) in bind_mounts(node), name
+        volumes = {t: s for s, t in named_volumes(node)}
+        data_dir = str(cluster_config(name).data_dir)
+        assert data_dir in volumes, f"{name}: data_dir {data_dir} is not a named volume"
+        assert volumes[data_dir] not in seen_volumes, f"{name} shares {volumes[data_dir]} with another node"
+        seen_volumes.add(volumes[data_dir])
+
+
+def test_node_addresses_are_the_nodes_of_dispatcher_list() -> None:
+    nodes = {d.uri for d in dispatcher_list() if d.set_id == 1}
+    configured = set()
+    for name in CLUSTER_NODES:
+        (device,) = cluster_config(name).devices
+        host, port = parse_listen(device.listen)
+        assert host == service_ip(name), f"{name}: device listens on {host}, compose gives {service_ip(name)}"
+        configured.add(f"sip:{host}:{port}")
+    assert nodes == configured, f"dispatcher.list set 1 {sorted(nodes)} != the nodes {sorted(configured)}"
+
+
+def test_node_configs_load_with_the_vfax_loader_and_share_one_postgresql_database() -> None:
+    postgres = service_env("postgres")
+    ids, devices = [], set()
+    for name in CLUSTER_NODES:
+        cfg = cluster_config(name)
+        assert cfg.is_postgres, f"{name}: database is not a PostgreSQL URL"
+        url = urlsplit(str(cfg.database))
+        assert url.hostname == "postgres" and url.port == 5432, f"{name}: {cfg.database_shown}"
+        assert url.password is None, f"{name}: a password in the TOML (compose sets PGPASSWORD)"
+        assert url.username == postgres["POSTGRES_USER"] and url.path == f"/{postgres['POSTGRES_DB']}"
+        assert service_env(name)["PGPASSWORD"] == postgres["POSTGRES_PASSWORD"], name
+        assert cfg.api.token and cfg.api.port == 8025
+        assert cfg.node.heartbeat_seconds < cfg.node.give_up_seconds < cfg.node.lease_seconds
+        ids.append(cfg.node.node_id)
+        devices.add(tuple(d.name for d in cfg.devices))
+    assert ids == ["node1", "node2", "node3"], f"node ids {ids}"
+    assert len(devices) == 1, f"the nodes must share their devices, so any node can send any job: {devices}"
+
+
+def test_cluster_nodes_take_invites_only_from_kamailio_and_send_through_it() -> None:
+    kamailio = service_ip("kamailio")
+    listen = kamailio_defines()["SIP_LISTEN"]
+    assert listen.startswith(f"udp:{kamailio}:"), f"Kamailio listens on {listen}, compose gives {kamailio}"
+    for name in CLUSTER_NODES:
+        (device,) = cluster_config(name).devices
+        assert device.allow_invite_from == (kamailio,), f"{name}: {device.allow_invite_from}"
+        assert device.server == listen.removeprefix("udp:"), f"{name} sends through {device.server}"
+        assert device.transports == ("udp",) and not device.register, name
+
+
+def test_kamailio_runs_the_lab_config_with_the_compose_addresses() -> None:
+    kam = compose()["services"]["kamailio"]
+    mount = kamailio_mount()
+    command = kam["command"]
+    assert command[command.index("-f") + 1] == f"{mount}/kamailio.cfg"
+    config = (CLUSTER_DIR / "kamailio.cfg").read_text(encoding="utf-8")
+    overridable = set(re.findall(r"^#!ifndef (\w+)$", config, re.MULTILINE))
+    defines = kamailio_defines()
+    assert set(defines) <= overridable, f"-A defines the config does not take: {set(defines) - overridable}"
+    assert defines["DS_LIST"] == f'"{mount}/dispatcher.list"', "the quotes stay: it is a string define"
+    assert any(v.endswith(":ro") for v in kam["volumes"]), "lab/cluster mounted writable"
+    # the lab's Asterisk is the PBX: an INVITE from it is taken, the nodes' faxes go to it
+    pbx = [d for d in dispatcher_list() if d.set_id == 2 and not d.flags & 4]
+    assert [d.address for d in sorted(pbx, key=lambda d: -d.priority)][:1] == [service_ip("asterisk")]
+    # a disabled set-2 entry (flags 4) may only be the Docker host on the lab bridge (its gateway)
+    (net,) = compose()["networks"].values()
+    gateway = str(next(ip_network(net["ipam"]["config"][0]["subnet"]).hosts()))
+    assert {d.address for d in dispatcher_list() if d.flags & 4} <= {gateway}
+
+
+def test_kamailio_image_has_every_module_the_config_loads() -> None:
+    config = (CLUSTER_DIR / "kamailio.cfg").read_text(encoding="utf-8")
+    loaded = re.findall(r'^loadmodule "(\w+)\.so"', config, re.MULTILINE)
+    dockerfile = (CLUSTER_DIR / "kamailio.Dockerfile").read_text(encoding="utf-8")
+    (checked,) = re.findall(r"for m in ([\w ]+); do", dockerfile)
+    assert sorted(checked.split()) == sorted(loaded), "kamailio.Dockerfile checks other modules than it loads"
+    kam = compose()["services"]["kamailio"]
+    assert kam["build"] == {"context": "./lab/cluster", "dockerfile": "kamailio.Dockerfile"}
+    base = re.findall(r"^ARG DEBIAN_IMAGE=(\S+)", dockerfile, re.MULTILINE)
+    vfax_base = re.findall(r"^ARG DEBIAN_IMAGE=(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert base == vfax_base, "Kamailio's image and vfax's share one Debian base"
+    assert "apt-get install -y --no-install-recommends kamailio;" in dockerfile
+    assert kam["healthcheck"]["test"] == ["CMD", "kamcmd", "core.uptime"]
+    assert re.search(r"^USER kamailio$", dockerfile, re.MULTILINE), "Kamailio runs unprivileged"
+    assert "/run/kamailio" in kam["tmpfs"], "read-only root: kamcmd's socket needs a writable /run/kamailio"
+
+
+def test_postgres_health_check_is_pg_isready_over_tcp_and_its_data_a_named_volume() -> None:
+    pg = compose()["services"]["postgres"]
+    test = pg["healthcheck"]["test"]
+    assert isinstance(test, list) and test[:2] == ["CMD", "pg_isready"], "an exec array, no shell"
+    # the image's first-start initialisation listens on the Unix socket only: over TCP the check
+    # cannot pass before the real server runs
+    assert "--host=127.0.0.1" in test or ["-h", "127.0.0.1"] in [test[i : i + 2] for i in range(len(test))]
+    targets = {t: s for s, t in named_volumes(pg)}
+    assert targets.get("/var/lib/postgresql/data") == "cluster-pgdata", "PGDATA of the image is not named"
+    env = service_env("postgres")
+    assert f"--username={env['POSTGRES_USER']}" in test and f"--dbname={env['POSTGRES_DB']}" in test
+
+
+def test_nodes_may_finish_their_calls_before_docker_kills_them() -> None:
+    """vfax serve lets calls finish for a grace period after SIGTERM; docker stop waits 10 s by default."""
+    source = (ROOT / "vfax" / "service" / "serve.py").read_text(encoding="utf-8")
+    (grace,) = re.findall(r"controller\.stop\(grace=(\d+)\)", source)
+    for name in CLUSTER_NODES:
+        period = compose()["services"][name]["stop_grace_period"]
+        seconds = int(re.fullmatch(r"(\d+)s", period).group(1))  # type: ignore[union-attr]
+        assert seconds >= int(grace) + 10, f"{name}: stop_grace_period {period} < serve's grace {grace}s + 10"
+
+
+def serve_workers_option() -> Any:
+    """The typer option of `vfax serve --workers`, or None where the command has none."""
+    hints = get_type_hints(serve_command, include_extras=True)
+    if "workers" not in hints:
+        return None
+    return next(m for m in getattr(hints["workers"], "__metadata__", ()) if hasattr(m, "envvar"))
+
+
+def test_every_vfax_container_runs_one_process_at_its_configured_addresses() -> None:
+    """dispatcher.list names one SIP address per node, and a lab device registers one contact. `vfax serve
+    --workers` (default: one per core) would start a node per core on port + K * stride: each container
+    must ask for one, with the option or its environment variable."""
+    option = serve_workers_option()
+    if option is None:
+        pytest.skip("vfax serve has no --workers option: one process per container anyway")
+    envvar = option.envvar if isinstance(option.envvar, str) else option.envvar[0]
+    for name in [*VFAX_SERVICES, *CLUSTER_NODES]:
+        command = compose()["services"][name]["command"]
+        from_command = command[command.index("--workers") + 1 :][:1] if "--workers" in command else None
+        assert from_command == ["1"] or service_env(name).get(envvar) == "1", (
+            f"{name} would run one worker per core (set {envvar}=1 or --workers 1)"
+        )
+
+
+def test_cluster_docs_use_the_compose_profile_ports_and_drain_command() -> None:
+    text = CLUSTER_MD.read_text(encoding="utf-8")
+    assert "docker compose --profile cluster up -d --build --wait" in text
+    for name in CLUSTER_NODES:
+        (published,) = compose()["services"][name]["ports"]
+        assert published.removesuffix(":8025") in text, f"docs/cluster.md does not show {name}'s API"
+    # verified against Kamailio 5.6.3: `ip` is undone by the next answered probe, `d` stays
+    assert re.search(r"kamcmd dispatcher\.set_state d 1 sip:10\.238\.38\.2\d:5060", text)
+    assert "kamcmd dispatcher.set_state ip" not in text
+    assert "cluster.md" in LAB_MD.read_text(encoding="utf-8"), "docs/lab.md does not point at the cluster"
