@@ -42,9 +42,15 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
-    s = SqliteJobStore(tmp_path / "jobs.db", clock=FakeClock())
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteJobStore]:
+    """The outbox of either store (the dispatcher reads both through the same protocol)."""
+    if request.param == "sqlite":
+        s = SqliteJobStore(tmp_path / "jobs.db", clock=FakeClock())
+    else:
+        from vfax.store.postgres import PostgresJobStore
+
+        s = PostgresJobStore(request.getfixturevalue("postgres").url, clock=FakeClock())  # type: ignore[assignment]
     yield s
     s.close()
 

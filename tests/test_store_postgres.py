@@ -23,7 +23,7 @@ from vfax.status import FaxStatus
 from vfax.store import open_store
 from vfax.store.async_store import AsyncJobStore
 from vfax.store.model import JobState, SchemaError, StoreUnavailableError
-from vfax.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresJobStore
+from vfax.store.postgres import _EVENTS_LOCK, MIGRATIONS, SCHEMA_VERSION, PostgresJobStore
 from vfax.store.retry import AttemptResult, RetryPolicy
 
 
@@ -288,3 +288,40 @@ def test_a_document_that_cannot_be_read_is_refused_and_nothing_is_queued(
         with pytest.raises(ValueError, match=r"missing\.tif"):
             store.submit(tmp_path / "missing.tif", "sip:1@127.0.0.1")
         assert store.list() == [] and Counter(store.count()) == Counter()
+
+
+# -- the outbox across nodes ----------------------------------------------------------------------------
+
+
+def test_an_event_committed_late_by_another_node_is_not_skipped_by_the_outbox(
+    postgres: PostgresDatabase,
+) -> None:
+    """Event ids come from a sequence: without ordering, a node that took id n and commits after another
+    node's n+1 would be passed over by a reader that has already settled everything up to n+1."""
+    store = PostgresJobStore(postgres.url)
+    slow = psycopg.connect(postgres.url)  # another node, in the middle of a transaction that writes an event
+    try:
+        first = store.pending_events("sink", now=0.0)
+        assert first.items == [] and first.settled_through == 0
+        slow.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))  # as every event writer does
+        slow.execute(
+            "INSERT INTO events (job_id, seq, type, status, payload, created_at, terminal)"
+            " VALUES ('job-slow', 1, 'status', %s, '{}', 0, false)",
+            (int(FaxStatus.FS_DIALING),),
+        )
+        fast = threading.Thread(target=store.append_event, args=("job-fast", "status", FaxStatus.FS_DIALING))
+        fast.start()
+        fast.join(0.5)  # give it every chance to commit first (it must not be able to)
+        seen: list[str] = []
+        after = 0
+        batch = store.pending_events("sink", now=0.0, after_id=after)
+        seen += [item.event.job_id for item in batch.items]
+        after = max(after, batch.settled_through)
+        slow.commit()
+        fast.join()
+        batch = store.pending_events("sink", now=0.0, after_id=after)
+        seen += [item.event.job_id for item in batch.items]
+        assert seen == ["job-slow", "job-fast"]
+    finally:
+        slow.close()
+        store.close()
