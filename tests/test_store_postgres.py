@@ -325,3 +325,14 @@ def test_an_event_committed_late_by_another_node_is_not_skipped_by_the_outbox(
     finally:
         slow.close()
         store.close()
+
+
+def test_a_url_that_does_not_parse_is_refused_naming_database() -> None:
+    for url, why in (
+        ("postgresql://vfax:hunter2@[::1/vfax", "not a valid PostgreSQL URL"),
+        ("postgresql://vfax:hunter2@127.0.0.1:abc/vfax", "port must be 1..65535"),
+        ("postgres://vfax:hunter2@127.0.0.1:70000/vfax", "port must be 1..65535"),
+    ):
+        with pytest.raises(ValueError, match="database") as err:
+            open_store(url)
+        assert why in str(err.value) and "hunter2" not in str(err.value), str(err.value)

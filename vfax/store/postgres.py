@@ -131,9 +131,26 @@ def address_of(url: str) -> str:
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
 
 
+def check_url(url: str) -> str:
+    """``url`` if it parses as a PostgreSQL connection URL with a usable port; else a ValueError naming
+    ``database`` (without the password)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).split(" in URI", 1)[0]
+        raise ValueError(f"database is not a valid PostgreSQL URL ({reason})") from None
+    port = str(params.get("port") or "5432")
+    if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
+        raise ValueError(f"database URL port must be 1..65535, got {port!r} ({address_of(url)})")
+    return url
+
+
 def _reason(exc: BaseException, url: str) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    password = conninfo_to_dict(url).get("password") if "password" in url or "@" in url else None
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
     if password:
         text = text.replace(str(password), "***")
     return text
@@ -284,7 +301,7 @@ class PostgresJobStore:
         connect_timeout: float = 5.0,
         migrations: Sequence[SqlMigration] = MIGRATIONS,
     ) -> None:
-        self.url = url
+        self.url = check_url(url)
         self.address = address_of(url)
         self.policy = policy or RetryPolicy()
         self.owner = owner or make_owner()
