@@ -49,7 +49,8 @@ class Inbox:
         tiff = pdf = None
         try:
             if pages > 0 and part.exists():
-                tiff = storage.commit_file(part, storage.unique_path(self.directory, stem, ".tif"))
+                with storage.reserved_path(self.directory, stem, ".tif") as dst:  # workers share the inbox
+                    tiff = storage.commit_file(part, dst)
                 stem = tiff.stem
                 try:
                     pdf = documents.tiff_to_pdf(tiff, tiff.with_suffix(".pdf"))

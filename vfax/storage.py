@@ -62,3 +62,29 @@ def unique_path(directory: Path, stem: str, suffix: str) -> Path:
         candidate = directory / f"{stem}-{n}{suffix}"
         n += 1
     return candidate
+
+
+
+@contextlib.contextmanager
+def reserved_path(directory: Path, stem: str, suffix: str) -> Iterator[Path]:
+    """:func:`unique_path` when several processes place files into one directory at once (the workers
+    of ``vfax serve --workers`` share the inbox): the name is reserved by a hidden ``.NAME.lock`` created
+    exclusively, so no other process picks it before the file is renamed into place (a rename would
+    replace its fax). The lock is removed on leaving; one left by a crash only retires that name."""
+    n = 1
+    while True:
+        candidate = directory / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+        n += 1
+        lock = directory / f".{candidate.name}.lock"
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            continue
+        if candidate.exists():
+            lock.unlink(missing_ok=True)
+            continue
+        break
+    try:
+        yield candidate
+    finally:
+        lock.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,11 +24,18 @@ from vfax.service.config import ConfigError, ServiceConfig, build_sinks, device_
 from vfax.service.controller import Controller
 from vfax.store.sqlite import SqliteJobStore
 
+if TYPE_CHECKING:
+    from vfax.service.workers import WorkerHooks
+
 log = logging.getLogger("vfax.service")
 
 
-async def run_service(config: ServiceConfig, *, ready: asyncio.Event | None = None) -> int:
-    """Run until SIGINT/SIGTERM; returns the exit code."""
+async def run_service(
+    config: ServiceConfig, *, ready: asyncio.Event | None = None, worker: WorkerHooks | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code.
+
+    ``worker``: this process is a worker of ``vfax serve --workers`` (:mod:`vfax.service.workers`)."""
     for d in (config.data_dir, config.inbox, config.spool):
         d.mkdir(parents=True, exist_ok=True)
     store = SqliteJobStore(config.database, policy=config.retry)
@@ -59,9 +66,9 @@ async def run_service(config: ServiceConfig, *, ready: asyncio.Event | None = No
             spool_dir=config.spool,
             wake=controller.wake,
             subscribe=controller.subscribe,
-            devices_status=controller.devices_status,
+            devices_status=controller.devices_status if worker is None else worker.attach(controller),
         )
-        server = await serve_api(app, config.api.listen)
+        server = await serve_api(app, config.api.listen, sock=worker.api_socket if worker else None)
         host, port = server.address
         log.warning("vfax serve: API at http://%s:%d, inbox %s", host, port, config.inbox)
         if ready is not None:
@@ -82,6 +89,17 @@ async def run_service(config: ServiceConfig, *, ready: asyncio.Event | None = No
 def serve_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="The service configuration (TOML).")],
     as_json: Annotated[bool, typer.Option("--json", help="Log as JSON lines on stderr.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=256,
+            envvar="VFAX_WORKERS",
+            help="Worker processes, each a node with its own SIP ports, one API address (default: one per"
+            " core; 1: a single process).",
+        ),
+    ] = None,
 ) -> None:
     """Run the fax service: register the devices, receive into the inbox, send queued jobs, serve the API.
 
@@ -96,8 +114,15 @@ def serve_command(
     if as_json:
         use_json_logs()
     try:
+        from vfax.service.workers import default_workers, supervise
+
+        count = workers or default_workers()
+        if count > 1:
+            raise typer.Exit(supervise(cfg, count, as_json=as_json))
         runtime.tune_for_real_time()
         code = asyncio.run(run_service(cfg))
+    except ConfigError as exc:
+        fail(f"invalid configuration {config}: {exc}")
     except OSError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_FAILED) from None
