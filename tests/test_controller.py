@@ -171,6 +171,7 @@ def test_disk_full_keeps_the_received_pages_and_places_them_at_the_next_start(
             parts = [len(read_tiff_pages(p)) for p in (b.tmp / "inbox").glob(".rx-*.tif.part")]
             placed_before = list((b.tmp / "inbox").glob("fax-*.tif"))
             monkeypatch.setattr(storage, "commit_file", real_commit)  # the disk has room again
+            await b.controller.stop(grace=1)  # a restart: one controller per node id at a time
             restarted = Controller(b.store, [b.device], inbox=b.tmp / "inbox")
             await restarted.start()
             await restarted.stop(grace=1)

@@ -237,6 +237,7 @@ def _register_commands() -> None:
     app.command("status")(service.status_command)
     app.command("cancel")(service.cancel_command)
     app.command("faxes")(service.faxes_command)
+    app.command("nodes")(service.nodes_command)
     app.command("health")(health.health_command)
     app.command("options")(sip.options_command)
 

@@ -1,4 +1,4 @@
-"""`vfax jobs`, `vfax status`, `vfax cancel`, `vfax submit`, `vfax faxes`: clients of a running `vfax serve`.
+"""`vfax jobs`, `status`, `cancel`, `submit`, `faxes`, `nodes`: clients of a running `vfax serve`.
 
 They talk to the local HTTP API (``--api``, default ``$VFAX_API`` or http://127.0.0.1:8025) with the bearer
 token of ``--token`` (default ``$VFAX_API_TOKEN``), using only the standard library (``urllib.request``).
@@ -30,6 +30,7 @@ __all__ = [
     "cancel_command",
     "faxes_command",
     "jobs_command",
+    "nodes_command",
     "status_command",
     "submit_command",
 ]
@@ -371,5 +372,38 @@ def faxes_command(
             str(fax["pages"]),
             _when(fax["started_at"]),
             ", ".join(have),
+        )
+    out.print(table)
+
+
+_NODE_STYLE = {"up": "green", "stopped": "dim", "lost": "red"}
+
+
+def nodes_command(
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the nodes sharing the job store of a running `vfax serve` (any node answers for all)."""
+    client = _client(api, token)
+    data = _call(client, "GET", "/v1/nodes")
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=f"{len(data['nodes'])} node(s)")
+    table.add_column("id", no_wrap=True)
+    for column in ("state", "api", "devices", "calls", "heartbeat", "started"):
+        table.add_column(column, overflow="fold")
+    for node in data["nodes"]:
+        regs = node.get("registrations") or {}
+        devices = ", ".join(f"{d.get('name')} ({regs.get(d.get('name'), 'none')})" for d in node["devices"])
+        table.add_row(
+            node["id"],
+            f"[{_NODE_STYLE.get(node['state'], 'white')}]{node['state']}[/]",
+            node["api"] or "",
+            devices,
+            str(len(node["calls"])),
+            _when(node["heartbeat_at"]),
+            _when(node["started_at"]),
         )
     out.print(table)

@@ -17,12 +17,17 @@ Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see 
     GET  /v1/faxes/{id}/pdf|tiff|report
     GET  /v1/events               server-sent events (id: store-wide event number; Last-Event-ID resumes)
     GET  /v1/devices              what the service reports about its devices
+    GET  /v1/nodes                every node sharing the job store (state, devices, calls)
     GET  /healthz                 liveness, no authentication
 
 Security: the token is compared in constant time (``hmac.compare_digest``) before any request body is
 read, so an anonymous client cannot make the service parse an upload; bodies larger than
 ``max_upload_mb`` get 413 while they stream in. Failed requests answer ``{"error": code, "detail":
-reason}`` and store nothing.
+reason}`` and store nothing; while the database cannot be reached (PostgreSQL restarting) they answer 503
+``store_unavailable`` with the reason.
+
+In a cluster (a store that holds files) any node serves any fax: a file not on this node's disk is fetched
+from the database into a local cache.
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -66,7 +70,9 @@ from vfax.store.model import (
     JobNotFoundError,
     JobState,
     JobStore,
+    NodeInfo,
     OutboundJob,
+    StoreUnavailableError,
 )
 from vfax.store.options import OPT_ECM, OPT_HEADER, OPT_T38
 
@@ -108,7 +114,7 @@ class ErrorBody(BaseModel):
 
     error: str = Field(
         description="Short machine-readable code: unauthorized, invalid_request, bad_document, not_found, "
-        "conflict, too_large, file_missing."
+        "conflict, too_large, file_missing, store_unavailable."
     )
     detail: str = Field(description="One-line reason for a person.")
 
@@ -205,6 +211,26 @@ class DeviceList(BaseModel):
     devices: list[Device]
 
 
+class Node(BaseModel):
+    """One `vfax serve` process sharing the job store."""
+
+    id: str
+    state: Literal["up", "stopped", "lost"] = Field(
+        description="`up`; `stopped` (left cleanly); `lost` (no heartbeat for longer than its lease)."
+    )
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime = Field(description="Its last heartbeat.")
+    api: str | None = Field(description="Base URL of its API, if known.")
+    devices: list[dict[str, Any]] = Field(description="Its devices as in `GET /v1/devices`.")
+    registrations: dict[str, str] = Field(description="Registration state per device name.")
+    calls: list[dict[str, Any]] = Field(description="Calls in progress (id, kind, device, call_id ...).")
+    info: dict[str, Any] = Field(description="Everything the node reported in its last heartbeat.")
+
+
+class NodeList(BaseModel):
+    nodes: list[Node]
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
@@ -247,10 +273,33 @@ def _job(job: OutboundJob) -> Job:
 
 
 class _Files:
-    """Which files of a received fax may be served: only regular files inside the inbox."""
+    """Which files of a received fax may be served: only regular files inside the inbox, or (when the store
+    holds files) the stored copy fetched into this node's cache."""
 
-    def __init__(self, inbox: Path) -> None:
+    def __init__(self, inbox: Path, store: JobStore | None = None, cache: Path | None = None) -> None:
         self.inbox = inbox.resolve()
+        self.store = store
+        self.cache = cache
+
+    @property
+    def in_store(self) -> bool:
+        return bool(self.store is not None and getattr(self.store, "holds_files", False))
+
+    def has(self, value: str | None) -> bool:
+        """Will it be served? A recorded file counts when the store holds a copy (another node's fax)."""
+        if self.get(value) is not None:
+            return True
+        return bool(value) and self.in_store
+
+    def fetch(self, owner_id: str, kind: str, suffix: str) -> Path | None:
+        """The store's copy of ``kind`` of ``owner_id`` in the cache, or None. Runs in a worker thread."""
+        if not self.in_store or self.store is None or self.cache is None:
+            return None
+        dest = self.cache / "faxes" / owner_id / f"{kind}{suffix}"
+        if dest.is_file():
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return self.store.fetch_file(owner_id, kind, dest)
 
     def get(self, value: str | None) -> Path | None:
         if not value:
@@ -260,6 +309,22 @@ class _Files:
             log.warning("not serving %s: outside the inbox %s", path, self.inbox)
             return None
         return path if path.is_file() else None
+
+
+def _node(node: NodeInfo) -> Node:
+    info = dict(node.info)
+    state = node.state if node.state in ("up", "stopped", "lost") else "lost"
+    return Node(
+        id=node.id,
+        state=cast(Literal["up", "stopped", "lost"], state),
+        started_at=cast(dt.datetime, _time(node.started_at)),
+        heartbeat_at=cast(dt.datetime, _time(node.heartbeat_at)),
+        api=node.api or info.get("api"),
+        devices=list(info.get("devices") or []),
+        registrations={str(k): str(v) for k, v in dict(info.get("registrations") or {}).items()},
+        calls=list(info.get("calls") or []),
+        info=info,
+    )
 
 
 def _fax(fax: InboundFax, files: _Files) -> Fax:
@@ -279,9 +344,9 @@ def _fax(fax: InboundFax, files: _Files) -> Fax:
         status_code=None if status is None else int(status),
         status_name=None if status is None else status.name,
         error=fax.error,
-        has_tiff=files.get(fax.tiff_path) is not None,
-        has_pdf=files.get(fax.pdf_path) is not None,
-        has_report=files.get(fax.report_path) is not None,
+        has_tiff=files.has(fax.tiff_path),
+        has_pdf=files.has(fax.pdf_path),
+        has_report=files.has(fax.report_path),
     )
 
 
@@ -526,7 +591,7 @@ def _spool_and_submit(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    try:
+    try:  # a store that holds files keeps the document's bytes with the job row (any node may send it)
         return store.submit(final / "fax.tif", destination, original=final / original.name, **submit_kw)
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
@@ -612,12 +677,13 @@ def create_app(
     devices_status: DevicesStatus | None = None,
     heartbeat: float = HEARTBEAT_SECONDS,
     poll_interval: float = POLL_SECONDS,
+    file_cache: Path | None = None,
 ) -> FastAPI:
     """The API over ``store``. ``wake()`` is called (in the event loop) after a job was submitted or
     cancelled; ``subscribe()``, when given, yields live events and makes the event stream prompt (the
     stream reads the events themselves from the store, so none is missed or repeated); without it the
     stream polls the store every ``poll_interval`` seconds."""
-    files = _Files(inbox_dir)
+    files = _Files(inbox_dir, store, file_cache or spool_dir / "cache")
     feed = _EventFeed(store)
     app = FastAPI(
         title="vfax",
@@ -637,11 +703,19 @@ def create_app(
     common: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
         422: {"model": ErrorBody, "description": "Invalid input; nothing was stored."},
+        503: {"model": ErrorBody, "description": "The job store (database) cannot be reached now; retry."},
     }
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return _error_response(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_down(request: Request, exc: StoreUnavailableError) -> Response:
+        log.warning("%s %s: 503, the job store is unavailable: %s", request.method, request.url.path, exc)
+        return _error_response(
+            503, "store_unavailable", f"the job store is unavailable: {exc}", {"Retry-After": "5"}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -848,7 +922,12 @@ def create_app(
 
     def serve_file(fax_id: str, which: str, media_type: str, suffix: str) -> FileResponse:
         fax = get_fax(fax_id)
-        path = files.get(getattr(fax, f"{which}_path"))
+        recorded = getattr(fax, f"{which}_path")
+        path = files.get(recorded)
+        if path is None and recorded:  # received on another node: the database's copy
+            path = files.fetch(fax_id, which, suffix)
+            if path is None and which == "tiff":  # a reception cut short: the pages stored as they came
+                path = files.fetch(fax_id, "partial", suffix)
         if path is None:
             raise ApiError(404, "file_missing", f"fax {fax_id} has no {which} file")
         return FileResponse(path, media_type=media_type, filename=f"{fax_id}{suffix}")
@@ -943,6 +1022,19 @@ def create_app(
     )
     async def list_devices() -> DeviceList:
         return DeviceList(devices=[Device(**d) for d in (devices_status() if devices_status else [])])
+
+    @app.get(
+        "/v1/nodes",
+        tags=["service"],
+        summary="Every node sharing the job store",
+        description="Each `vfax serve` process on the same database, with its state, devices, "
+        "registrations and calls in progress as of its last heartbeat. With SQLite: this node alone.",
+        response_model=NodeList,
+        responses=common,
+    )
+    async def list_nodes() -> NodeList:
+        nodes = await asyncio.to_thread(store.list_nodes)
+        return NodeList(nodes=[_node(n) for n in nodes])
 
     # Starlette adds middleware outside-in in reverse order: CORS (if any) must see preflights first.
     app.add_middleware(_Guard, token=config.token, max_body=config.max_upload_bytes)
@@ -1069,14 +1161,9 @@ class ApiServer(uvicorn.Server):
                 await self.task
 
 
-async def serve_api(
-    app: FastAPI, listen: str, *, log_level: str = "warning", sock: socket.socket | None = None
-) -> ApiServer:
+async def serve_api(app: FastAPI, listen: str, *, log_level: str = "warning") -> ApiServer:
     """Start serving ``app`` on ``listen`` (``HOST:PORT``) as a task of the running loop; returns once it
-    listens. Raises ``OSError`` when it cannot listen. Stop it with ``await server.stop()``.
-
-    ``sock``: an already listening socket to serve on instead (``vfax serve --workers``: the supervisor
-    binds ``listen`` once and every worker serves that socket)."""
+    listens. Raises ``OSError`` when it cannot listen. Stop it with ``await server.stop()``."""
     host, port = parse_listen(listen, "api.listen")
     config = uvicorn.Config(
         app,
@@ -1094,7 +1181,7 @@ async def serve_api(
 
     async def run() -> None:
         try:
-            await server.serve(sockets=[sock] if sock is not None else None)
+            await server.serve()
         except SystemExit:  # uvicorn exits the process when it cannot bind: turn that into an error
             raise OSError(f"cannot listen on {listen} for the API") from None
 

@@ -9,6 +9,19 @@ terminal event of each job itself.
 
 After a crash it recovers first: jobs that were in flight are retried or failed per policy, and
 receptions that were in progress become partial faxes whose pages are placed in the inbox.
+
+Every store call runs in a worker thread (:class:`~vfax.store.async_store.AsyncJobStore`): a slow fsync
+or a PostgreSQL outage never holds the event loop that carries SIP and media. Status and page events are
+written in order by one writer task, and an attempt's result goes through the same writer after them.
+
+As a node of a cluster (several ``vfax serve`` on one PostgreSQL store) it registers its id at start
+(refused while a live node holds it), heartbeats every ``heartbeat_seconds`` (which extends the leases of
+its calls) and settles the expired leases of dead nodes. A node that cannot heartbeat for
+``give_up_seconds``, or learns that its leases were taken over (:class:`LeaseLostError`), aborts its
+outgoing calls and leaves their results unrecorded: their jobs belong to whichever node retries them, so a
+job is never sent by two nodes at once. Receptions go on (nobody else can take an incoming call over).
+When the store holds files, a job's document is fetched into a local cache before its call, and a
+reception's TIFF is stored after every page, so the completed pages are in the database before it ends.
 """
 
 from __future__ import annotations
@@ -16,19 +29,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sip.useragent import IncomingInvite
 from vfax import documents, storage
 from vfax.call.device import FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
 from vfax.call.media import T38Policy
 from vfax.inbox import Inbox
+from vfax.service.config import NodeConfig
 from vfax.service.events import EventDispatcher, FaxEvent, Sink
 from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
-from vfax.store.model import InboundState, OutboundJob
+from vfax.store.async_store import AsyncJobStore
+from vfax.store.model import (
+    InboundState,
+    InvalidTransitionError,
+    JobStore,
+    LeaseLostError,
+    OutboundJob,
+    StoreUnavailableError,
+)
 from vfax.store.options import (
     OPT_ECM,
     OPT_HEADER,
@@ -39,11 +63,16 @@ from vfax.store.options import (
     OPT_TSID,
 )
 from vfax.store.retry import AttemptResult
-from vfax.store.sqlite import SqliteJobStore
 
 log = logging.getLogger("vfax.controller")
 
 CANCEL_POLL_SECONDS = 1.0
+#: How long an attempt's result is retried while the store is unreachable (the fax went out: it must be
+#: recorded, or another node sends it again once the lease expires).
+RECORD_RETRY_SECONDS = 120.0
+LISTEN_SECONDS = 30.0
+
+T = TypeVar("T")
 
 
 def fax_send_for(job: OutboundJob) -> FaxSend:
@@ -75,30 +104,46 @@ def fax_send_for(job: OutboundJob) -> FaxSend:
 class Controller:
     def __init__(
         self,
-        store: SqliteJobStore,
+        store: JobStore,
         devices: Sequence[VirtualFaxDevice],
         *,
         inbox: Path,
         sinks: Sequence[Sink] = (),
         poll_interval: float = 1.0,
+        node: NodeConfig | None = None,
+        api_url: str | None = None,
+        file_cache: Path | None = None,
     ) -> None:
         self.store = store
+        self.astore = AsyncJobStore(store)
         self.devices = list(devices)
         self.inbox = Inbox(inbox)
         self.dispatcher = EventDispatcher(store, list(sinks)) if sinks else None
         self.poll_interval = poll_interval
+        self.node = node or NodeConfig(lease_seconds=store.lease_seconds)
+        self.node_id = store.owner  # the store claims under this id: the node's id
+        self.api_url = api_url
+        self.file_cache = file_cache or self.inbox.directory.parent / "cache"
         self._wake = asyncio.Event()
         self._stopping = False
         self._queue_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._active: dict[asyncio.Task[None], tuple[VirtualFaxDevice, JobHandle | None]] = {}
         self._job_of: dict[int, str] = {}  # device job handle id -> store job/inbound id
         self._last_pages: dict[str, int] = {}
         self._published: dict[str, int] = {}
+        self._parts: dict[str, Path] = {}  # inbound id -> its part file while it is received
+        self._abandoned: set[str] = set()  # jobs whose lease this node gave up: their results are not ours
         self._subscribers: set[asyncio.Queue[FaxEvent]] = set()
+        self._writes: asyncio.Queue[tuple[Callable[[], Any], asyncio.Future[Any] | None]] = asyncio.Queue()
+        self._store_ok_at = 0.0  # loop time of the last successful heartbeat
+        self._gave_up = False
 
     # --- lifetime -----------------------------------------------------------------------------------
     async def start(self) -> None:
-        report = self.store.recover_after_crash()
+        """Recover, join the store as a node (:class:`DuplicateNodeError` while a live node holds the id:
+        nothing else was done), then take work."""
+        report = await self.astore.recover_after_crash()
         if report.changed:
             log.warning(
                 "recovered after a crash: %d jobs requeued, %d failed, %d receptions partial, %d failed",
@@ -107,12 +152,25 @@ class Controller:
                 len(report.inbound_partial),
                 len(report.inbound_failed),
             )
-        self._salvage_partial_receptions()
+        await self.astore.register_node(
+            self.node_id, api=self.api_url, info=self.node_info(), lease_seconds=self.node.lease_seconds
+        )
+        log.warning(
+            "node %s joined the store (lease %g s, heartbeat every %g s, give-up after %g s)",
+            self.node_id, self.node.lease_seconds, self.node.heartbeat_seconds, self.node.give_up_seconds,
+        )  # fmt: skip
+        self._store_ok_at = asyncio.get_running_loop().time()
+        await asyncio.to_thread(self._salvage_partial_receptions)
         for device in self.devices:
             device.on_offered = self._offered
             device.on_status = self._on_status
         if self.dispatcher is not None:
             await self.dispatcher.start()
+        self._tasks = [
+            asyncio.ensure_future(self._writer()),
+            asyncio.ensure_future(self._heartbeat_loop()),
+            asyncio.ensure_future(self._listen_loop()),
+        ]
         self._queue_task = asyncio.ensure_future(self._queue_loop())
 
     async def stop(self, grace: float = 30.0) -> None:
@@ -132,6 +190,17 @@ class Controller:
                     await device.abort(handle)
             if pending:
                 await asyncio.wait(pending, timeout=10)
+        await self._drain_writes()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        try:
+            await self.astore.leave_node(self.node_id)
+        except Exception as exc:
+            log.warning("node %s: could not record leaving the store: %s", self.node_id, exc)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
 
@@ -151,6 +220,32 @@ class Controller:
         finally:
             self._subscribers.discard(queue)
 
+    def calls_in_progress(self) -> list[dict[str, Any]]:
+        """The calls this node runs now: job or fax id, direction, device, SIP call id."""
+        calls = []
+        for device, handle in list(self._active.values()):
+            if handle is None:
+                continue
+            calls.append({
+                "id": self._job_of.get(handle.id),
+                "kind": handle.kind or "starting",
+                "device": device.name,
+                "call_id": handle.call.call_id if handle.call is not None else None,
+                "status": handle.status.status.string_id,
+                "pages": handle.status.page_count,
+            })  # fmt: skip
+        return calls
+
+    def node_info(self) -> dict[str, Any]:
+        """What this node reports in its heartbeat (``GET /v1/nodes``)."""
+        devices = self.devices_status()
+        return {
+            "api": self.api_url,
+            "devices": devices,
+            "registrations": {d["name"]: d["registration"] for d in devices},
+            "calls": self.calls_in_progress(),
+        }
+
     def devices_status(self) -> list[dict[str, Any]]:
         out = []
         for d in self.devices:
@@ -167,21 +262,166 @@ class Controller:
 
     # --- outbound -----------------------------------------------------------------------------------
     async def _queue_loop(self) -> None:
+        failing = False
         while not self._stopping:
             self._wake.clear()
-            for device in self.devices:
-                while len(device.line.active) + self._starting(device) < device.line.config.channels:
-                    job = self.store.claim_next(device=device.name)
-                    if job is None:
-                        break
-                    task = asyncio.ensure_future(self._run_outbound(job.id, device))
-                    self._active[task] = (device, None)
-                    task.add_done_callback(self._done)
+            try:
+                if not self._gave_up:
+                    await self._claim_all()
+                if failing:
+                    log.warning("node %s: the store answers again; taking jobs", self.node_id)
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.error("node %s: cannot claim jobs: %s", self.node_id, exc)
+                failing = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
+    async def _claim_all(self) -> None:
+        for device in self.devices:
+            while len(device.line.active) + self._starting(device) < device.line.config.channels:
+                if self._stopping or self._gave_up:
+                    return
+                job = await self.astore.claim_next(device=device.name)
+                if job is None:
+                    break
+                log.info("job %s claimed by node %s (device %s, attempt %d)",
+                         job.id, self.node_id, device.name, job.attempts)  # fmt: skip
+                task = asyncio.ensure_future(self._run_outbound(job, device))
+                self._active[task] = (device, None)
+                task.add_done_callback(self._done)
+
+    async def _listen_loop(self) -> None:
+        """Wake the queue when another node queued a job (PostgreSQL NOTIFY; a no-op wait elsewhere)."""
+        while not self._stopping:
+            try:
+                if await self.astore.wait_for_jobs(LISTEN_SECONDS):
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("node %s: waiting for job notifications failed: %s", self.node_id, exc)
+                await asyncio.sleep(max(1.0, self.poll_interval))
+
+    # --- heartbeat, leases, giving up ---------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        failing = False
+        while not self._stopping:
+            await asyncio.sleep(self.node.heartbeat_seconds)
+            try:
+                await self.heartbeat_once()
+                if failing:
+                    log.warning("node %s: heartbeat works again", self.node_id)
+                failing = False
+            except LeaseLostError as exc:
+                log.error("node %s: %s", self.node_id, exc)
+                await self._give_up("its leases were taken over by another node")
+                await self._rejoin()
+            except Exception as exc:
+                down_for = loop.time() - self._store_ok_at
+                if not failing:
+                    log.error("node %s: heartbeat failed: %s", self.node_id, exc)
+                failing = True
+                if down_for >= self.node.give_up_seconds and not self._gave_up:
+                    await self._give_up(f"no heartbeat for {down_for:.0f} s ({exc})")
+
+    async def heartbeat_once(self) -> None:
+        """One heartbeat (extends this node's leases), then settle other nodes' expired leases."""
+        await self.astore.heartbeat(
+            self.node_id, info=self.node_info(), lease_seconds=self.node.lease_seconds
+        )
+        self._store_ok_at = asyncio.get_running_loop().time()
+        if self._gave_up:  # the store answers and our row is still up: nobody took anything over
+            log.warning("node %s: the store answers again; taking jobs", self.node_id)
+            self._gave_up = False
+            self._wake.set()
+        report = await self.astore.expire_leases()
+        if report.changed:
+            log.warning(
+                "node %s: expired leases of other nodes: %d jobs requeued, %d failed, %d cancelled,"
+                " %d receptions partial, %d failed",
+                self.node_id, len(report.requeued), len(report.failed), len(report.cancelled),
+                len(report.inbound_partial), len(report.inbound_failed),
+            )  # fmt: skip
+            self._wake.set()
+            for job_id in [*report.requeued, *report.failed, *report.cancelled]:
+                self._publish(job_id)
+
+    async def _give_up(self, why: str) -> None:
+        """Abort every outgoing call now (FaxDevAbortOperation) and leave its result to the node that
+        retries the job: this node may no longer hold its lease."""
+        self._gave_up = True
+        sends = [
+            (device, handle)
+            for device, handle in list(self._active.values())
+            if handle is not None and handle.kind == "send"
+        ]
+        log.error(
+            "node %s gives up its outgoing calls: %s; aborting %d call(s) without recording their results"
+            " (another node retries those jobs once their leases expire)",
+            self.node_id, why, len(sends),
+        )  # fmt: skip
+        for device, handle in sends:
+            job_id = self._job_of.get(handle.id)
+            if job_id is not None:
+                self._abandoned.add(job_id)
+                log.error("node %s: job %s abandoned (call aborted)", self.node_id, job_id)
+            with contextlib.suppress(Exception):
+                await device.abort(handle)
+
+    async def _rejoin(self) -> None:
+        try:
+            await self.astore.register_node(
+                self.node_id, api=self.api_url, info=self.node_info(), lease_seconds=self.node.lease_seconds
+            )
+        except Exception as exc:
+            log.error("node %s: cannot rejoin the store yet: %s", self.node_id, exc)
+            return
+        log.warning("node %s rejoined the store", self.node_id)
+        self._store_ok_at = asyncio.get_running_loop().time()
+        self._gave_up = False
+        self._wake.set()
+
+    # --- ordered store writes -----------------------------------------------------------------------
+    async def _writer(self) -> None:
+        """Run queued store writes one after another in a worker thread (events stay in order)."""
+        while True:
+            fn, future = await self._writes.get()
+            try:
+                result = await asyncio.to_thread(fn)
+            except Exception as exc:
+                if future is not None and not future.done():
+                    future.set_exception(exc)
+                else:
+                    log.debug("store write failed: %s", exc)
+            else:
+                if future is not None and not future.done():
+                    future.set_result(result)
+            finally:
+                self._writes.task_done()
+
+    def _write_later(self, fn: Callable[[], Any]) -> None:
+        self._writes.put_nowait((fn, None))
+
+    async def _write(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` after every write queued before it; its result or exception."""
+        if not self._tasks or self._tasks[0].done():  # not started (or stopped): run it directly
+            return await asyncio.to_thread(fn)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writes.put_nowait((fn, future))
+        return await future
+
+    async def _drain_writes(self) -> None:
+        if self._tasks and not self._tasks[0].done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._writes.join(), 30)
+
     def _starting(self, device: VirtualFaxDevice) -> int:
-        return sum(1 for d, h in self._active.values() if d is device and h is None)
+        """Jobs of ``device`` whose call is not on the line yet (claimed, fetching the document, ...): they
+        hold a channel already. Claims await the store, so such jobs run while the queue claims more."""
+        return sum(1 for d, h in self._active.values() if d is device and (h is None or h.call is None))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._active.pop(task, None)
@@ -189,8 +429,7 @@ class Controller:
             log.error("job task failed", exc_info=task.exception())
         self._wake.set()
 
-    async def _run_outbound(self, job_id: str, device: VirtualFaxDevice) -> None:
-        job = self.store.get(job_id)
+    async def _run_outbound(self, job: OutboundJob, device: VirtualFaxDevice) -> None:
         handle = device.start_job()
         self._job_of[handle.id] = job.id
         me = asyncio.current_task()
@@ -199,12 +438,14 @@ class Controller:
         try:
             fax = fax_send_for(job)
         except (ValueError, TypeError) as exc:
-            final_job = self._record(
+            final_job = await self._record(
                 job.id, AttemptResult(FaxStatus.FS_FATAL_ERROR, error=f"bad job options: {exc}")
             )
             device.end_job(handle)
             self._forget(handle.id, job.id, job_final=final_job is None or final_job.state.is_final)
             return
+        if not fax.document.exists() and self.astore.holds_files:
+            fax = replace(fax, document=await self._fetch_document(job))
         watcher = asyncio.ensure_future(self._watch_cancel(job.id, device, handle))
         try:
             if not fax.document.exists():
@@ -225,7 +466,17 @@ class Controller:
         final = status.status
         if final is FaxStatus.FS_COMPLETED and pages == 0:  # never a success without a page
             final = FaxStatus.FS_FATAL_ERROR
-        after = self._record(
+        if job.id in self._abandoned:
+            self._abandoned.discard(job.id)
+            log.error(
+                "job %s: ended %s on node %s after it gave the job up; not recorded (the node that retries"
+                " the job records it)", job.id, final.string_id, self.node_id,
+            )  # fmt: skip
+            device.end_job(handle)
+            self._forget(handle.id, job.id, job_final=True)
+            self._drop_cache(job.id)
+            return
+        after = await self._record(
             job.id,
             AttemptResult(
                 final,
@@ -238,19 +489,57 @@ class Controller:
         )
         device.end_job(handle)
         self._forget(handle.id, job.id, job_final=after is None or after.state.is_final)
+        if after is None or after.state.is_final:
+            self._drop_cache(job.id)
 
-    def _record(self, job_id: str, result: AttemptResult) -> OutboundJob | None:
-        """Record one attempt (the store applies the retry policy); returns the job as it now is."""
+    async def _record(self, job_id: str, result: AttemptResult) -> OutboundJob | None:
+        """Record one attempt (the store applies the retry policy); returns the job as it now is.
+
+        While the store is unreachable the result is retried for a while: the call happened, and an
+        unrecorded result would make another node send the fax again once the lease expires."""
         job = None
-        try:
-            job = self.store.record_attempt_result(job_id, result)
-            log.info(
-                "job %s: %s after attempt %d -> %s", job_id, result.status.string_id, job.attempts, job.state
-            )
-        except Exception:
-            log.exception("job %s: could not record the attempt", job_id)
+        deadline = asyncio.get_running_loop().time() + RECORD_RETRY_SECONDS
+        while True:
+            try:
+                job = await self._write(lambda: self.store.record_attempt_result(job_id, result))
+                log.info(
+                    "job %s: %s after attempt %d -> %s",
+                    job_id, result.status.string_id, job.attempts, job.state,
+                )  # fmt: skip
+            except StoreUnavailableError as exc:
+                if asyncio.get_running_loop().time() < deadline and job_id not in self._abandoned:
+                    log.warning("job %s: result not recorded yet (%s); retrying", job_id, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                log.error("job %s: could not record the attempt: %s", job_id, exc)
+            except (InvalidTransitionError, LeaseLostError) as exc:  # the lease expired, another node has it
+                log.error("job %s: result %s not recorded: %s", job_id, result.status.string_id, exc)
+            except Exception:
+                log.exception("job %s: could not record the attempt", job_id)
+            break
         self._publish(job_id)
         return job
+
+    async def _fetch_document(self, job: OutboundJob) -> Path:
+        """The job's document from the database into the local cache (a job submitted on another node; the
+        store keeps the bytes with the job row). The recorded path when it cannot be fetched (the attempt
+        then fails as a missing document)."""
+        dest = self.file_cache / "jobs" / job.id / "fax.tif"
+        try:
+            await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+            found = await self.astore.fetch_file(job.id, "document", dest)
+        except Exception as exc:
+            log.warning("job %s: cannot fetch its document from the store: %s", job.id, exc)
+            found = None
+        if found is not None:
+            log.info("job %s: document fetched from the store into %s", job.id, found)
+            return found
+        return Path(job.document)
+
+    def _drop_cache(self, job_id: str) -> None:
+        path = self.file_cache / "jobs" / job_id
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
 
     def _forget(self, handle_id: int, job_id: str, *, job_final: bool) -> None:
         """Drop what was kept for an attempt (its handle, its page count: a retry counts pages from 0
@@ -265,7 +554,7 @@ class Controller:
         while True:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             with contextlib.suppress(Exception):
-                if self.store.get(job_id).cancel_requested:
+                if (await self.astore.get(job_id)).cancel_requested:
                     log.info("job %s: cancel requested, aborting the call", job_id)
                     await device.abort(handle)
                     return
@@ -279,15 +568,21 @@ class Controller:
             await incoming.reject(503, "Service Unavailable")
             return
         part = self.inbox.new_part_file()
-        inbound = self.store.record_inbound(  # before the answer: a crash can never lose this call
-            call_id=incoming.call_id,
-            caller=str(incoming.from_.uri),
-            callee=str(incoming.to.uri),
-            device=device.name,
-            tiff_path=part,
-        )
+        try:
+            inbound = await self.astore.record_inbound(  # before the answer: a crash never loses this call
+                call_id=incoming.call_id,
+                caller=str(incoming.from_.uri),
+                callee=str(incoming.to.uri),
+                device=device.name,
+                tiff_path=part,
+            )
+        except Exception as exc:  # no record, no answer: the caller retries (or another node takes it)
+            log.error("call %s refused: the reception could not be recorded (%s)", incoming.call_id, exc)
+            await incoming.reject(503, "Service Unavailable")
+            return
         handle = device.start_job()
         self._job_of[handle.id] = inbound.id
+        self._parts[inbound.id] = part
         me = asyncio.current_task()
         if me is not None:
             self._active[me] = (device, handle)
@@ -306,16 +601,25 @@ class Controller:
                     f"received but not placed ({rec.placed.error}); salvaged at the next start"
                 )
             elif rec is not None and rec.placed is not None:
-                self.store.place_inbound_files(
-                    inbound.id,
-                    tiff_path=rec.placed.tiff,
-                    pdf_path=rec.placed.pdf,
-                    report_path=rec.placed.report,
+                placed = rec.placed
+                if self.astore.holds_files:  # before the row points at them: any node's API serves them
+                    for kind, path in (("tiff", placed.tiff), ("pdf", placed.pdf), ("report", placed.report)):
+                        if path is not None:
+                            await self._write(lambda k=kind, p=path: self.store.store_file(inbound.id, k, p))
+                await self._write(
+                    lambda: self.store.place_inbound_files(
+                        inbound.id, tiff_path=placed.tiff, pdf_path=placed.pdf, report_path=placed.report
+                    )
                 )
-            self.store.finish_inbound(inbound.id, final, pages=pages, error=handle.error_text, remote_csi=csi)
+            await self._write(
+                lambda: self.store.finish_inbound(
+                    inbound.id, final, pages=pages, error=handle.error_text, remote_csi=csi
+                )
+            )
         finally:
             if me is not None:
                 self._active.pop(me, None)
+            self._parts.pop(inbound.id, None)
             device.end_job(handle)
             self._publish(inbound.id)
             self._forget(handle.id, inbound.id, job_final=True)
@@ -356,19 +660,36 @@ class Controller:
         if status.page_count > last:
             self._last_pages[job_id] = status.page_count
             if handle.kind == "receive":  # the store knows how far a reception got, should we crash
-                with contextlib.suppress(Exception):
-                    self.store.update_inbound(job_id, pages=status.page_count, remote_csi=status.csi or None)
+                pages, csi = status.page_count, status.csi or None
+                self._write_later(lambda: self.store.update_inbound(job_id, pages=pages, remote_csi=csi))
+                part = self._parts.get(job_id)
+                if part is not None and self.astore.holds_files:  # the completed pages, durable now
+                    self._write_later(lambda: self._store_partial(job_id, part))
             self._event(job_id, "page", status.status, {"pages": status.page_count, "csi": status.csi})
         elif handle.history[-2:-1] and handle.history[-2].status is status.status:
             return  # the same status again (e.g. the remote CSI arrived): nothing new to tell
         else:
             self._event(job_id, "status", status.status, {"pages": status.page_count})
 
-    def _event(self, job_id: str, kind: str, status: FaxStatus, payload: dict[str, Any]) -> None:
+    def _store_partial(self, inbound_id: str, part: Path) -> None:
+        """In a worker thread: the reception's TIFF as it is now (its completed pages) into the store."""
         try:
-            self.store.append_event(job_id, kind, status, payload)  # type: ignore[arg-type]
-        except Exception as exc:  # e.g. the job is already final: an event after the end is refused
-            log.debug("job %s: event %s not written: %s", job_id, kind, exc)
+            if part.exists():
+                self.store.store_file(inbound_id, "partial", part)
+        except Exception as exc:
+            log.warning("inbound fax %s: completed pages not stored in the database: %s", inbound_id, exc)
+
+    def _event(self, job_id: str, kind: str, status: FaxStatus, payload: dict[str, Any]) -> None:
+        def write() -> None:
+            try:
+                self.store.append_event(job_id, kind, status, payload)  # type: ignore[arg-type]
+            except Exception as exc:  # e.g. the job is already final: an event after the end is refused
+                log.debug("job %s: event %s not written: %s", job_id, kind, exc)
+
+        if self._tasks and not self._tasks[0].done():
+            self._write_later(write)
+        else:
+            write()
         self._publish(job_id)
 
     def _publish(self, job_id: str) -> None:
@@ -376,8 +697,20 @@ class Controller:
             self.dispatcher.wake()
         if not self._subscribers:
             return
+        loop = asyncio.get_running_loop()
+
+        def read() -> None:
+            events = self.store.events_for(job_id)
+            loop.call_soon_threadsafe(self._deliver, job_id, events)
+
+        if self._tasks and not self._tasks[0].done():
+            self._write_later(read)  # after the writes queued before it
+        else:
+            self._deliver(job_id, self.store.events_for(job_id))
+
+    def _deliver(self, job_id: str, events: list[FaxEvent]) -> None:
         seen = self._published.get(job_id, 0)
-        for event in self.store.events_for(job_id):
+        for event in events:
             if event.seq > seen:
                 seen = event.seq
                 for q in list(self._subscribers):
