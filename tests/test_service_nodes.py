@@ -317,3 +317,42 @@ def test_two_nodes_share_the_queue_send_each_job_once_and_list_each_other(
         for proc, _, _ in far:
             proc.terminate()
             proc.wait(10)
+
+
+def test_a_node_cut_off_from_the_database_aborts_its_call_and_leaves_the_result_to_the_retry(
+    nodes: Callable[..., Node], postgres: Any, tmp_path: Path
+) -> None:
+    far_port = free_port(socket.SOCK_DGRAM)
+    far_inbox = tmp_path / "far"
+    far = vfax("receive", "--listen", f"127.0.0.1:{far_port}", "--inbox", str(far_inbox),
+               log=tmp_path / "far.log")  # fmt: skip
+    a = nodes("a", postgres.url)
+    try:
+        a.start({"VFAX_NODE_ID": "node-a"})
+        doc = docfactory.text_pdf(tmp_path / "doc.pdf", pages=3)
+        with doc.open("rb") as f:
+            fields = {"to": f"sip:fax@127.0.0.1:{far_port}", "resolution": "standard"}
+            r = a.client.post("/v1/jobs", data=fields, files={"document": ("doc.pdf", f, "application/pdf")})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        wait_for(
+            lambda: any(e["status"] == "transmitting" for e in a.get(f"/v1/jobs/{job_id}")["events"]),
+            30, "the call did not start",
+        )  # fmt: skip
+        postgres.server.stop()  # the node loses its database mid-fax: after give_up_seconds it must stop
+        wait_for(lambda: "gives up its outgoing calls" in a.output(), 30, "the node did not give up")
+        wait_for(lambda: "not recorded (the node that retries" in a.output(), 30, "the call was not aborted")
+        postgres.server.start()
+        job = wait_for(
+            lambda: (j := a.get(f"/v1/jobs/{job_id}"))["state"] in ("completed", "failed") and j,
+            180, f"the job did not finish after the database came back:\n{a.output()[-3000:]}",
+        )  # fmt: skip
+        assert job["state"] == "completed" and job["attempts"] == 2, job
+        statuses = [(e["type"], e["status"]) for e in job["events"]]
+        assert [s for s in statuses if s[0] == "terminal"] == [("terminal", "completed")]
+        assert ("status", "user_abort") not in statuses and ("terminal", "user_abort") not in statuses
+        assert "job " + job_id + " abandoned (call aborted)" in a.output()
+        assert [n["state"] for n in a.get("/v1/nodes")["nodes"]] == ["up"]
+    finally:
+        far.terminate()
+        far.wait(10)

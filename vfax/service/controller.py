@@ -134,9 +134,11 @@ class Controller:
         self._published: dict[str, int] = {}
         self._parts: dict[str, Path] = {}  # inbound id -> its part file while it is received
         self._abandoned: set[str] = set()  # jobs whose lease this node gave up: their results are not ours
+        self._unsettled: set[str] = set()  # abandoned jobs whose calls ended: still leased to this node
         self._subscribers: set[asyncio.Queue[FaxEvent]] = set()
         self._writes: asyncio.Queue[tuple[Callable[[], Any], asyncio.Future[Any] | None]] = asyncio.Queue()
         self._store_ok_at = 0.0  # loop time of the last successful heartbeat
+        self._last_store_error = ""
         self._gave_up = False
 
     # --- lifetime -----------------------------------------------------------------------------------
@@ -169,6 +171,7 @@ class Controller:
         self._tasks = [
             asyncio.ensure_future(self._writer()),
             asyncio.ensure_future(self._heartbeat_loop()),
+            asyncio.ensure_future(self._watchdog_loop()),
             asyncio.ensure_future(self._listen_loop()),
         ]
         self._queue_task = asyncio.ensure_future(self._queue_loop())
@@ -306,7 +309,6 @@ class Controller:
 
     # --- heartbeat, leases, giving up ---------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         failing = False
         while not self._stopping:
             await asyncio.sleep(self.node.heartbeat_seconds)
@@ -320,12 +322,20 @@ class Controller:
                 await self._give_up("its leases were taken over by another node")
                 await self._rejoin()
             except Exception as exc:
-                down_for = loop.time() - self._store_ok_at
                 if not failing:
                     log.error("node %s: heartbeat failed: %s", self.node_id, exc)
                 failing = True
-                if down_for >= self.node.give_up_seconds and not self._gave_up:
-                    await self._give_up(f"no heartbeat for {down_for:.0f} s ({exc})")
+                self._last_store_error = str(exc)
+
+    async def _watchdog_loop(self) -> None:
+        """Give up on time even while a store call hangs (a connect timeout may outlast give_up_seconds)."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await asyncio.sleep(min(1.0, self.node.heartbeat_seconds))
+            down_for = loop.time() - self._store_ok_at
+            if down_for >= self.node.give_up_seconds and not self._gave_up:
+                why = f"no heartbeat for {down_for:.0f} s ({self._last_store_error or 'no answer'})"
+                await self._give_up(why)
 
     async def heartbeat_once(self) -> None:
         """One heartbeat (extends this node's leases), then settle other nodes' expired leases."""
@@ -333,7 +343,9 @@ class Controller:
             self.node_id, info=self.node_info(), lease_seconds=self.node.lease_seconds
         )
         self._store_ok_at = asyncio.get_running_loop().time()
-        if self._gave_up:  # the store answers and our row is still up: nobody took anything over
+        if self._unsettled:  # our row is still up: nobody took these over, and the heartbeat just extended
+            await self._settle_abandoned()  # their leases: end their attempts, or they would stay in flight
+        if self._gave_up:
             log.warning("node %s: the store answers again; taking jobs", self.node_id)
             self._gave_up = False
             self._wake.set()
@@ -348,6 +360,23 @@ class Controller:
             self._wake.set()
             for job_id in [*report.requeued, *report.failed, *report.cancelled]:
                 self._publish(job_id)
+
+    async def _settle_abandoned(self) -> None:
+        """The jobs this node gave up and still holds: each attempt ends as disconnected (retry policy)."""
+        for job_id in sorted(self._unsettled):
+            result = AttemptResult(
+                FaxStatus.FS_DISCONNECTED, error=f"node {self.node_id} gave up the call (store unreachable)"
+            )
+            try:
+                job = await self._write(lambda j=job_id, r=result: self.store.record_attempt_result(j, r))
+                log.warning("job %s: abandoned attempt recorded as disconnected -> %s", job_id, job.state)
+            except (InvalidTransitionError, LeaseLostError) as exc:  # another node has it now: its business
+                log.info("job %s: not settled here: %s", job_id, exc)
+            except Exception as exc:
+                log.warning("job %s: abandoned attempt not settled yet: %s", job_id, exc)
+                continue
+            self._unsettled.discard(job_id)
+            self._publish(job_id)
 
     async def _give_up(self, why: str) -> None:
         """Abort every outgoing call now (FaxDevAbortOperation) and leave its result to the node that
@@ -472,6 +501,7 @@ class Controller:
                 "job %s: ended %s on node %s after it gave the job up; not recorded (the node that retries"
                 " the job records it)", job.id, final.string_id, self.node_id,
             )  # fmt: skip
+            self._unsettled.add(job.id)
             device.end_job(handle)
             self._forget(handle.id, job.id, job_final=True)
             self._drop_cache(job.id)
