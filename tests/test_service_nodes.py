@@ -173,6 +173,29 @@ def test_bad_database_values_stop_serve_with_a_clear_error(
     assert junk.read_bytes() == b"not a database, just bytes " * 100
 
 
+def test_a_database_of_a_newer_schema_is_refused_and_left_alone(
+    nodes: Callable[..., Node], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from vfax.store.sqlite import SqliteJobStore
+
+    db = tmp_path / "newer.db"
+    SqliteJobStore(db).close()
+    with sqlite3.connect(db) as conn:  # a later vfax migrated it further
+        conn.execute("INSERT INTO schema_version VALUES (999, 'from the future', 0)")
+
+    def contents() -> list[Any]:
+        with sqlite3.connect(db) as conn:
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+            return [conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for (t,) in tables.fetchall()]
+
+    before = contents()
+    code, text = serve_refused(nodes("newer", str(db)))
+    assert code == 2 and "database:" in text and "newer than this vfax" in text and "Traceback" not in text
+    assert contents() == before
+
+
 def test_single_sqlite_node_lists_itself_and_its_heartbeat_advances(nodes: Callable[..., Node]) -> None:
     node = nodes("solo")
     node.start({"VFAX_NODE_ID": "solo-node"})
