@@ -379,3 +379,41 @@ def test_a_node_cut_off_from_the_database_aborts_its_call_and_leaves_the_result_
     finally:
         far.terminate()
         far.wait(10)
+
+
+def test_pages_received_before_a_node_dies_are_in_the_database_and_served_by_another_node(
+    nodes: Callable[..., Node], postgres: Any, tmp_path: Path
+) -> None:
+    from vfax.documents import read_tiff_pages
+
+    b = nodes("b", postgres.url)
+    b.start({"VFAX_NODE_ID": "node-b"})
+    doc = docfactory.text_pdf(tmp_path / "doc.pdf", pages=3)
+    sender = vfax("send", str(doc), "--to", f"sip:fax@127.0.0.1:{b.sip_port}", "--resolution", "standard",
+                  log=tmp_path / "send.log")  # fmt: skip
+    try:
+        fax = wait_for(
+            lambda: [f for f in b.get("/v1/faxes")["faxes"] if f["pages"] >= 1], 90,
+            "node B did not receive a page",
+        )[0]  # fmt: skip
+        time.sleep(0.5)  # the page's TIFF goes to the database right after the page (a store write)
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGKILL)  # node B dies mid-reception
+        b.proc.wait(10)
+    finally:
+        sender.terminate()
+        sender.wait(30)
+    a = nodes("a", postgres.url)
+    a.start({"VFAX_NODE_ID": "node-a"})
+    # node B's lease runs out; node A settles the reception as partial and serves its pages
+    after = wait_for(
+        lambda: (f := a.get(f"/v1/faxes/{fax['id']}"))["state"] != "receiving" and f, 60,
+        "the dead node's reception was not settled",
+    )  # fmt: skip
+    assert after["state"] == "partial" and after["pages"] >= 1 and after["has_tiff"], after
+    r = a.client.get(f"/v1/faxes/{fax['id']}/tiff")
+    assert r.status_code == 200, r.text
+    (tmp_path / "got.tif").write_bytes(r.content)
+    assert len(read_tiff_pages(tmp_path / "got.tif")) >= 1
+    states = {n["id"]: n["state"] for n in a.get("/v1/nodes")["nodes"]}
+    assert states == {"node-a": "up", "node-b": "lost"}, states
