@@ -43,6 +43,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -1161,9 +1162,14 @@ class ApiServer(uvicorn.Server):
                 await self.task
 
 
-async def serve_api(app: FastAPI, listen: str, *, log_level: str = "warning") -> ApiServer:
+async def serve_api(
+    app: FastAPI, listen: str, *, log_level: str = "warning", sock: socket.socket | None = None
+) -> ApiServer:
     """Start serving ``app`` on ``listen`` (``HOST:PORT``) as a task of the running loop; returns once it
-    listens. Raises ``OSError`` when it cannot listen. Stop it with ``await server.stop()``."""
+    listens. Raises ``OSError`` when it cannot listen. Stop it with ``await server.stop()``.
+
+    ``sock``: an already listening socket to serve on instead (``vfax serve --workers``: the supervisor
+    binds ``listen`` once and every worker serves that socket)."""
     host, port = parse_listen(listen, "api.listen")
     config = uvicorn.Config(
         app,
@@ -1181,7 +1187,7 @@ async def serve_api(app: FastAPI, listen: str, *, log_level: str = "warning") ->
 
     async def run() -> None:
         try:
-            await server.serve()
+            await server.serve(sockets=[sock] if sock is not None else None)
         except SystemExit:  # uvicorn exits the process when it cannot bind: turn that into an error
             raise OSError(f"cannot listen on {listen} for the API") from None
 

@@ -18,7 +18,7 @@ import logging
 import signal
 import sqlite3
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -35,6 +35,9 @@ from vfax.store.model import (
     StoreUnavailableError,
     make_owner,
 )
+
+if TYPE_CHECKING:
+    from vfax.service.workers import WorkerHooks
 
 log = logging.getLogger("vfax.service")
 
@@ -87,8 +90,12 @@ def api_base_url(listen: str) -> str | None:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def run_service(config: ServiceConfig, *, ready: asyncio.Event | None = None) -> int:
-    """Run until SIGINT/SIGTERM; returns the exit code. :class:`StartError` when it cannot start."""
+async def run_service(
+    config: ServiceConfig, *, ready: asyncio.Event | None = None, worker: WorkerHooks | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code. :class:`StartError` when it cannot start.
+
+    ``worker``: this process is a worker of ``vfax serve --workers`` (:mod:`vfax.service.workers`)."""
     for d in (config.data_dir, config.inbox, config.spool):
         d.mkdir(parents=True, exist_ok=True)
     node_id = config.node.node_id or make_owner()
@@ -136,10 +143,10 @@ async def run_service(config: ServiceConfig, *, ready: asyncio.Event | None = No
             spool_dir=config.spool,
             wake=controller.wake,
             subscribe=controller.subscribe,
-            devices_status=controller.devices_status,
+            devices_status=controller.devices_status if worker is None else worker.attach(controller),
             file_cache=config.data_dir / "cache",
         )
-        server = await serve_api(app, config.api.listen)
+        server = await serve_api(app, config.api.listen, sock=worker.api_socket if worker else None)
         host, port = server.address
         if controller.api_url is None:
             controller.api_url = f"http://{host}:{port}"
@@ -171,6 +178,17 @@ async def controller_store_close(store: JobStore) -> None:
 def serve_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="The service configuration (TOML).")],
     as_json: Annotated[bool, typer.Option("--json", help="Log as JSON lines on stderr.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=256,
+            envvar="VFAX_WORKERS",
+            help="Worker processes, each a node with its own SIP ports, one API address (default: one per"
+            " core; 1: a single process).",
+        ),
+    ] = None,
 ) -> None:
     """Run the fax service: register the devices, receive into the inbox, send queued jobs, serve the API.
 
@@ -185,8 +203,15 @@ def serve_command(
     if as_json:
         use_json_logs()
     try:
+        from vfax.service.workers import default_workers, supervise
+
+        count = workers or default_workers()
+        if count > 1:
+            raise typer.Exit(supervise(cfg, count, as_json=as_json))
         runtime.tune_for_real_time()
         code = asyncio.run(run_service(cfg))
+    except ConfigError as exc:
+        fail(f"invalid configuration {config}: {exc}")
     except StartError as exc:
         fail(str(exc), exc.exit_code)
     except OSError as exc:
