@@ -42,21 +42,26 @@ def find_bindir() -> Path | None:
     return Path(found).parent if found else None
 
 
-def _free_port() -> int:
+def _free_port(host: str = HOST) -> int:
     with socket.socket() as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 class PostgresServer:
-    """One private server: start, url(db), create_database; stop or kill, then start again."""
+    """One private server: start, url(db), create_database; stop or kill, then start again.
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    ``listen`` is the one address it listens on (127.0.0.1 by default; a test network's bridge address
+    lets nodes in network namespaces reach it); ``trust`` lists further client networks (CIDR) allowed
+    in without a password, as initdb trusts only the loopback ones."""
+
+    def __init__(self, bindir: Path | None = None, *, listen: str = HOST, trust: Sequence[str] = ()) -> None:
         found = bindir or find_bindir()
         if found is None:
             raise PostgresError("no PostgreSQL server binaries (Debian package postgresql)")
         self.bindir = found
-        self.port = _free_port()
+        self.host = listen
+        self.port = _free_port(listen)
         self.root = Path(tempfile.mkdtemp(prefix="vfax-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -69,6 +74,9 @@ class PostgresServer:
                 raise PostgresError("running as root needs the 'postgres' system user") from exc
             os.chown(self.root, self._run_as.pw_uid, self._run_as.pw_gid)
         self._initdb()
+        if trust:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in trust)
 
     # -- process control ---------------------------------------------------------------------------------
     def _demote(self) -> None:
@@ -99,7 +107,7 @@ class PostgresServer:
         self.proc = subprocess.Popen(
             [
                 str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={self.data}",
+                "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.data}",
                 "-c", "max_connections=200", "-c", "fsync=on",
             ],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._demote, start_new_session=True,
@@ -153,7 +161,7 @@ class PostgresServer:
 
     # -- databases ---------------------------------------------------------------------------------------
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{database}"
+        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         """A new empty database; returns its URL."""
