@@ -51,8 +51,19 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from vfax.service.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
 from vfax.status import FaxStatus
 from vfax.storage import atomic_path
+from vfax.store.base import (
+    CRASH_ERROR,
+    LEASE_ERROR,
+    check_file_kind,
+    check_lease_seconds,
+    dump_json,
+    event_from_row,
+    inbound_from_row,
+    job_from_row,
+    node_from_row,
+    path_or_none,
+)
 from vfax.store.model import (
-    NODE_LOST,
     NODE_UP,
     DeadLetter,
     DuplicateNodeError,
@@ -74,7 +85,6 @@ from vfax.store.model import (
     new_id,
 )
 from vfax.store.retry import AttemptResult, RetryPolicy
-from vfax.store.sqlite import check_file_kind, check_lease_seconds
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +97,6 @@ CHANNEL = "vfax_jobs"
 # advisory lock keys (any two constants; only vfax uses them in its database)
 _SCHEMA_LOCK = 0x7666_6178_0001
 _EVENTS_LOCK = 0x7666_6178_0002
-_CRASH_ERROR = "interrupted: the vfax process died during this attempt"
-_LEASE_ERROR = "interrupted: the lease of node {owner} expired (no heartbeat)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,91 +204,6 @@ def apply_migrations(
 # --------------------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------------------
-
-
-def _job(row: Row) -> OutboundJob:
-    return OutboundJob(
-        id=row["id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        document=row["document"],
-        original=row["original"],
-        destination=row["destination"],
-        device=row["device"],
-        priority=row["priority"],
-        not_before=row["not_before"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        state=JobState(row["state"]),
-        last_status=None if row["last_status"] is None else FaxStatus(row["last_status"]),
-        last_error=row["last_error"],
-        pages_sent=row["pages_sent"],
-        options=dict(row["options"]),
-        lease_owner=row["lease_owner"],
-        cancel_requested=row["cancel_requested"],
-        terminal_event_emitted=row["terminal_event_emitted"],
-        fax_failures=row["fax_failures"],
-        finished_at=row["finished_at"],
-        lease_expires_at=row["lease_expires_at"],
-    )
-
-
-def _inbound(row: Row) -> InboundFax:
-    return InboundFax(
-        id=row["id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        call_id=row["call_id"],
-        caller=row["caller"],
-        callee=row["callee"],
-        device=row["device"],
-        started_at=row["started_at"],
-        state=InboundState(row["state"]),
-        pages=row["pages"],
-        remote_csi=row["remote_csi"],
-        tiff_path=row["tiff_path"],
-        pdf_path=row["pdf_path"],
-        report_path=row["report_path"],
-        last_status=None if row["last_status"] is None else FaxStatus(row["last_status"]),
-        error=row["error"],
-        owner=row["owner"],
-        terminal_event_emitted=row["terminal_event_emitted"],
-        finished_at=row["finished_at"],
-        lease_expires_at=row["lease_expires_at"],
-    )
-
-
-def _event(row: Row) -> FaxEvent:
-    return FaxEvent(
-        job_id=row["job_id"],
-        seq=row["seq"],
-        type=row["type"],
-        status=FaxStatus(row["status"]),
-        at=row["created_at"],
-        payload=dict(row["payload"]),
-    )
-
-
-def _node(row: Row, now: float) -> NodeInfo:
-    state = row["state"]
-    if state == NODE_UP and row["heartbeat_at"] + row["lease_seconds"] < now:
-        state = NODE_LOST
-    return NodeInfo(
-        id=row["id"],
-        started_at=row["started_at"],
-        heartbeat_at=row["heartbeat_at"],
-        state=state,
-        api=row["api"],
-        info=dict(row["info"]),
-    )
-
-
-def _json(value: Mapping[str, Any] | None) -> str:
-    return json.dumps(dict(value or {}), sort_keys=True, default=str)
-
-
-def _path_or_none(value: str | os.PathLike[str] | None) -> str | None:
-    return None if value is None else os.fspath(value)
 
 
 class PostgresJobStore:
@@ -452,7 +375,7 @@ class PostgresJobStore:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))
         if self._has_terminal(conn, job_id):
             raise TerminalEventExistsError(job_id)
-        body = _json(payload)
+        body = dump_json(payload)
         try:
             with conn.transaction():  # a savepoint: the caller's transaction stays usable on error
                 row = self._one(
@@ -491,7 +414,7 @@ class PostgresJobStore:
                 "SELECT * FROM events WHERE job_id = %s ORDER BY seq", (job_id,)
             ).fetchall()
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     # -- outbound ---------------------------------------------------------------------------------
 
@@ -531,7 +454,7 @@ class PostgresJobStore:
                 " priority, not_before, max_attempts, state, options)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s::jsonb) RETURNING *",
                 (
-                    job_id, now, now, os.fspath(document), _path_or_none(original), destination, device,
+                    job_id, now, now, os.fspath(document), path_or_none(original), destination, device,
                     priority, due, limit, json.dumps(dict(options or {}), sort_keys=True),
                 ),
             )  # fmt: skip
@@ -540,7 +463,7 @@ class PostgresJobStore:
             assert row is not None
             return row
 
-        return _job(self._run(work))
+        return job_from_row(self._run(work))
 
     def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None:
         """Take the best due job (highest priority, then earliest ``not_before``, then oldest) in one
@@ -556,10 +479,10 @@ class PostgresJobStore:
         )
         args = {"owner": self.owner, "now": now, "expires": now + self.lease_seconds, "device": device}
         row = self._run(lambda conn: self._one(conn, query, args))  # type: ignore[arg-type]
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     def _finish_attempt(self, conn: Conn, row: Row, result: AttemptResult, now: float) -> JobState:
-        job = _job(row)
+        job = job_from_row(row)
         cancelled = result.status is FaxStatus.FS_USER_ABORT or (
             job.cancel_requested and not result.status.is_success
         )
@@ -645,7 +568,7 @@ class PostgresJobStore:
             self._finish_attempt(conn, row, result, now)
             return self._job_row(conn, job_id)
 
-        return _job(self._run(work))
+        return job_from_row(self._run(work))
 
     def cancel(self, job_id: str, *, now: float | None = None) -> OutboundJob:
         """See :meth:`vfax.store.sqlite.SqliteJobStore.cancel`."""
@@ -673,10 +596,10 @@ class PostgresJobStore:
                 )
             return self._job_row(conn, job_id)
 
-        return _job(self._run(work))
+        return job_from_row(self._run(work))
 
     def get(self, job_id: str) -> OutboundJob:
-        return _job(self._run(lambda conn: self._job_row(conn, job_id)))
+        return job_from_row(self._run(lambda conn: self._job_row(conn, job_id)))
 
     def list(
         self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
@@ -697,7 +620,7 @@ class PostgresJobStore:
         query += " ORDER BY created_at, id LIMIT %s OFFSET %s"
         args += [limit, offset]
         rows = self._run(lambda conn: conn.execute(query, args).fetchall())  # type: ignore[arg-type]
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def count(self) -> dict[str, int]:
         """Jobs per state, outbound as ``"queued"``... and inbound as ``"inbound:receiving"``..."""
@@ -740,14 +663,14 @@ class PostgresJobStore:
                     callee,
                     device,
                     now,
-                    _path_or_none(tiff_path),
+                    path_or_none(tiff_path),
                     self.owner,
                     now + self.lease_seconds,
                 ),
             )
         )
         assert row is not None
-        return _inbound(row)
+        return inbound_from_row(row)
 
     def update_inbound(
         self,
@@ -768,12 +691,12 @@ class PostgresJobStore:
                 conn,
                 "UPDATE inbound_faxes SET pages = COALESCE(%s, pages), remote_csi = COALESCE(%s, remote_csi),"
                 " tiff_path = COALESCE(%s, tiff_path), updated_at = %s WHERE id = %s RETURNING *",
-                (pages, remote_csi, _path_or_none(tiff_path), now, inbound_id),
+                (pages, remote_csi, path_or_none(tiff_path), now, inbound_id),
             )
             assert updated is not None
             return updated
 
-        return _inbound(self._run(work))
+        return inbound_from_row(self._run(work))
 
     def _end_inbound(
         self,
@@ -830,7 +753,7 @@ class PostgresJobStore:
             self._end_inbound(conn, row, state, status, pages, error, remote_csi, now)
             return self._inbound_row(conn, inbound_id)
 
-        return _inbound(self._run(work))
+        return inbound_from_row(self._run(work))
 
     def place_inbound_files(
         self,
@@ -850,9 +773,9 @@ class PostgresJobStore:
                 " pdf_path = COALESCE(%s, pdf_path), report_path = COALESCE(%s, report_path),"
                 " updated_at = %s WHERE id = %s RETURNING *",
                 (
-                    _path_or_none(tiff_path),
-                    _path_or_none(pdf_path),
-                    _path_or_none(report_path),
+                    path_or_none(tiff_path),
+                    path_or_none(pdf_path),
+                    path_or_none(report_path),
                     now,
                     inbound_id,
                 ),
@@ -861,10 +784,10 @@ class PostgresJobStore:
                 raise JobNotFoundError(inbound_id)
             return row
 
-        return _inbound(self._run(work))
+        return inbound_from_row(self._run(work))
 
     def get_inbound(self, inbound_id: str) -> InboundFax:
-        return _inbound(self._run(lambda conn: self._inbound_row(conn, inbound_id)))
+        return inbound_from_row(self._run(lambda conn: self._inbound_row(conn, inbound_id)))
 
     def list_inbound(
         self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
@@ -877,7 +800,7 @@ class PostgresJobStore:
         query += " ORDER BY created_at, id LIMIT %s OFFSET %s"
         args += [limit, offset]
         rows = self._run(lambda conn: conn.execute(query, args).fetchall())  # type: ignore[arg-type]
-        return [_inbound(r) for r in rows]
+        return [inbound_from_row(r) for r in rows]
 
     # -- recovery and leases ----------------------------------------------------------------------
 
@@ -917,7 +840,7 @@ class PostgresJobStore:
                 "SELECT * FROM jobs WHERE state = 'in_flight' ORDER BY id FOR UPDATE SKIP LOCKED"
             ).fetchall():
                 if dead(row["lease_owner"]):
-                    state = self._settle_job(conn, row, _CRASH_ERROR, at, report)
+                    state = self._settle_job(conn, row, CRASH_ERROR, at, report)
                     log.warning("recovered job %s of dead owner %s: %s", row["id"], row["lease_owner"], state)
             for row in conn.execute(
                 "SELECT * FROM inbound_faxes WHERE state = 'receiving' ORDER BY id FOR UPDATE SKIP LOCKED"
@@ -926,7 +849,7 @@ class PostgresJobStore:
                     tiff = row["tiff_path"]
                     has_pages = bool(tiff) and os.path.isfile(tiff) and os.path.getsize(tiff) > 0
                     has_pages = has_pages or self._has_file(conn, row["id"], "partial")
-                    state = self._settle_inbound(conn, row, has_pages, _CRASH_ERROR, at, report)
+                    state = self._settle_inbound(conn, row, has_pages, CRASH_ERROR, at, report)
                     log.warning(
                         "recovered inbound fax %s of dead owner %s: %s", row["id"], row["owner"], state
                     )
@@ -945,7 +868,7 @@ class PostgresJobStore:
             f" WHERE {where} ORDER BY id FOR UPDATE SKIP LOCKED",
             args,
         ).fetchall():
-            state = self._settle_job(conn, row, _LEASE_ERROR.format(owner=row["owner"]), now, report)
+            state = self._settle_job(conn, row, LEASE_ERROR.format(owner=row["owner"]), now, report)
             owners.add(row["owner"])
             log.warning("job %s: lease of %s expired: %s", row["id"], row["owner"], state)
         for row in conn.execute(
@@ -953,7 +876,7 @@ class PostgresJobStore:
             " ORDER BY id FOR UPDATE SKIP LOCKED",
             args,
         ).fetchall():
-            error = _LEASE_ERROR.format(owner=row["owner"])
+            error = LEASE_ERROR.format(owner=row["owner"])
             state = self._settle_inbound(conn, row, row["pages"] > 0, error, now, report)
             owners.add(row["owner"])
             log.warning("inbound fax %s: lease of %s expired: %s", row["id"], row["owner"], state)
@@ -1012,7 +935,7 @@ class PostgresJobStore:
             )
             row = self._one(conn, "SELECT * FROM nodes WHERE id = %s FOR UPDATE", (node_id,))
             assert row is not None
-            if _node(row, at).state == NODE_UP:
+            if node_from_row(row, at).state == NODE_UP:
                 raise DuplicateNodeError(
                     f"node id {node_id!r} is held by a live node (heartbeat {at - row['heartbeat_at']:.1f} s"
                     f" ago, lease {row['lease_seconds']:g} s); nothing was changed"
@@ -1025,12 +948,12 @@ class PostgresJobStore:
                 conn,
                 "UPDATE nodes SET started_at = %s, heartbeat_at = %s, lease_seconds = %s, state = 'up',"
                 " api = %s, info = %s::jsonb WHERE id = %s RETURNING *",
-                (at, at, lease, api, _json(info), node_id),
+                (at, at, lease, api, dump_json(info), node_id),
             )
             assert new is not None
             return new
 
-        return _node(self._run(work), at)
+        return node_from_row(self._run(work), at)
 
     def heartbeat(
         self,
@@ -1044,7 +967,7 @@ class PostgresJobStore:
         :class:`LeaseLostError` when the node is not ``up`` any more (its work was taken over)."""
         at = self._now(now)
         lease = check_lease_seconds(lease_seconds)
-        body = None if info is None else _json(info)
+        body = None if info is None else dump_json(info)
         query = (
             "WITH node AS (UPDATE nodes SET heartbeat_at = %(now)s, lease_seconds = %(lease)s,"
             " info = COALESCE(%(info)s::jsonb, info) WHERE id = %(id)s AND state = 'up' RETURNING id),"
@@ -1077,7 +1000,7 @@ class PostgresJobStore:
     def list_nodes(self, *, now: float | None = None) -> builtins.list[NodeInfo]:
         at = self._now(now)
         rows = self._run(lambda conn: conn.execute("SELECT * FROM nodes ORDER BY id").fetchall())
-        return [_node(r, at) for r in rows]
+        return [node_from_row(r, at) for r in rows]
 
     # -- files ----------------------------------------------------------------------------------------
 
@@ -1160,7 +1083,7 @@ class PostgresJobStore:
                         next_due = next_try if next_due is None else min(next_due, next_try)
                         continue
                     if len(items) < limit:
-                        items.append(OutboxItem(row["id"], _event(row), row["d_attempts"]))
+                        items.append(OutboxItem(row["id"], event_from_row(row), row["d_attempts"]))
                     else:
                         blocked.add(job_id)
                 if items or len(rows) < limit:
@@ -1205,7 +1128,7 @@ class PostgresJobStore:
             lambda conn: conn.execute(query + " ORDER BY d.dead_letter_at, e.id", args).fetchall()
         )  # type: ignore[arg-type]
         return [
-            DeadLetter(r["d_sink"], r["id"], _event(r), r["d_attempts"], r["d_dead"], r["d_error"])
+            DeadLetter(r["d_sink"], r["id"], event_from_row(r), r["d_attempts"], r["d_dead"], r["d_error"])
             for r in rows
         ]
 

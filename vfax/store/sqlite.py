@@ -71,9 +71,18 @@ from typing import Any
 
 from vfax.service.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
 from vfax.status import FaxStatus
+from vfax.store.base import (
+    CRASH_ERROR,
+    LEASE_ERROR,
+    check_file_kind,
+    check_lease_seconds,
+    event_from_row,
+    inbound_from_row,
+    job_from_row,
+    node_from_row,
+    path_or_none,
+)
 from vfax.store.model import (
-    FILE_KINDS,
-    NODE_LOST,
     NODE_UP,
     DeadLetter,
     DuplicateNodeError,
@@ -290,31 +299,6 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration] =
 # SQLite implementation
 # --------------------------------------------------------------------------------------------------
 
-_CRASH_ERROR = "interrupted: the vfax process died during this attempt"
-_LEASE_ERROR = "interrupted: the lease of node {owner} expired (no heartbeat)"
-
-
-def _lease_expiry(row: sqlite3.Row) -> float | None:
-    """``lease_expires_at`` (absent from a store opened with migrations before version 4)."""
-    return row["lease_expires_at"] if "lease_expires_at" in row.keys() else None  # noqa: SIM118
-
-
-def check_lease_seconds(value: float, name: str = "lease_seconds") -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-    return float(value)
-
-
-def check_file_kind(kind: str) -> str:
-    if kind not in FILE_KINDS:
-        raise ValueError(f"file kind must be one of {sorted(FILE_KINDS)}, got {kind!r}")
-    return kind
-
-
-def _path_or_none(value: str | os.PathLike[str] | None) -> str | None:
-    return None if value is None else os.fspath(value)
-
-
 class SqliteJobStore:
     """:class:`JobStore` on one SQLite file (WAL, ``synchronous=FULL``). See the module docstring."""
 
@@ -403,71 +387,6 @@ class SqliteJobStore:
             rows = self._conn.execute("PRAGMA integrity_check").fetchall()
         return "\n".join(str(r[0]) for r in rows)
 
-    # -- row mapping ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _job(row: sqlite3.Row) -> OutboundJob:
-        return OutboundJob(
-            id=row["id"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            document=row["document"],
-            original=row["original"],
-            destination=row["destination"],
-            device=row["device"],
-            priority=row["priority"],
-            not_before=row["not_before"],
-            attempts=row["attempts"],
-            max_attempts=row["max_attempts"],
-            state=JobState(row["state"]),
-            last_status=None if row["last_status"] is None else FaxStatus(row["last_status"]),
-            last_error=row["last_error"],
-            pages_sent=row["pages_sent"],
-            options=json.loads(row["options"]),
-            lease_owner=row["lease_owner"],
-            cancel_requested=bool(row["cancel_requested"]),
-            terminal_event_emitted=bool(row["terminal_event_emitted"]),
-            fax_failures=row["fax_failures"],
-            finished_at=row["finished_at"],
-            lease_expires_at=_lease_expiry(row),
-        )
-
-    @staticmethod
-    def _inbound(row: sqlite3.Row) -> InboundFax:
-        return InboundFax(
-            id=row["id"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            call_id=row["call_id"],
-            caller=row["caller"],
-            callee=row["callee"],
-            device=row["device"],
-            started_at=row["started_at"],
-            state=InboundState(row["state"]),
-            pages=row["pages"],
-            remote_csi=row["remote_csi"],
-            tiff_path=row["tiff_path"],
-            pdf_path=row["pdf_path"],
-            report_path=row["report_path"],
-            last_status=None if row["last_status"] is None else FaxStatus(row["last_status"]),
-            error=row["error"],
-            owner=row["owner"],
-            terminal_event_emitted=bool(row["terminal_event_emitted"]),
-            finished_at=row["finished_at"],
-            lease_expires_at=_lease_expiry(row),
-        )
-
-    @staticmethod
-    def _event(row: sqlite3.Row) -> FaxEvent:
-        return FaxEvent(
-            job_id=row["job_id"],
-            seq=row["seq"],
-            type=row["type"],
-            status=FaxStatus(row["status"]),
-            at=row["created_at"],
-            payload=json.loads(row["payload"]),
-        )
-
     def _job_row(self, conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
         row = conn.execute("SELECT * FROM outbound_jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
@@ -550,7 +469,7 @@ class SqliteJobStore:
             rows = self._conn.execute(
                 "SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,)
             ).fetchall()
-        return [self._event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     # -- outbound ---------------------------------------------------------------------------------
 
@@ -585,7 +504,7 @@ class SqliteJobStore:
                     now,
                     now,
                     os.fspath(document),
-                    _path_or_none(original),
+                    path_or_none(original),
                     destination,
                     device,
                     priority,
@@ -595,7 +514,7 @@ class SqliteJobStore:
                     json.dumps(dict(options or {}), sort_keys=True),
                 ),
             )
-            return self._job(self._job_row(conn, job_id))
+            return job_from_row(self._job_row(conn, job_id))
 
     def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None:
         """Take the best due job: highest priority, then earliest ``not_before``, then oldest.
@@ -621,12 +540,12 @@ class SqliteJobStore:
             ).rowcount
             if taken != 1:  # cannot happen inside BEGIN IMMEDIATE; a backend without it must not double-claim
                 raise JobStoreError(f"job {row['id']} was claimed by someone else")
-            return self._job(self._job_row(conn, row["id"]))
+            return job_from_row(self._job_row(conn, row["id"]))
 
     def _finish_attempt(
         self, conn: sqlite3.Connection, row: sqlite3.Row, result: AttemptResult, now: float
     ) -> JobState:
-        job = self._job(row)
+        job = job_from_row(row)
         cancelled = result.status is FaxStatus.FS_USER_ABORT or (
             job.cancel_requested and not result.status.is_success
         )
@@ -717,7 +636,7 @@ class SqliteJobStore:
                     f"job {job_id} is held by {row['lease_owner']}, not {self.owner}: its lease was lost"
                 )
             self._finish_attempt(conn, row, result, now)
-            return self._job(self._job_row(conn, job_id))
+            return job_from_row(self._job_row(conn, job_id))
 
     def cancel(self, job_id: str, *, now: float | None = None) -> OutboundJob:
         """Cancel: a queued job ends now (terminal ``FS_USER_ABORT``); an in-flight job is flagged
@@ -744,11 +663,11 @@ class SqliteJobStore:
                     "UPDATE outbound_jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
                     (now, job_id),
                 )
-            return self._job(self._job_row(conn, job_id))
+            return job_from_row(self._job_row(conn, job_id))
 
     def get(self, job_id: str) -> OutboundJob:
         with self._lock:
-            return self._job(self._job_row(self._conn, job_id))
+            return job_from_row(self._job_row(self._conn, job_id))
 
     def list(
         self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
@@ -771,7 +690,7 @@ class SqliteJobStore:
         args += [limit, offset]
         with self._lock:
             rows = self._conn.execute(query, args).fetchall()
-        return [self._job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def count(self) -> dict[str, int]:
         """Jobs per state, outbound as ``"queued"``... and inbound as ``"inbound:receiving"``..."""
@@ -812,12 +731,12 @@ class SqliteJobStore:
                     callee,
                     device,
                     now,
-                    _path_or_none(tiff_path),
+                    path_or_none(tiff_path),
                     self.owner,
                     now + self.lease_seconds,
                 ),
             )
-            return self._inbound(self._inbound_row(conn, inbound_id))
+            return inbound_from_row(self._inbound_row(conn, inbound_id))
 
     def update_inbound(
         self,
@@ -837,9 +756,9 @@ class SqliteJobStore:
             conn.execute(
                 "UPDATE inbound_faxes SET pages = COALESCE(?, pages), remote_csi = COALESCE(?, remote_csi),"
                 " tiff_path = COALESCE(?, tiff_path), updated_at = ? WHERE id = ?",
-                (pages, remote_csi, _path_or_none(tiff_path), now, inbound_id),
+                (pages, remote_csi, path_or_none(tiff_path), now, inbound_id),
             )
-            return self._inbound(self._inbound_row(conn, inbound_id))
+            return inbound_from_row(self._inbound_row(conn, inbound_id))
 
     def _end_inbound(
         self,
@@ -894,7 +813,7 @@ class SqliteJobStore:
             if row["state"] != InboundState.RECEIVING:
                 raise InvalidTransitionError(f"inbound fax {inbound_id} is {row['state']}, not receiving")
             self._end_inbound(conn, row, state, status, pages, error, remote_csi, now)
-            return self._inbound(self._inbound_row(conn, inbound_id))
+            return inbound_from_row(self._inbound_row(conn, inbound_id))
 
     def place_inbound_files(
         self,
@@ -914,18 +833,18 @@ class SqliteJobStore:
                 " pdf_path = COALESCE(?, pdf_path), report_path = COALESCE(?, report_path),"
                 " updated_at = ? WHERE id = ?",
                 (
-                    _path_or_none(tiff_path),
-                    _path_or_none(pdf_path),
-                    _path_or_none(report_path),
+                    path_or_none(tiff_path),
+                    path_or_none(pdf_path),
+                    path_or_none(report_path),
                     now,
                     inbound_id,
                 ),
             )
-            return self._inbound(self._inbound_row(conn, inbound_id))
+            return inbound_from_row(self._inbound_row(conn, inbound_id))
 
     def get_inbound(self, inbound_id: str) -> InboundFax:
         with self._lock:
-            return self._inbound(self._inbound_row(self._conn, inbound_id))
+            return inbound_from_row(self._inbound_row(self._conn, inbound_id))
 
     def list_inbound(
         self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
@@ -940,7 +859,7 @@ class SqliteJobStore:
         args += [limit, offset]
         with self._lock:
             rows = self._conn.execute(query, args).fetchall()
-        return [self._inbound(r) for r in rows]
+        return [inbound_from_row(r) for r in rows]
 
     # -- crash recovery ---------------------------------------------------------------------------
 
@@ -961,7 +880,7 @@ class SqliteJobStore:
             ).fetchall():
                 if not dead(row["lease_owner"]):
                     continue
-                state = self._settle_job(conn, row, _CRASH_ERROR, now, report)
+                state = self._settle_job(conn, row, CRASH_ERROR, now, report)
                 log.warning(
                     "recovered in-flight job %s from dead owner %s: %s", row["id"], row["lease_owner"], state
                 )
@@ -974,26 +893,12 @@ class SqliteJobStore:
                 has_pages = bool(tiff) and os.path.isfile(tiff) and os.path.getsize(tiff) > 0
                 state = InboundState.PARTIAL if has_pages else InboundState.FAILED
                 pages = row["pages"] if has_pages else 0
-                self._end_inbound(conn, row, state, FaxStatus.FS_DISCONNECTED, pages, _CRASH_ERROR, None, now)
+                self._end_inbound(conn, row, state, FaxStatus.FS_DISCONNECTED, pages, CRASH_ERROR, None, now)
                 (report.inbound_partial if has_pages else report.inbound_failed).append(row["id"])
                 log.warning("recovered inbound fax %s from dead owner %s: %s", row["id"], row["owner"], state)
         return report
 
     # -- nodes and leases ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _node(row: sqlite3.Row, now: float) -> NodeInfo:
-        state = row["state"]
-        if state == NODE_UP and row["heartbeat_at"] + row["lease_seconds"] < now:
-            state = NODE_LOST
-        return NodeInfo(
-            id=row["id"],
-            started_at=row["started_at"],
-            heartbeat_at=row["heartbeat_at"],
-            state=state,
-            api=row["api"],
-            info=json.loads(row["info"]),
-        )
 
     def register_node(
         self,
@@ -1012,7 +917,7 @@ class SqliteJobStore:
         body = json.dumps(dict(info), sort_keys=True, default=str)
         with self._write() as conn:
             row = conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
-            if row is not None and self._node(row, now).state == NODE_UP:
+            if row is not None and node_from_row(row, now).state == NODE_UP:
                 raise DuplicateNodeError(
                     f"node id {node_id!r} is held by a live node (heartbeat {now - row['heartbeat_at']:.1f} s"
                     f" ago, lease {row['lease_seconds']:g} s); nothing was changed"
@@ -1030,7 +935,7 @@ class SqliteJobStore:
             self._settle_leases(conn, "owner = ?", (node_id,), now, left)
             if left.changed:
                 log.warning("node %s rejoined: settled %d leftovers of its last run", node_id, left.changed)
-            return self._node(conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone(), now)
+            return node_from_row(conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone(), now)
 
     def heartbeat(
         self,
@@ -1077,7 +982,7 @@ class SqliteJobStore:
         now = self._now(now)
         with self._lock:
             rows = self._conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
-        return [self._node(r, now) for r in rows]
+        return [node_from_row(r, now) for r in rows]
 
     def _settle_job(
         self, conn: sqlite3.Connection, row: sqlite3.Row, error: str, now: float, report: RecoveryReport
@@ -1110,7 +1015,7 @@ class SqliteJobStore:
             args,
         ).fetchall():
             owner = row["lease_owner"]
-            state = self._settle_job(conn, row, _LEASE_ERROR.format(owner=owner), now, report)
+            state = self._settle_job(conn, row, LEASE_ERROR.format(owner=owner), now, report)
             owners.add(owner)
             log.warning("job %s: lease of %s expired: %s", row["id"], owner, state)
         for row in conn.execute(
@@ -1118,7 +1023,7 @@ class SqliteJobStore:
         ).fetchall():
             has_pages = row["pages"] > 0
             state = InboundState.PARTIAL if has_pages else InboundState.FAILED
-            error = _LEASE_ERROR.format(owner=row["owner"])
+            error = LEASE_ERROR.format(owner=row["owner"])
             self._end_inbound(conn, row, state, FaxStatus.FS_DISCONNECTED, row["pages"], error, None, now)
             (report.inbound_partial if has_pages else report.inbound_failed).append(row["id"])
             owners.add(row["owner"])
@@ -1204,7 +1109,7 @@ class SqliteJobStore:
                         next_due = next_try if next_due is None else min(next_due, next_try)
                         continue
                     if len(items) < limit:
-                        items.append(OutboxItem(row["id"], self._event(row), row["d_attempts"]))
+                        items.append(OutboxItem(row["id"], event_from_row(row), row["d_attempts"]))
                     else:
                         blocked.add(job_id)  # keep its later events out of this batch
                 if items or len(rows) < limit:
@@ -1246,7 +1151,7 @@ class SqliteJobStore:
         with self._lock:
             rows = self._conn.execute(query + " ORDER BY d.dead_letter_at, e.id", args).fetchall()
         return [
-            DeadLetter(r["d_sink"], r["id"], self._event(r), r["d_attempts"], r["d_dead"], r["d_error"])
+            DeadLetter(r["d_sink"], r["id"], event_from_row(r), r["d_attempts"], r["d_dead"], r["d_error"])
             for r in rows
         ]
 
