@@ -48,43 +48,31 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from vfax.service.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
+from vfax.service.events import EventType, FaxEvent
 from vfax.status import FaxStatus
 from vfax.storage import atomic_path
 from vfax.store.base import (
-    CRASH_ERROR,
-    LEASE_ERROR,
+    StoreBase,
+    check_event,
     check_file_kind,
     check_lease_seconds,
     dump_json,
-    event_from_row,
-    inbound_from_row,
+    duplicate_node_error,
     job_from_row,
+    lease_lost_error,
     node_from_row,
-    path_or_none,
 )
 from vfax.store.model import (
     NODE_UP,
-    DeadLetter,
-    DuplicateNodeError,
-    InboundFax,
-    InboundState,
-    InvalidTransitionError,
-    JobFilter,
-    JobNotFoundError,
-    JobState,
-    LeaseLostError,
     NodeInfo,
     OutboundJob,
     RecoveryReport,
     SchemaError,
     StoreUnavailableError,
     TerminalEventExistsError,
-    default_owner_alive,
     make_owner,
-    new_id,
 )
-from vfax.store.retry import AttemptResult, RetryPolicy
+from vfax.store.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +194,17 @@ def apply_migrations(
 # --------------------------------------------------------------------------------------------------
 
 
-class PostgresJobStore:
+class PostgresJobStore(StoreBase):
     """:class:`~vfax.store.model.JobStore` on a PostgreSQL database shared by several nodes (see the module
-    docstring). ``owner`` is this node's id (the lease owner of its claims and receptions)."""
+    docstring). ``owner`` is this node's id (the lease owner of its claims and receptions). The logic
+    shared with SQLite is in :class:`~vfax.store.base.StoreBase`; here: the pool and its failures, the
+    claim, events in commit order, NOTIFY, node registration and heartbeats, lease expiry and files."""
+
+    _JOBS = "jobs"
+    _JSON = "?::jsonb"
+    _TRUE = "true"
+    _FOR_UPDATE = " FOR UPDATE"
+    _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(
         self,
@@ -269,15 +265,6 @@ class PostgresJobStore:
                 self._listen.pgconn.finish()
         self._listen = None
 
-    def __enter__(self) -> PostgresJobStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _now(self, now: float | None) -> float:
-        return self._clock() if now is None else now
-
     def _run(self, work: Callable[[Conn], T], *, attempts: int = 5) -> T:
         """``work(conn)`` in one transaction (committed on return, rolled back on error); a deadlock or
         serialization failure is retried, a lost database raises :class:`StoreUnavailableError`."""
@@ -334,27 +321,40 @@ class PostgresJobStore:
     def _one(conn: Conn, query: str, args: Sequence[Any] = ()) -> Row | None:
         return conn.execute(query, args).fetchone()  # type: ignore[arg-type]
 
-    def _job_row(self, conn: Conn, job_id: str, *, lock: bool = False) -> Row:
-        row = self._one(conn, "SELECT * FROM jobs WHERE id = %s" + (" FOR UPDATE" if lock else ""), (job_id,))
-        if row is None:
-            raise JobNotFoundError(job_id)
-        return row
+    # -- StoreBase hooks ------------------------------------------------------------------------------
 
-    def _inbound_row(self, conn: Conn, inbound_id: str, *, lock: bool = False) -> Row:
-        query = "SELECT * FROM inbound_faxes WHERE id = %s" + (" FOR UPDATE" if lock else "")
-        row = self._one(conn, query, (inbound_id,))
-        if row is None:
-            raise JobNotFoundError(inbound_id)
-        return row
+    def _q(self, sql: str) -> str:
+        return super()._q(sql).replace("?", "%s")
+
+    def _tx(self, work: Callable[[Conn], T]) -> T:
+        return self._run(work)
+
+    def _query(self, work: Callable[[Conn], T]) -> T:
+        return self._run(work)
+
+    def _in(self, column: str, values: Sequence[str]) -> tuple[str, builtins.list[Any]]:
+        return f"{column} = ANY(?)", [list(values)]
+
+    def _prepare_document(self, document: str | os.PathLike[str]) -> bytes:
+        """The document's bytes, stored with the job so that any node can send it."""
+        path = Path(document)
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read the document {path}: {exc.strerror or exc}") from None
+
+    def _submitted(self, conn: Conn, job_id: str, prepared: bytes, now: float, due: float) -> None:
+        """The document in the job's transaction; idle nodes are woken (``NOTIFY``) when it commits."""
+        self._put_file(conn, job_id, "document", prepared, now)
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, repr(due)))
+
+    def _requeued(self, conn: Conn, not_before: float) -> None:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, repr(not_before)))
+
+    def _has_stored_file(self, conn: Conn, owner_id: str, kind: str) -> bool:
+        return self._has_file(conn, owner_id, kind)
 
     # -- events -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _has_terminal(conn: Conn, job_id: str) -> bool:
-        return (
-            conn.execute("SELECT 1 FROM events WHERE job_id = %s AND terminal", (job_id,)).fetchone()
-            is not None
-        )
 
     def _append_event(
         self,
@@ -365,12 +365,9 @@ class PostgresJobStore:
         payload: Mapping[str, Any] | None,
         now: float,
     ) -> FaxEvent:
-        if type not in EVENT_TYPES:
-            raise ValueError(f"event type must be one of {EVENT_TYPES}, got {type!r}")
-        status = FaxStatus(status)
-        terminal = type == "terminal"
-        if terminal and not status.is_terminal:
-            raise ValueError(f"a terminal event needs a terminal status, not {status.name}")
+        """``seq`` is the job's next one, ids in commit order (advisory lock); the unique partial index
+        ``events_one_terminal`` backs the check for an earlier terminal event against other nodes."""
+        status, terminal = check_event(type, status)
         # ids in commit order: the outbox reader trusts that nothing commits below what it has seen
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))
         if self._has_terminal(conn, job_id):
@@ -391,79 +388,10 @@ class PostgresJobStore:
             raise
         assert row is not None
         if terminal:
-            conn.execute("UPDATE jobs SET terminal_event_emitted = true WHERE id = %s", (job_id,))
-            conn.execute("UPDATE inbound_faxes SET terminal_event_emitted = true WHERE id = %s", (job_id,))
+            self._mark_terminal(conn, job_id)
         return FaxEvent(job_id, row["seq"], type, status, now, json.loads(body))
 
-    def append_event(
-        self,
-        job_id: str,
-        type: EventType,
-        status: FaxStatus,
-        payload: Mapping[str, Any] | None = None,
-        *,
-        now: float | None = None,
-    ) -> FaxEvent:
-        """See :meth:`vfax.store.sqlite.SqliteJobStore.append_event`."""
-        at = self._now(now)
-        return self._run(lambda conn: self._append_event(conn, job_id, type, status, payload, at))
-
-    def events_for(self, job_id: str) -> builtins.list[FaxEvent]:
-        rows = self._run(
-            lambda conn: conn.execute(
-                "SELECT * FROM events WHERE job_id = %s ORDER BY seq", (job_id,)
-            ).fetchall()
-        )
-        return [event_from_row(r) for r in rows]
-
     # -- outbound ---------------------------------------------------------------------------------
-
-    def submit(
-        self,
-        document: str | os.PathLike[str],
-        destination: str,
-        *,
-        original: str | os.PathLike[str] | None = None,
-        device: str | None = None,
-        priority: int = 0,
-        not_before: float | None = None,
-        max_attempts: int | None = None,
-        options: Mapping[str, Any] | None = None,
-        now: float | None = None,
-    ) -> OutboundJob:
-        """Queue a fax; its document's bytes are stored with it (any node may send it) and idle nodes are
-        woken (``NOTIFY vfax_jobs``) when the transaction commits."""
-        now = self._now(now)
-        if not destination:
-            raise ValueError("destination must not be empty")
-        limit = self.policy.max_attempts if max_attempts is None else max_attempts
-        if limit < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {limit}")
-        path = Path(document)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"cannot read the document {path}: {exc.strerror or exc}") from None
-        job_id = new_id(now)
-        due = now if not_before is None else not_before
-
-        def work(conn: Conn) -> Row:
-            row = self._one(
-                conn,
-                "INSERT INTO jobs (id, created_at, updated_at, document, original, destination, device,"
-                " priority, not_before, max_attempts, state, options)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s::jsonb) RETURNING *",
-                (
-                    job_id, now, now, os.fspath(document), path_or_none(original), destination, device,
-                    priority, due, limit, json.dumps(dict(options or {}), sort_keys=True),
-                ),
-            )  # fmt: skip
-            self._put_file(conn, job_id, "document", data, now)
-            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, repr(due)))
-            assert row is not None
-            return row
-
-        return job_from_row(self._run(work))
 
     def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None:
         """Take the best due job (highest priority, then earliest ``not_before``, then oldest) in one
@@ -481,406 +409,7 @@ class PostgresJobStore:
         row = self._run(lambda conn: self._one(conn, query, args))  # type: ignore[arg-type]
         return None if row is None else job_from_row(row)
 
-    def _finish_attempt(self, conn: Conn, row: Row, result: AttemptResult, now: float) -> JobState:
-        job = job_from_row(row)
-        cancelled = result.status is FaxStatus.FS_USER_ABORT or (
-            job.cancel_requested and not result.status.is_success
-        )
-        decision = self.policy.decide(
-            result.status,
-            max(job.attempts, 1),
-            job.options,
-            now=now,
-            fax_phase=result.failed_in_fax_phase,
-            fax_failures=job.fax_failures,
-            max_attempts=job.max_attempts,
-            rng=self._rng,
-        )
-        common = {
-            "attempt": job.attempts,
-            "max_attempts": job.max_attempts,
-            "pages": result.pages,
-            "error": result.error,
-            "sip_code": result.sip_code,
-            "t30_code": result.t30_code,
-        }
-        ended = self._has_terminal(conn, job.id)
-        if ended:
-            log.warning("job %s already has a terminal event; finishing it without another", job.id)
-        if decision.retry and not cancelled and not ended:
-            conn.execute(
-                "UPDATE jobs SET state = 'queued', not_before = %s, options = %s::jsonb, fax_failures = %s,"
-                " last_status = %s, last_error = %s, pages_sent = %s, lease_owner = NULL, lease_at = NULL,"
-                " lease_expires_at = NULL, updated_at = %s WHERE id = %s",
-                (
-                    decision.not_before, json.dumps(decision.next_options, sort_keys=True),
-                    decision.fax_failures, int(result.status), result.error, result.pages, now, job.id,
-                ),
-            )  # fmt: skip
-            payload = {**common, "retry": True, "not_before": decision.not_before, "reason": decision.reason}
-            self._append_event(conn, job.id, "status", result.status, payload, now)
-            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, repr(decision.not_before)))
-            return JobState.QUEUED
-        if result.status.is_success:
-            state = JobState.COMPLETED
-        elif cancelled:
-            state = JobState.CANCELLED
-        else:
-            state = JobState.FAILED
-        conn.execute(
-            "UPDATE jobs SET state = %s, fax_failures = %s, last_status = %s, last_error = %s,"
-            " pages_sent = %s, lease_owner = NULL, lease_at = NULL, lease_expires_at = NULL,"
-            " finished_at = %s, updated_at = %s WHERE id = %s",
-            (
-                state.value,
-                decision.fax_failures,
-                int(result.status),
-                result.error,
-                result.pages,
-                now,
-                now,
-                job.id,
-            ),
-        )
-        reason = "cancelled" if state is JobState.CANCELLED else decision.reason
-        payload = {**common, "state": state.value, "retry": False, "reason": reason}
-        if not ended:
-            self._append_event(conn, job.id, "terminal", result.status, payload, now)
-        return state
-
-    def record_attempt_result(
-        self, job_id: str, result: AttemptResult, *, now: float | None = None
-    ) -> OutboundJob:
-        """End this node's in-flight attempt of ``job_id``: retry per policy or finish with the terminal
-        event. :class:`LeaseLostError` if another node holds the job now (this node's lease expired)."""
-        now = self._now(now)
-
-        def work(conn: Conn) -> Row:
-            row = self._job_row(conn, job_id, lock=True)
-            if row["state"] != JobState.IN_FLIGHT:
-                raise InvalidTransitionError(
-                    f"job {job_id} is {row['state']}, not in_flight: no attempt to end"
-                )
-            if row["lease_owner"] != self.owner:
-                raise LeaseLostError(
-                    f"job {job_id} is held by {row['lease_owner']}, not {self.owner}: its lease was lost"
-                )
-            self._finish_attempt(conn, row, result, now)
-            return self._job_row(conn, job_id)
-
-        return job_from_row(self._run(work))
-
-    def cancel(self, job_id: str, *, now: float | None = None) -> OutboundJob:
-        """See :meth:`vfax.store.sqlite.SqliteJobStore.cancel`."""
-        now = self._now(now)
-
-        def work(conn: Conn) -> Row:
-            row = self._job_row(conn, job_id, lock=True)
-            state = JobState(row["state"])
-            if state is JobState.QUEUED:
-                conn.execute(
-                    "UPDATE jobs SET state = 'cancelled', cancel_requested = true, last_status = %s,"
-                    " finished_at = %s, updated_at = %s WHERE id = %s",
-                    (int(FaxStatus.FS_USER_ABORT), now, now, job_id),
-                )
-                payload = {
-                    "state": "cancelled",
-                    "attempt": row["attempts"],
-                    "pages": 0,
-                    "reason": "cancelled",
-                }
-                self._append_event(conn, job_id, "terminal", FaxStatus.FS_USER_ABORT, payload, now)
-            elif state is JobState.IN_FLIGHT:
-                conn.execute(
-                    "UPDATE jobs SET cancel_requested = true, updated_at = %s WHERE id = %s", (now, job_id)
-                )
-            return self._job_row(conn, job_id)
-
-        return job_from_row(self._run(work))
-
-    def get(self, job_id: str) -> OutboundJob:
-        return job_from_row(self._run(lambda conn: self._job_row(conn, job_id)))
-
-    def list(
-        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
-    ) -> builtins.list[OutboundJob]:
-        """Outbound jobs, oldest first."""
-        query = "SELECT * FROM jobs WHERE true"
-        args: list[Any] = []
-        if filter is not None:
-            if filter.states is not None:
-                query += " AND state = ANY(%s)"
-                args.append(sorted(s.value for s in filter.states))
-            if filter.device is not None:
-                query += " AND device = %s"
-                args.append(filter.device)
-            if filter.destination is not None:
-                query += " AND destination = %s"
-                args.append(filter.destination)
-        query += " ORDER BY created_at, id LIMIT %s OFFSET %s"
-        args += [limit, offset]
-        rows = self._run(lambda conn: conn.execute(query, args).fetchall())  # type: ignore[arg-type]
-        return [job_from_row(r) for r in rows]
-
-    def count(self) -> dict[str, int]:
-        """Jobs per state, outbound as ``"queued"``... and inbound as ``"inbound:receiving"``..."""
-        with self._read() as conn:
-            out = {
-                r["state"]: r["n"]
-                for r in conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            }
-            for r in conn.execute("SELECT state, COUNT(*) AS n FROM inbound_faxes GROUP BY state"):
-                out[f"inbound:{r['state']}"] = r["n"]
-        return out
-
-    # -- inbound ----------------------------------------------------------------------------------
-
-    def record_inbound(
-        self,
-        *,
-        call_id: str,
-        caller: str,
-        callee: str,
-        device: str,
-        tiff_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax:
-        """Record an incoming fax call *before* answering it, under this node's lease."""
-        now = self._now(now)
-        inbound_id = new_id(now)
-        row = self._run(
-            lambda conn: self._one(
-                conn,
-                "INSERT INTO inbound_faxes (id, created_at, updated_at, call_id, caller, callee, device,"
-                " started_at, state, tiff_path, owner, lease_expires_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'receiving', %s, %s, %s) RETURNING *",
-                (
-                    inbound_id,
-                    now,
-                    now,
-                    call_id,
-                    caller,
-                    callee,
-                    device,
-                    now,
-                    path_or_none(tiff_path),
-                    self.owner,
-                    now + self.lease_seconds,
-                ),
-            )
-        )
-        assert row is not None
-        return inbound_from_row(row)
-
-    def update_inbound(
-        self,
-        inbound_id: str,
-        *,
-        pages: int | None = None,
-        remote_csi: str | None = None,
-        tiff_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax:
-        now = self._now(now)
-
-        def work(conn: Conn) -> Row:
-            row = self._inbound_row(conn, inbound_id, lock=True)
-            if row["state"] != InboundState.RECEIVING:
-                raise InvalidTransitionError(f"inbound fax {inbound_id} is {row['state']}, not receiving")
-            updated = self._one(
-                conn,
-                "UPDATE inbound_faxes SET pages = COALESCE(%s, pages), remote_csi = COALESCE(%s, remote_csi),"
-                " tiff_path = COALESCE(%s, tiff_path), updated_at = %s WHERE id = %s RETURNING *",
-                (pages, remote_csi, path_or_none(tiff_path), now, inbound_id),
-            )
-            assert updated is not None
-            return updated
-
-        return inbound_from_row(self._run(work))
-
-    def _end_inbound(
-        self,
-        conn: Conn,
-        row: Row,
-        state: InboundState,
-        status: FaxStatus,
-        pages: int,
-        error: str,
-        remote_csi: str | None,
-        now: float,
-    ) -> None:
-        conn.execute(
-            "UPDATE inbound_faxes SET state = %s, last_status = %s, pages = %s, error = %s,"
-            " remote_csi = COALESCE(%s, remote_csi), lease_expires_at = NULL, finished_at = %s,"
-            " updated_at = %s WHERE id = %s",
-            (state.value, int(status), pages, error, remote_csi, now, now, row["id"]),
-        )
-        payload = {"state": state.value, "pages": pages, "error": error, "call_id": row["call_id"]}
-        if self._has_terminal(conn, row["id"]):
-            log.warning(
-                "inbound fax %s already has a terminal event; finishing it without another", row["id"]
-            )
-        else:
-            self._append_event(conn, row["id"], "terminal", status, payload, now)
-
-    def finish_inbound(
-        self,
-        inbound_id: str,
-        status: FaxStatus,
-        *,
-        pages: int,
-        error: str = "",
-        remote_csi: str | None = None,
-        now: float | None = None,
-    ) -> InboundFax:
-        """See :meth:`vfax.store.sqlite.SqliteJobStore.finish_inbound`."""
-        now = self._now(now)
-        if not status.is_terminal:
-            raise ValueError(f"a reception ends with a terminal status, not {status.name}")
-        if pages < 0:
-            raise ValueError(f"pages must be >= 0, got {pages}")
-        if status.is_success and pages > 0:
-            state = InboundState.COMPLETED
-        elif pages > 0:
-            state = InboundState.PARTIAL
-        else:
-            state = InboundState.FAILED
-
-        def work(conn: Conn) -> Row:
-            row = self._inbound_row(conn, inbound_id, lock=True)
-            if row["state"] != InboundState.RECEIVING:
-                raise InvalidTransitionError(f"inbound fax {inbound_id} is {row['state']}, not receiving")
-            self._end_inbound(conn, row, state, status, pages, error, remote_csi, now)
-            return self._inbound_row(conn, inbound_id)
-
-        return inbound_from_row(self._run(work))
-
-    def place_inbound_files(
-        self,
-        inbound_id: str,
-        *,
-        tiff_path: str | os.PathLike[str] | None = None,
-        pdf_path: str | os.PathLike[str] | None = None,
-        report_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax:
-        now = self._now(now)
-
-        def work(conn: Conn) -> Row:
-            row = self._one(
-                conn,
-                "UPDATE inbound_faxes SET tiff_path = COALESCE(%s, tiff_path),"
-                " pdf_path = COALESCE(%s, pdf_path), report_path = COALESCE(%s, report_path),"
-                " updated_at = %s WHERE id = %s RETURNING *",
-                (
-                    path_or_none(tiff_path),
-                    path_or_none(pdf_path),
-                    path_or_none(report_path),
-                    now,
-                    inbound_id,
-                ),
-            )
-            if row is None:
-                raise JobNotFoundError(inbound_id)
-            return row
-
-        return inbound_from_row(self._run(work))
-
-    def get_inbound(self, inbound_id: str) -> InboundFax:
-        return inbound_from_row(self._run(lambda conn: self._inbound_row(conn, inbound_id)))
-
-    def list_inbound(
-        self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
-    ) -> builtins.list[InboundFax]:
-        query = "SELECT * FROM inbound_faxes"
-        args: list[Any] = []
-        if states is not None:
-            query += " WHERE state = ANY(%s)"
-            args.append(sorted(s.value for s in states))
-        query += " ORDER BY created_at, id LIMIT %s OFFSET %s"
-        args += [limit, offset]
-        rows = self._run(lambda conn: conn.execute(query, args).fetchall())  # type: ignore[arg-type]
-        return [inbound_from_row(r) for r in rows]
-
-    # -- recovery and leases ----------------------------------------------------------------------
-
-    def _settle_job(self, conn: Conn, row: Row, error: str, now: float, report: RecoveryReport) -> JobState:
-        result = AttemptResult(FaxStatus.FS_DISCONNECTED, pages=0, error=error, fax_phase=False)
-        state = self._finish_attempt(conn, row, result, now)
-        {
-            JobState.QUEUED: report.requeued,
-            JobState.FAILED: report.failed,
-            JobState.CANCELLED: report.cancelled,
-        }[state].append(row["id"])
-        return state
-
-    def _settle_inbound(
-        self, conn: Conn, row: Row, has_pages: bool, error: str, now: float, report: RecoveryReport
-    ) -> InboundState:
-        state = InboundState.PARTIAL if has_pages else InboundState.FAILED
-        pages = row["pages"] if has_pages else 0
-        self._end_inbound(conn, row, state, FaxStatus.FS_DISCONNECTED, pages, error, None, now)
-        (report.inbound_partial if has_pages else report.inbound_failed).append(row["id"])
-        return state
-
-    def recover_after_crash(
-        self, now: float | None = None, *, owner_alive: Callable[[str], bool] | None = None
-    ) -> RecoveryReport:
-        """Settle the work of dead processes of *this host* (pid no longer exists), as the SQLite store
-        does; other nodes' work is settled by lease expiry (:meth:`expire_leases`)."""
-        at = self._now(now)
-        alive = owner_alive or default_owner_alive
-
-        def dead(owner: str | None) -> bool:
-            return owner != self.owner and (owner is None or not alive(owner))
-
-        def work(conn: Conn) -> RecoveryReport:
-            report = RecoveryReport()
-            for row in conn.execute(
-                "SELECT * FROM jobs WHERE state = 'in_flight' ORDER BY id FOR UPDATE SKIP LOCKED"
-            ).fetchall():
-                if dead(row["lease_owner"]):
-                    state = self._settle_job(conn, row, CRASH_ERROR, at, report)
-                    log.warning("recovered job %s of dead owner %s: %s", row["id"], row["lease_owner"], state)
-            for row in conn.execute(
-                "SELECT * FROM inbound_faxes WHERE state = 'receiving' ORDER BY id FOR UPDATE SKIP LOCKED"
-            ).fetchall():
-                if dead(row["owner"]):
-                    tiff = row["tiff_path"]
-                    has_pages = bool(tiff) and os.path.isfile(tiff) and os.path.getsize(tiff) > 0
-                    has_pages = has_pages or self._has_file(conn, row["id"], "partial")
-                    state = self._settle_inbound(conn, row, has_pages, CRASH_ERROR, at, report)
-                    log.warning(
-                        "recovered inbound fax %s of dead owner %s: %s", row["id"], row["owner"], state
-                    )
-            return report
-
-        return self._run(work)
-
-    def _settle_leases(
-        self, conn: Conn, where: str, args: Sequence[Any], now: float, report: RecoveryReport
-    ) -> set[str]:
-        """Settle in-flight jobs and receptions matching ``where`` (on ``lease_expires_at`` and ``owner``,
-        the lease owner in both tables); rows locked by someone else are skipped (being finished now)."""
-        owners: set[str] = set()
-        for row in conn.execute(
-            "SELECT * FROM (SELECT *, lease_owner AS owner FROM jobs WHERE state = 'in_flight') AS j"
-            f" WHERE {where} ORDER BY id FOR UPDATE SKIP LOCKED",
-            args,
-        ).fetchall():
-            state = self._settle_job(conn, row, LEASE_ERROR.format(owner=row["owner"]), now, report)
-            owners.add(row["owner"])
-            log.warning("job %s: lease of %s expired: %s", row["id"], row["owner"], state)
-        for row in conn.execute(
-            f"SELECT * FROM inbound_faxes WHERE state = 'receiving' AND {where}"
-            " ORDER BY id FOR UPDATE SKIP LOCKED",
-            args,
-        ).fetchall():
-            error = LEASE_ERROR.format(owner=row["owner"])
-            state = self._settle_inbound(conn, row, row["pages"] > 0, error, now, report)
-            owners.add(row["owner"])
-            log.warning("inbound fax %s: lease of %s expired: %s", row["id"], row["owner"], state)
-        return owners
+    # -- leases ---------------------------------------------------------------------------------------
 
     def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
         """Retry (per policy) the jobs and settle the receptions whose lease ran out; their owners, and the
@@ -898,7 +427,7 @@ class PostgresJobStore:
                 " AND lease_expires_at < %s) ORDER BY id FOR UPDATE",
                 (at, at),
             )
-            owners = self._settle_leases(conn, "lease_expires_at < %s", (at,), at, report)
+            owners = self._settle_leases(conn, "lease_expires_at < ?", (at,), at, report)
             conn.execute(
                 "UPDATE nodes SET state = 'lost' WHERE state = 'up'"
                 " AND (id = ANY(%s) OR heartbeat_at + lease_seconds < %s)",
@@ -936,12 +465,9 @@ class PostgresJobStore:
             row = self._one(conn, "SELECT * FROM nodes WHERE id = %s FOR UPDATE", (node_id,))
             assert row is not None
             if node_from_row(row, at).state == NODE_UP:
-                raise DuplicateNodeError(
-                    f"node id {node_id!r} is held by a live node (heartbeat {at - row['heartbeat_at']:.1f} s"
-                    f" ago, lease {row['lease_seconds']:g} s); nothing was changed"
-                )
+                raise duplicate_node_error(node_id, row, at)
             left = RecoveryReport()
-            self._settle_leases(conn, "owner = %s", (node_id,), at, left)
+            self._settle_leases(conn, "owner = ?", (node_id,), at, left)
             if left.changed:
                 log.warning("node %s rejoined: settled %d leftovers of its last run", node_id, left.changed)
             new = self._one(
@@ -982,25 +508,8 @@ class PostgresJobStore:
         row = self._run(lambda conn: self._one(conn, query, args))  # type: ignore[arg-type]
         assert row is not None
         if row["up"] != 1:
-            raise LeaseLostError(
-                f"node {node_id!r} is not up in the store any more (presumed dead, its work retried"
-                " elsewhere): stop its calls"
-            )
+            raise lease_lost_error(node_id)
         return int(row["n"])
-
-    def leave_node(self, node_id: str, *, now: float | None = None) -> None:
-        at = self._now(now)
-        self._run(
-            lambda conn: conn.execute(
-                "UPDATE nodes SET state = 'stopped', heartbeat_at = %s WHERE id = %s AND state = 'up'",
-                (at, node_id),
-            )
-        )
-
-    def list_nodes(self, *, now: float | None = None) -> builtins.list[NodeInfo]:
-        at = self._now(now)
-        rows = self._run(lambda conn: conn.execute("SELECT * FROM nodes ORDER BY id").fetchall())
-        return [node_from_row(r, at) for r in rows]
 
     # -- files ----------------------------------------------------------------------------------------
 
@@ -1048,109 +557,6 @@ class PostgresJobStore:
         with atomic_path(dest) as tmp:
             tmp.write_bytes(data)
         return dest
-
-    # -- the outbox (vfax.service.events.EventOutbox) -------------------------------------------------
-
-    def pending_events(self, sink: str, *, now: float, after_id: int = 0, limit: int = 200) -> OutboxBatch:
-        """See :meth:`vfax.service.events.EventOutbox.pending_events` (one snapshot, as in SQLite)."""
-        items: list[OutboxItem] = []
-        blocked: set[str] = set()
-        next_due: float | None = None
-        settled_through: int | None = None
-        cursor = after_id
-        with self._read() as conn:
-            while True:
-                rows = conn.execute(
-                    "SELECT e.*, COALESCE(d.attempts, 0) AS d_attempts, d.next_try AS d_next_try"
-                    " FROM events e LEFT JOIN deliveries d ON d.event_id = e.id AND d.sink = %s"
-                    " WHERE e.id > %s AND d.delivered_at IS NULL AND d.dead_letter_at IS NULL"
-                    " ORDER BY e.id LIMIT %s",
-                    (sink, cursor, limit),
-                ).fetchall()
-                if settled_through is None:
-                    if rows:
-                        settled_through = rows[0]["id"] - 1
-                    else:
-                        row = self._one(conn, "SELECT COALESCE(MAX(id), %s) AS m FROM events", (after_id,))
-                        settled_through = int(row["m"]) if row else after_id
-                for row in rows:
-                    job_id = row["job_id"]
-                    if job_id in blocked:
-                        continue
-                    next_try = row["d_next_try"]
-                    if next_try is not None and next_try > now:
-                        blocked.add(job_id)
-                        next_due = next_try if next_due is None else min(next_due, next_try)
-                        continue
-                    if len(items) < limit:
-                        items.append(OutboxItem(row["id"], event_from_row(row), row["d_attempts"]))
-                    else:
-                        blocked.add(job_id)
-                if items or len(rows) < limit:
-                    break
-                cursor = rows[-1]["id"]
-        return OutboxBatch(items=items, settled_through=max(settled_through, after_id), next_due=next_due)
-
-    def _delivery(self, sink: str, rowid: int, sets: str, args: Sequence[Any]) -> None:
-        self._run(lambda conn: self._delivery_upsert(conn, sink, rowid, sets, args))
-
-    @staticmethod
-    def _delivery_upsert(conn: Conn, sink: str, rowid: int, sets: str, args: Sequence[Any]) -> None:
-        conn.execute(
-            "INSERT INTO deliveries (sink, event_id) VALUES (%s, %s) ON CONFLICT (sink, event_id) DO NOTHING",
-            (sink, rowid),
-        )
-        conn.execute(
-            f"UPDATE deliveries SET attempts = attempts + 1, {sets} WHERE sink = %s AND event_id = %s",
-            (*args, sink, rowid),
-        )
-
-    def mark_delivered(self, sink: str, rowid: int, *, now: float) -> None:
-        self._delivery(sink, rowid, "delivered_at = %s, next_try = NULL", (now,))
-
-    def mark_retry(self, sink: str, rowid: int, *, error: str, next_try: float, now: float) -> None:
-        self._delivery(sink, rowid, "next_try = %s, last_error = %s", (next_try, error))
-
-    def mark_dead_letter(self, sink: str, rowid: int, *, error: str, now: float) -> None:
-        self._delivery(sink, rowid, "dead_letter_at = %s, next_try = NULL, last_error = %s", (now, error))
-
-    def dead_letters(self, sink: str | None = None) -> builtins.list[DeadLetter]:
-        query = (
-            "SELECT e.*, d.sink AS d_sink, d.attempts AS d_attempts, d.dead_letter_at AS d_dead,"
-            " d.last_error AS d_error FROM deliveries d JOIN events e ON e.id = d.event_id"
-            " WHERE d.dead_letter_at IS NOT NULL"
-        )
-        args: list[Any] = []
-        if sink is not None:
-            query += " AND d.sink = %s"
-            args.append(sink)
-        rows = self._run(
-            lambda conn: conn.execute(query + " ORDER BY d.dead_letter_at, e.id", args).fetchall()
-        )  # type: ignore[arg-type]
-        return [
-            DeadLetter(r["d_sink"], r["id"], event_from_row(r), r["d_attempts"], r["d_dead"], r["d_error"])
-            for r in rows
-        ]
-
-    def retry_dead_letters(self, sink: str) -> int:
-        """Give ``sink``'s dead letters a fresh set of attempts."""
-        return self._run(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE deliveries SET dead_letter_at = NULL, attempts = 0, next_try = NULL"
-                    " WHERE sink = %s AND dead_letter_at IS NOT NULL",
-                    (sink,),
-                ).rowcount
-            )
-        )
-
-    def delivery(self, sink: str, rowid: int) -> dict[str, Any] | None:
-        """The delivery record of one event for one sink (for inspection and tests)."""
-        return self._run(
-            lambda conn: self._one(
-                conn, "SELECT * FROM deliveries WHERE sink = %s AND event_id = %s", (sink, rowid)
-            )
-        )
 
     # -- LISTEN ---------------------------------------------------------------------------------------
 

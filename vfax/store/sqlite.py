@@ -55,7 +55,6 @@ writer, ``busy_timeout`` makes writers wait for one another, and every write tra
 
 from __future__ import annotations
 
-import builtins  # the stores have a method named `list`: annotations say builtins.list
 import contextlib
 import json
 import logging
@@ -69,41 +68,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vfax.service.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
+from vfax.service.events import EventType, FaxEvent
 from vfax.status import FaxStatus
 from vfax.store.base import (
-    CRASH_ERROR,
-    LEASE_ERROR,
+    StoreBase,
+    T,
+    check_event,
     check_file_kind,
     check_lease_seconds,
-    event_from_row,
-    inbound_from_row,
+    dump_json,
+    duplicate_node_error,
     job_from_row,
+    lease_lost_error,
     node_from_row,
-    path_or_none,
 )
 from vfax.store.model import (
     NODE_UP,
-    DeadLetter,
-    DuplicateNodeError,
-    InboundFax,
-    InboundState,
-    InvalidTransitionError,
-    JobFilter,
-    JobNotFoundError,
-    JobState,
     JobStoreError,
-    LeaseLostError,
     NodeInfo,
     OutboundJob,
     RecoveryReport,
     SchemaError,
     TerminalEventExistsError,
-    default_owner_alive,
     make_owner,
-    new_id,
 )
-from vfax.store.retry import AttemptResult, RetryPolicy
+from vfax.store.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +288,10 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration] =
 # SQLite implementation
 # --------------------------------------------------------------------------------------------------
 
-class SqliteJobStore:
-    """:class:`JobStore` on one SQLite file (WAL, ``synchronous=FULL``). See the module docstring."""
+class SqliteJobStore(StoreBase):
+    """:class:`JobStore` on one SQLite file (WAL, ``synchronous=FULL``). See the module docstring. The
+    logic shared with PostgreSQL is in :class:`~vfax.store.base.StoreBase`; here: transactions, the
+    claim, events' sequence numbers, node registration and heartbeats, lease expiry and local files."""
 
     def __init__(
         self,
@@ -341,15 +332,6 @@ class SqliteJobStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> SqliteJobStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _now(self, now: float | None) -> float:
-        return self._clock() if now is None else now
-
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -374,6 +356,17 @@ class SqliteJobStore:
                 if self._conn.in_transaction:
                     self._conn.execute("COMMIT")
 
+    def _tx(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._write() as conn:
+            return work(conn)
+
+    def _query(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return work(self._conn)
+
+    def _in(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
     def pragma(self, name: str) -> Any:
         """Read a PRAGMA (``journal_mode``, ``synchronous``, ``foreign_keys``...) for checks and tests."""
         if not name.replace("_", "").isalpha():
@@ -387,26 +380,7 @@ class SqliteJobStore:
             rows = self._conn.execute("PRAGMA integrity_check").fetchall()
         return "\n".join(str(r[0]) for r in rows)
 
-    def _job_row(self, conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
-        row = conn.execute("SELECT * FROM outbound_jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFoundError(job_id)
-        return row
-
-    def _inbound_row(self, conn: sqlite3.Connection, inbound_id: str) -> sqlite3.Row:
-        row = conn.execute("SELECT * FROM inbound_faxes WHERE id = ?", (inbound_id,)).fetchone()
-        if row is None:
-            raise JobNotFoundError(inbound_id)
-        return row
-
     # -- events -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _has_terminal(conn: sqlite3.Connection, job_id: str) -> bool:
-        return (
-            conn.execute("SELECT 1 FROM events WHERE job_id = ? AND terminal = 1", (job_id,)).fetchone()
-            is not None
-        )
 
     def _append_event(
         self,
@@ -417,18 +391,15 @@ class SqliteJobStore:
         payload: Mapping[str, Any] | None,
         now: float,
     ) -> FaxEvent:
-        if type not in EVENT_TYPES:
-            raise ValueError(f"event type must be one of {EVENT_TYPES}, got {type!r}")
-        status = FaxStatus(status)
-        terminal = type == "terminal"
-        if terminal and not status.is_terminal:
-            raise ValueError(f"a terminal event needs a terminal status, not {status.name}")
+        """``seq`` is the job's next one; the unique partial index ``events_one_terminal`` backs the check
+        for an earlier terminal event against another process."""
+        status, terminal = check_event(type, status)
         if self._has_terminal(conn, job_id):
             raise TerminalEventExistsError(job_id)
         seq = conn.execute(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)
         ).fetchone()[0]
-        body = json.dumps(dict(payload or {}), sort_keys=True, default=str)
+        body = dump_json(payload)
         try:
             conn.execute(
                 "INSERT INTO events (job_id, seq, type, status, payload, created_at, terminal) "
@@ -440,81 +411,10 @@ class SqliteJobStore:
                 raise TerminalEventExistsError(job_id) from exc
             raise
         if terminal:
-            conn.execute("UPDATE outbound_jobs SET terminal_event_emitted = 1 WHERE id = ?", (job_id,))
-            conn.execute("UPDATE inbound_faxes SET terminal_event_emitted = 1 WHERE id = ?", (job_id,))
+            self._mark_terminal(conn, job_id)
         return FaxEvent(job_id, seq, type, status, now, json.loads(body))
 
-    def append_event(
-        self,
-        job_id: str,
-        type: EventType,
-        status: FaxStatus,
-        payload: Mapping[str, Any] | None = None,
-        *,
-        now: float | None = None,
-    ) -> FaxEvent:
-        """Append an event for ``job_id`` (the next ``seq``). ``type == "terminal"`` needs a terminal status
-        and may happen once per job: a second one, or any event after it, raises
-        :class:`TerminalEventExistsError` and writes nothing.
-
-        ``job_id`` is an outbound job or an inbound fax id (or any id the controller chooses: events are not
-        tied to a table). The terminal events of outbound jobs and inbound faxes are written by the store
-        itself when they finish (:meth:`record_attempt_result`, :meth:`cancel`, :meth:`finish_inbound`,
-        :meth:`recover_after_crash`); the controller appends ``status`` and ``page`` events."""
-        with self._write() as conn:
-            return self._append_event(conn, job_id, type, status, payload, self._now(now))
-
-    def events_for(self, job_id: str) -> builtins.list[FaxEvent]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,)
-            ).fetchall()
-        return [event_from_row(r) for r in rows]
-
     # -- outbound ---------------------------------------------------------------------------------
-
-    def submit(
-        self,
-        document: str | os.PathLike[str],
-        destination: str,
-        *,
-        original: str | os.PathLike[str] | None = None,
-        device: str | None = None,
-        priority: int = 0,
-        not_before: float | None = None,
-        max_attempts: int | None = None,
-        options: Mapping[str, Any] | None = None,
-        now: float | None = None,
-    ) -> OutboundJob:
-        """Queue a fax. ``document`` is the prepared TIFF-F, ``original`` what the user gave us."""
-        now = self._now(now)
-        if not destination:
-            raise ValueError("destination must not be empty")
-        limit = self.policy.max_attempts if max_attempts is None else max_attempts
-        if limit < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {limit}")
-        job_id = new_id(now)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO outbound_jobs (id, created_at, updated_at, document, original, destination,"
-                " device, priority, not_before, max_attempts, state, options)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job_id,
-                    now,
-                    now,
-                    os.fspath(document),
-                    path_or_none(original),
-                    destination,
-                    device,
-                    priority,
-                    now if not_before is None else not_before,
-                    limit,
-                    JobState.QUEUED.value,
-                    json.dumps(dict(options or {}), sort_keys=True),
-                ),
-            )
-            return job_from_row(self._job_row(conn, job_id))
 
     def claim_next(self, now: float | None = None, device: str | None = None) -> OutboundJob | None:
         """Take the best due job: highest priority, then earliest ``not_before``, then oldest.
@@ -542,362 +442,6 @@ class SqliteJobStore:
                 raise JobStoreError(f"job {row['id']} was claimed by someone else")
             return job_from_row(self._job_row(conn, row["id"]))
 
-    def _finish_attempt(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, result: AttemptResult, now: float
-    ) -> JobState:
-        job = job_from_row(row)
-        cancelled = result.status is FaxStatus.FS_USER_ABORT or (
-            job.cancel_requested and not result.status.is_success
-        )
-        decision = self.policy.decide(
-            result.status,
-            max(job.attempts, 1),
-            job.options,
-            now=now,
-            fax_phase=result.failed_in_fax_phase,
-            fax_failures=job.fax_failures,
-            max_attempts=job.max_attempts,
-            rng=self._rng,
-        )
-        common = {
-            "attempt": job.attempts,
-            "max_attempts": job.max_attempts,
-            "pages": result.pages,
-            "error": result.error,
-            "sip_code": result.sip_code,
-            "t30_code": result.t30_code,
-        }
-        # The store writes an outbound job's terminal event. If one exists already (a caller appended it
-        # by hand), the job must not come back to life after it: finish without a second event.
-        ended = self._has_terminal(conn, job.id)
-        if ended:
-            log.warning("job %s already has a terminal event; finishing it without another", job.id)
-        if decision.retry and not cancelled and not ended:
-            conn.execute(
-                "UPDATE outbound_jobs SET state = 'queued', not_before = ?, options = ?, fax_failures = ?,"
-                " last_status = ?, last_error = ?, pages_sent = ?, lease_owner = NULL, lease_at = NULL,"
-                " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
-                (
-                    decision.not_before,
-                    json.dumps(decision.next_options, sort_keys=True),
-                    decision.fax_failures,
-                    int(result.status),
-                    result.error,
-                    result.pages,
-                    now,
-                    job.id,
-                ),
-            )
-            payload = {**common, "retry": True, "not_before": decision.not_before, "reason": decision.reason}
-            self._append_event(conn, job.id, "status", result.status, payload, now)
-            return JobState.QUEUED
-        if result.status.is_success:
-            state = JobState.COMPLETED
-        elif cancelled:
-            state = JobState.CANCELLED
-        else:
-            state = JobState.FAILED
-        conn.execute(
-            "UPDATE outbound_jobs SET state = ?, fax_failures = ?, last_status = ?, last_error = ?,"
-            " pages_sent = ?, lease_owner = NULL, lease_at = NULL, lease_expires_at = NULL,"
-            " finished_at = ?, updated_at = ?"
-            " WHERE id = ?",
-            (
-                state.value,
-                decision.fax_failures,
-                int(result.status),
-                result.error,
-                result.pages,
-                now,
-                now,
-                job.id,
-            ),
-        )
-        reason = "cancelled" if state is JobState.CANCELLED else decision.reason
-        payload = {**common, "state": state.value, "retry": False, "reason": reason}
-        if not ended:
-            self._append_event(conn, job.id, "terminal", result.status, payload, now)
-        return state
-
-    def record_attempt_result(
-        self, job_id: str, result: AttemptResult, *, now: float | None = None
-    ) -> OutboundJob:
-        """End this owner's in-flight attempt of ``job_id``: retry per policy or finish with the terminal
-        event. :class:`LeaseLostError` if someone else holds the job now (this owner's lease expired)."""
-        now = self._now(now)
-        with self._write() as conn:
-            row = self._job_row(conn, job_id)
-            if row["state"] != JobState.IN_FLIGHT:
-                raise InvalidTransitionError(
-                    f"job {job_id} is {row['state']}, not in_flight: no attempt to end"
-                )
-            if row["lease_owner"] != self.owner:
-                raise LeaseLostError(
-                    f"job {job_id} is held by {row['lease_owner']}, not {self.owner}: its lease was lost"
-                )
-            self._finish_attempt(conn, row, result, now)
-            return job_from_row(self._job_row(conn, job_id))
-
-    def cancel(self, job_id: str, *, now: float | None = None) -> OutboundJob:
-        """Cancel: a queued job ends now (terminal ``FS_USER_ABORT``); an in-flight job is flagged
-        ``cancel_requested`` for its device to abort; a finished job is returned unchanged."""
-        now = self._now(now)
-        with self._write() as conn:
-            row = self._job_row(conn, job_id)
-            state = JobState(row["state"])
-            if state is JobState.QUEUED:
-                conn.execute(
-                    "UPDATE outbound_jobs SET state = 'cancelled', cancel_requested = 1, last_status = ?,"
-                    " finished_at = ?, updated_at = ? WHERE id = ?",
-                    (int(FaxStatus.FS_USER_ABORT), now, now, job_id),
-                )
-                payload = {
-                    "state": "cancelled",
-                    "attempt": row["attempts"],
-                    "pages": 0,
-                    "reason": "cancelled",
-                }
-                self._append_event(conn, job_id, "terminal", FaxStatus.FS_USER_ABORT, payload, now)
-            elif state is JobState.IN_FLIGHT:
-                conn.execute(
-                    "UPDATE outbound_jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
-                    (now, job_id),
-                )
-            return job_from_row(self._job_row(conn, job_id))
-
-    def get(self, job_id: str) -> OutboundJob:
-        with self._lock:
-            return job_from_row(self._job_row(self._conn, job_id))
-
-    def list(
-        self, filter: JobFilter | None = None, limit: int = 100, offset: int = 0
-    ) -> builtins.list[OutboundJob]:
-        """Outbound jobs, oldest first."""
-        query = "SELECT * FROM outbound_jobs WHERE 1"
-        args: list[Any] = []
-        if filter is not None:
-            if filter.states is not None:
-                states = sorted(s.value for s in filter.states)
-                query += f" AND state IN ({','.join('?' * len(states))})"
-                args += states
-            if filter.device is not None:
-                query += " AND device = ?"
-                args.append(filter.device)
-            if filter.destination is not None:
-                query += " AND destination = ?"
-                args.append(filter.destination)
-        query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
-        args += [limit, offset]
-        with self._lock:
-            rows = self._conn.execute(query, args).fetchall()
-        return [job_from_row(r) for r in rows]
-
-    def count(self) -> dict[str, int]:
-        """Jobs per state, outbound as ``"queued"``... and inbound as ``"inbound:receiving"``..."""
-        with self._read() as conn:
-            out = {
-                r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM outbound_jobs GROUP BY state")
-            }
-            for r in conn.execute("SELECT state, COUNT(*) FROM inbound_faxes GROUP BY state"):
-                out[f"inbound:{r[0]}"] = r[1]
-        return out
-
-    # -- inbound ----------------------------------------------------------------------------------
-
-    def record_inbound(
-        self,
-        *,
-        call_id: str,
-        caller: str,
-        callee: str,
-        device: str,
-        tiff_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax:
-        """Record an incoming fax call *before* answering it. ``tiff_path`` is where pages will be spooled."""
-        now = self._now(now)
-        inbound_id = new_id(now)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO inbound_faxes (id, created_at, updated_at, call_id, caller, callee, device,"
-                " started_at, state, tiff_path, owner, lease_expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'receiving', ?, ?, ?)",
-                (
-                    inbound_id,
-                    now,
-                    now,
-                    call_id,
-                    caller,
-                    callee,
-                    device,
-                    now,
-                    path_or_none(tiff_path),
-                    self.owner,
-                    now + self.lease_seconds,
-                ),
-            )
-            return inbound_from_row(self._inbound_row(conn, inbound_id))
-
-    def update_inbound(
-        self,
-        inbound_id: str,
-        *,
-        pages: int | None = None,
-        remote_csi: str | None = None,
-        tiff_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax:
-        """Progress of a reception: pages so far, the caller's TSI (our "remote CSI"), the spool file."""
-        now = self._now(now)
-        with self._write() as conn:
-            row = self._inbound_row(conn, inbound_id)
-            if row["state"] != InboundState.RECEIVING:
-                raise InvalidTransitionError(f"inbound fax {inbound_id} is {row['state']}, not receiving")
-            conn.execute(
-                "UPDATE inbound_faxes SET pages = COALESCE(?, pages), remote_csi = COALESCE(?, remote_csi),"
-                " tiff_path = COALESCE(?, tiff_path), updated_at = ? WHERE id = ?",
-                (pages, remote_csi, path_or_none(tiff_path), now, inbound_id),
-            )
-            return inbound_from_row(self._inbound_row(conn, inbound_id))
-
-    def _end_inbound(
-        self,
-        conn: sqlite3.Connection,
-        row: sqlite3.Row,
-        state: InboundState,
-        status: FaxStatus,
-        pages: int,
-        error: str,
-        remote_csi: str | None,
-        now: float,
-    ) -> None:
-        conn.execute(
-            "UPDATE inbound_faxes SET state = ?, last_status = ?, pages = ?, error = ?,"
-            " remote_csi = COALESCE(?, remote_csi), lease_expires_at = NULL, finished_at = ?, updated_at = ?"
-            " WHERE id = ?",
-            (state.value, int(status), pages, error, remote_csi, now, now, row["id"]),
-        )
-        payload = {"state": state.value, "pages": pages, "error": error, "call_id": row["call_id"]}
-        if self._has_terminal(conn, row["id"]):
-            log.warning(
-                "inbound fax %s already has a terminal event; finishing it without another", row["id"]
-            )
-        else:
-            self._append_event(conn, row["id"], "terminal", status, payload, now)
-
-    def finish_inbound(
-        self,
-        inbound_id: str,
-        status: FaxStatus,
-        *,
-        pages: int,
-        error: str = "",
-        remote_csi: str | None = None,
-        now: float | None = None,
-    ) -> InboundFax:
-        """End a reception with its terminal event: ``completed`` only for ``FS_COMPLETED`` with pages,
-        ``partial`` when some pages arrived, ``failed`` otherwise."""
-        now = self._now(now)
-        if not status.is_terminal:
-            raise ValueError(f"a reception ends with a terminal status, not {status.name}")
-        if pages < 0:
-            raise ValueError(f"pages must be >= 0, got {pages}")
-        if status.is_success and pages > 0:
-            state = InboundState.COMPLETED
-        elif pages > 0:
-            state = InboundState.PARTIAL
-        else:
-            state = InboundState.FAILED
-        with self._write() as conn:
-            row = self._inbound_row(conn, inbound_id)
-            if row["state"] != InboundState.RECEIVING:
-                raise InvalidTransitionError(f"inbound fax {inbound_id} is {row['state']}, not receiving")
-            self._end_inbound(conn, row, state, status, pages, error, remote_csi, now)
-            return inbound_from_row(self._inbound_row(conn, inbound_id))
-
-    def place_inbound_files(
-        self,
-        inbound_id: str,
-        *,
-        tiff_path: str | os.PathLike[str] | None = None,
-        pdf_path: str | os.PathLike[str] | None = None,
-        report_path: str | os.PathLike[str] | None = None,
-        now: float | None = None,
-    ) -> InboundFax:
-        """Note where the received fax's files were placed (any state: conversion may come later)."""
-        now = self._now(now)
-        with self._write() as conn:
-            self._inbound_row(conn, inbound_id)
-            conn.execute(
-                "UPDATE inbound_faxes SET tiff_path = COALESCE(?, tiff_path),"
-                " pdf_path = COALESCE(?, pdf_path), report_path = COALESCE(?, report_path),"
-                " updated_at = ? WHERE id = ?",
-                (
-                    path_or_none(tiff_path),
-                    path_or_none(pdf_path),
-                    path_or_none(report_path),
-                    now,
-                    inbound_id,
-                ),
-            )
-            return inbound_from_row(self._inbound_row(conn, inbound_id))
-
-    def get_inbound(self, inbound_id: str) -> InboundFax:
-        with self._lock:
-            return inbound_from_row(self._inbound_row(self._conn, inbound_id))
-
-    def list_inbound(
-        self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
-    ) -> builtins.list[InboundFax]:
-        query = "SELECT * FROM inbound_faxes"
-        args: list[Any] = []
-        if states is not None:
-            values = sorted(s.value for s in states)
-            query += f" WHERE state IN ({','.join('?' * len(values))})"
-            args += values
-        query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
-        args += [limit, offset]
-        with self._lock:
-            rows = self._conn.execute(query, args).fetchall()
-        return [inbound_from_row(r) for r in rows]
-
-    # -- crash recovery ---------------------------------------------------------------------------
-
-    def recover_after_crash(
-        self, now: float | None = None, *, owner_alive: Callable[[str], bool] | None = None
-    ) -> RecoveryReport:
-        """Settle the work of dead processes (see the module docstring). Safe to call at every start."""
-        now = self._now(now)
-        alive = owner_alive or default_owner_alive
-        report = RecoveryReport()
-
-        def dead(owner: str | None) -> bool:
-            return owner != self.owner and (owner is None or not alive(owner))
-
-        with self._write() as conn:
-            for row in conn.execute(
-                "SELECT * FROM outbound_jobs WHERE state = 'in_flight' ORDER BY id"
-            ).fetchall():
-                if not dead(row["lease_owner"]):
-                    continue
-                state = self._settle_job(conn, row, CRASH_ERROR, now, report)
-                log.warning(
-                    "recovered in-flight job %s from dead owner %s: %s", row["id"], row["lease_owner"], state
-                )
-            for row in conn.execute(
-                "SELECT * FROM inbound_faxes WHERE state = 'receiving' ORDER BY id"
-            ).fetchall():
-                if not dead(row["owner"]):
-                    continue
-                tiff = row["tiff_path"]
-                has_pages = bool(tiff) and os.path.isfile(tiff) and os.path.getsize(tiff) > 0
-                state = InboundState.PARTIAL if has_pages else InboundState.FAILED
-                pages = row["pages"] if has_pages else 0
-                self._end_inbound(conn, row, state, FaxStatus.FS_DISCONNECTED, pages, CRASH_ERROR, None, now)
-                (report.inbound_partial if has_pages else report.inbound_failed).append(row["id"])
-                log.warning("recovered inbound fax %s from dead owner %s: %s", row["id"], row["owner"], state)
-        return report
-
     # -- nodes and leases ---------------------------------------------------------------------------
 
     def register_node(
@@ -914,14 +458,11 @@ class SqliteJobStore:
         lease = check_lease_seconds(lease_seconds)
         if not node_id:
             raise ValueError("node id must not be empty")
-        body = json.dumps(dict(info), sort_keys=True, default=str)
+        body = dump_json(info)
         with self._write() as conn:
             row = conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
             if row is not None and node_from_row(row, now).state == NODE_UP:
-                raise DuplicateNodeError(
-                    f"node id {node_id!r} is held by a live node (heartbeat {now - row['heartbeat_at']:.1f} s"
-                    f" ago, lease {row['lease_seconds']:g} s); nothing was changed"
-                )
+                raise duplicate_node_error(node_id, row, now)
             conn.execute(
                 "INSERT INTO nodes (id, started_at, heartbeat_at, lease_seconds, state, api, info)"
                 " VALUES (?, ?, ?, ?, 'up', ?, ?) ON CONFLICT (id) DO UPDATE SET"
@@ -948,7 +489,7 @@ class SqliteJobStore:
         """Extend this node's leases; :class:`LeaseLostError` when it was presumed dead meanwhile."""
         now = self._now(now)
         lease = check_lease_seconds(lease_seconds)
-        body = None if info is None else json.dumps(dict(info), sort_keys=True, default=str)
+        body = None if info is None else dump_json(info)
         with self._write() as conn:
             alive = conn.execute(
                 "UPDATE nodes SET heartbeat_at = ?, lease_seconds = ?, info = COALESCE(?, info)"
@@ -956,10 +497,7 @@ class SqliteJobStore:
                 (now, lease, body, node_id),
             ).rowcount
             if alive != 1:
-                raise LeaseLostError(
-                    f"node {node_id!r} is not up in the store any more (presumed dead, its work retried"
-                    " elsewhere): stop its calls"
-                )
+                raise lease_lost_error(node_id)
             jobs = conn.execute(
                 "UPDATE outbound_jobs SET lease_expires_at = ? WHERE state = 'in_flight' AND lease_owner = ?",
                 (now + lease, node_id),
@@ -969,66 +507,6 @@ class SqliteJobStore:
                 (now + lease, node_id),
             ).rowcount
             return jobs + faxes
-
-    def leave_node(self, node_id: str, *, now: float | None = None) -> None:
-        now = self._now(now)
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE nodes SET state = 'stopped', heartbeat_at = ? WHERE id = ? AND state = 'up'",
-                (now, node_id),
-            )
-
-    def list_nodes(self, *, now: float | None = None) -> builtins.list[NodeInfo]:
-        now = self._now(now)
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
-        return [node_from_row(r, now) for r in rows]
-
-    def _settle_job(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, error: str, now: float, report: RecoveryReport
-    ) -> JobState:
-        """End an attempt nobody will finish as ``FS_DISCONNECTED`` (attempt counted, policy applies)."""
-        result = AttemptResult(FaxStatus.FS_DISCONNECTED, pages=0, error=error, fax_phase=False)
-        state = self._finish_attempt(conn, row, result, now)
-        {
-            JobState.QUEUED: report.requeued,
-            JobState.FAILED: report.failed,
-            JobState.CANCELLED: report.cancelled,
-        }[state].append(row["id"])
-        return state
-
-    def _settle_leases(
-        self,
-        conn: sqlite3.Connection,
-        where: str,
-        args: Sequence[Any],
-        now: float,
-        report: RecoveryReport,
-    ) -> set[str]:
-        """Settle the in-flight jobs and receptions matching ``where`` (on ``lease_expires_at`` and the
-        owner column, named ``owner`` in both): jobs end their attempt as ``FS_DISCONNECTED``, receptions
-        become partial (pages recorded) or failed. Returns their owners."""
-        owners: set[str] = set()
-        for row in conn.execute(
-            "SELECT * FROM (SELECT *, lease_owner AS owner FROM outbound_jobs WHERE state = 'in_flight')"
-            f" WHERE {where} ORDER BY id",
-            args,
-        ).fetchall():
-            owner = row["lease_owner"]
-            state = self._settle_job(conn, row, LEASE_ERROR.format(owner=owner), now, report)
-            owners.add(owner)
-            log.warning("job %s: lease of %s expired: %s", row["id"], owner, state)
-        for row in conn.execute(
-            f"SELECT * FROM inbound_faxes WHERE state = 'receiving' AND {where} ORDER BY id", args
-        ).fetchall():
-            has_pages = row["pages"] > 0
-            state = InboundState.PARTIAL if has_pages else InboundState.FAILED
-            error = LEASE_ERROR.format(owner=row["owner"])
-            self._end_inbound(conn, row, state, FaxStatus.FS_DISCONNECTED, row["pages"], error, None, now)
-            (report.inbound_partial if has_pages else report.inbound_failed).append(row["id"])
-            owners.add(row["owner"])
-            log.warning("inbound fax %s: lease of %s expired: %s", row["id"], row["owner"], state)
-        return owners
 
     def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
         """Retry (per policy) the jobs and settle the receptions whose lease ran out; their owners and the
@@ -1072,106 +550,3 @@ class SqliteJobStore:
         if found is None or not found[0] or not os.path.isfile(found[0]):
             return None
         return Path(found[0])
-
-    # -- the outbox (vfax.service.events.EventOutbox) -----------------------------------------------------
-
-    def pending_events(self, sink: str, *, now: float, after_id: int = 0, limit: int = 200) -> OutboxBatch:
-        """See :meth:`vfax.service.events.EventOutbox.pending_events`. Reads one snapshot; pages on past
-        events that wait behind a retry, so one stuck job cannot hide the due events of others."""
-        items: list[OutboxItem] = []
-        blocked: set[str] = set()
-        next_due: float | None = None
-        settled_through: int | None = None
-        cursor = after_id
-        with self._read() as conn:
-            while True:
-                rows = conn.execute(
-                    "SELECT e.*, COALESCE(d.attempts, 0) AS d_attempts, d.next_try AS d_next_try"
-                    " FROM events e LEFT JOIN deliveries d ON d.event_id = e.id AND d.sink = ?"
-                    " WHERE e.id > ? AND d.delivered_at IS NULL AND d.dead_letter_at IS NULL"
-                    " ORDER BY e.id LIMIT ?",
-                    (sink, cursor, limit),
-                ).fetchall()
-                if settled_through is None:
-                    if rows:
-                        settled_through = rows[0]["id"] - 1
-                    else:
-                        settled_through = conn.execute(
-                            "SELECT COALESCE(MAX(id), ?) FROM events", (after_id,)
-                        ).fetchone()[0]
-                for row in rows:
-                    job_id = row["job_id"]
-                    if job_id in blocked:
-                        continue
-                    next_try = row["d_next_try"]
-                    if next_try is not None and next_try > now:
-                        blocked.add(job_id)
-                        next_due = next_try if next_due is None else min(next_due, next_try)
-                        continue
-                    if len(items) < limit:
-                        items.append(OutboxItem(row["id"], event_from_row(row), row["d_attempts"]))
-                    else:
-                        blocked.add(job_id)  # keep its later events out of this batch
-                if items or len(rows) < limit:
-                    break
-                cursor = rows[-1]["id"]
-        return OutboxBatch(items=items, settled_through=max(settled_through, after_id), next_due=next_due)
-
-    def _delivery(self, sink: str, rowid: int, sets: str, args: Sequence[Any]) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO deliveries (sink, event_id) VALUES (?, ?)"
-                " ON CONFLICT (sink, event_id) DO NOTHING",
-                (sink, rowid),
-            )
-            conn.execute(
-                f"UPDATE deliveries SET attempts = attempts + 1, {sets} WHERE sink = ? AND event_id = ?",
-                (*args, sink, rowid),
-            )
-
-    def mark_delivered(self, sink: str, rowid: int, *, now: float) -> None:
-        self._delivery(sink, rowid, "delivered_at = ?, next_try = NULL", (now,))
-
-    def mark_retry(self, sink: str, rowid: int, *, error: str, next_try: float, now: float) -> None:
-        self._delivery(sink, rowid, "next_try = ?, last_error = ?", (next_try, error))
-
-    def mark_dead_letter(self, sink: str, rowid: int, *, error: str, now: float) -> None:
-        self._delivery(sink, rowid, "dead_letter_at = ?, next_try = NULL, last_error = ?", (now, error))
-
-    def dead_letters(self, sink: str | None = None) -> builtins.list[DeadLetter]:
-        query = (
-            "SELECT e.*, d.sink AS d_sink, d.attempts AS d_attempts, d.dead_letter_at AS d_dead,"
-            " d.last_error AS d_error FROM deliveries d JOIN events e ON e.id = d.event_id"
-            " WHERE d.dead_letter_at IS NOT NULL"
-        )
-        args: list[Any] = []
-        if sink is not None:
-            query += " AND d.sink = ?"
-            args.append(sink)
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY d.dead_letter_at, e.id", args).fetchall()
-        return [
-            DeadLetter(r["d_sink"], r["id"], event_from_row(r), r["d_attempts"], r["d_dead"], r["d_error"])
-            for r in rows
-        ]
-
-    def retry_dead_letters(self, sink: str) -> int:
-        """Give ``sink``'s dead letters a fresh set of attempts (after the receiver is fixed); a running
-        :class:`~vfax.service.events.EventDispatcher` picks them up after its ``rescan()``."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE deliveries SET dead_letter_at = NULL, attempts = 0, next_try = NULL"
-                " WHERE sink = ? AND dead_letter_at IS NOT NULL",
-                (sink,),
-            )
-            return cursor.rowcount
-
-    def delivery(self, sink: str, rowid: int) -> dict[str, Any] | None:
-        """The delivery record of one event for one sink (for inspection and tests)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT * FROM deliveries WHERE sink = ? AND event_id = ?", (sink, rowid)
-            ).fetchone()
-        return None if row is None else dict(row)
-
-
