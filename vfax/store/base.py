@@ -38,6 +38,7 @@ from vfax.store.model import (
     NodeInfo,
     OutboundJob,
     RecoveryReport,
+    TerminalEventExistsError,
     default_owner_alive,
     new_id,
 )
@@ -240,15 +241,21 @@ class StoreBase:
         """One consistent snapshot for several SELECTs."""
         raise NotImplementedError
 
-    def _append_event(
+    def _lock_events(self, conn: Any) -> None:
+        """Before an event is written, where writers of events must take turns beyond the transaction."""
+
+    def _insert_event(
         self,
         conn: Any,
         job_id: str,
         type: EventType,
         status: FaxStatus,
-        payload: Mapping[str, Any] | None,
+        body: str,
         now: float,
-    ) -> FaxEvent:
+        terminal: bool,
+    ) -> int:
+        """Write the job's next event (``body`` is the JSON payload) and return its ``seq``; raise
+        :class:`TerminalEventExistsError` when the database's one-terminal-event index refuses it."""
         raise NotImplementedError
 
     def _in(self, column: str, values: Sequence[str]) -> tuple[str, builtins.list[Any]]:
@@ -311,6 +318,27 @@ class StoreBase:
         """The job or inbound fax ``job_id`` has its terminal event (written in this transaction)."""
         self._exec(conn, "UPDATE {jobs} SET terminal_event_emitted = {true} WHERE id = ?", (job_id,))
         self._exec(conn, "UPDATE inbound_faxes SET terminal_event_emitted = {true} WHERE id = ?", (job_id,))
+
+    def _append_event(
+        self,
+        conn: Any,
+        job_id: str,
+        type: EventType,
+        status: FaxStatus,
+        payload: Mapping[str, Any] | None,
+        now: float,
+    ) -> FaxEvent:
+        """One event in the caller's transaction: nothing after a terminal event, and the job or inbound
+        fax row is marked when the terminal one is written."""
+        status, terminal = check_event(type, status)
+        self._lock_events(conn)
+        if self._has_terminal(conn, job_id):
+            raise TerminalEventExistsError(job_id)
+        body = dump_json(payload)
+        seq = self._insert_event(conn, job_id, type, status, body, now, terminal)
+        if terminal:
+            self._mark_terminal(conn, job_id)
+        return FaxEvent(job_id, seq, type, status, now, json.loads(body))
 
     def append_event(
         self,

@@ -31,7 +31,6 @@ import asyncio
 import builtins  # the stores have a method named `list`: annotations say builtins.list
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import random
@@ -48,12 +47,11 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from vfax.service.events import EventType, FaxEvent
+from vfax.service.events import EventType
 from vfax.status import FaxStatus
 from vfax.storage import atomic_path
 from vfax.store.base import (
     StoreBase,
-    check_event,
     check_file_kind,
     check_lease_seconds,
     dump_json,
@@ -356,23 +354,22 @@ class PostgresJobStore(StoreBase):
 
     # -- events -----------------------------------------------------------------------------------
 
-    def _append_event(
+    def _lock_events(self, conn: Conn) -> None:
+        # ids in commit order: the outbox reader trusts that nothing commits below what it has seen
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))
+
+    def _insert_event(
         self,
         conn: Conn,
         job_id: str,
         type: EventType,
         status: FaxStatus,
-        payload: Mapping[str, Any] | None,
+        body: str,
         now: float,
-    ) -> FaxEvent:
-        """``seq`` is the job's next one, ids in commit order (advisory lock); the unique partial index
+        terminal: bool,
+    ) -> int:
+        """``seq`` is the job's next one (under the events lock); the unique partial index
         ``events_one_terminal`` backs the check for an earlier terminal event against other nodes."""
-        status, terminal = check_event(type, status)
-        # ids in commit order: the outbox reader trusts that nothing commits below what it has seen
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))
-        if self._has_terminal(conn, job_id):
-            raise TerminalEventExistsError(job_id)
-        body = dump_json(payload)
         try:
             with conn.transaction():  # a savepoint: the caller's transaction stays usable on error
                 row = self._one(
@@ -387,9 +384,7 @@ class PostgresJobStore(StoreBase):
                 raise TerminalEventExistsError(job_id) from exc
             raise
         assert row is not None
-        if terminal:
-            self._mark_terminal(conn, job_id)
-        return FaxEvent(job_id, row["seq"], type, status, now, json.loads(body))
+        return int(row["seq"])
 
     # -- outbound ---------------------------------------------------------------------------------
 

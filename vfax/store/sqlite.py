@@ -56,7 +56,6 @@ writer, ``busy_timeout`` makes writers wait for one another, and every write tra
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -68,12 +67,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vfax.service.events import EventType, FaxEvent
+from vfax.service.events import EventType
 from vfax.status import FaxStatus
 from vfax.store.base import (
     StoreBase,
     T,
-    check_event,
     check_file_kind,
     check_lease_seconds,
     dump_json,
@@ -382,24 +380,21 @@ class SqliteJobStore(StoreBase):
 
     # -- events -----------------------------------------------------------------------------------
 
-    def _append_event(
+    def _insert_event(
         self,
         conn: sqlite3.Connection,
         job_id: str,
         type: EventType,
         status: FaxStatus,
-        payload: Mapping[str, Any] | None,
+        body: str,
         now: float,
-    ) -> FaxEvent:
-        """``seq`` is the job's next one; the unique partial index ``events_one_terminal`` backs the check
-        for an earlier terminal event against another process."""
-        status, terminal = check_event(type, status)
-        if self._has_terminal(conn, job_id):
-            raise TerminalEventExistsError(job_id)
+        terminal: bool,
+    ) -> int:
+        """``seq`` is the job's next one (``BEGIN IMMEDIATE`` serialises writers); the unique partial index
+        ``events_one_terminal`` backs the check for an earlier terminal event against another process."""
         seq = conn.execute(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)
         ).fetchone()[0]
-        body = dump_json(payload)
         try:
             conn.execute(
                 "INSERT INTO events (job_id, seq, type, status, payload, created_at, terminal) "
@@ -410,9 +405,7 @@ class SqliteJobStore(StoreBase):
             if terminal and "events.job_id" in str(exc):
                 raise TerminalEventExistsError(job_id) from exc
             raise
-        if terminal:
-            self._mark_terminal(conn, job_id)
-        return FaxEvent(job_id, seq, type, status, now, json.loads(body))
+        return int(seq)
 
     # -- outbound ---------------------------------------------------------------------------------
 
