@@ -276,6 +276,21 @@ class StoreBase:
         """Whether the database holds a non-empty file of that kind."""
         return False
 
+    def _register_node(
+        self, conn: Any, node_id: str, api: str | None, info: str, lease: float, now: float
+    ) -> Any:
+        """In :meth:`register_node`'s transaction: :meth:`_check_node_free`, :meth:`_settle_leftovers`, and
+        the node's row written ``up`` (returned), in the order this database's locks need."""
+        raise NotImplementedError
+
+    def _extend_leases(self, node_id: str, info: str | None, lease: float, now: float) -> int | None:
+        """Heartbeat: the node's row and every lease it holds move on to ``now + lease``, in one
+        transaction; how many leases, or None (nothing changed) when the node is not ``up``."""
+        raise NotImplementedError
+
+    def _lock_lease_owners(self, conn: Any, now: float) -> None:
+        """Before :meth:`expire_leases` takes leases over (where a heartbeat could interleave)."""
+
     # -- plumbing -----------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
@@ -813,6 +828,79 @@ class StoreBase:
         return owners
 
     # -- nodes --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_node_free(node_id: str, row: Any, now: float) -> None:
+        """:class:`DuplicateNodeError` if ``row`` (the id's node row, or None) is a live node."""
+        if row is not None and node_from_row(row, now).state == NODE_UP:
+            raise duplicate_node_error(node_id, row, now)
+
+    def _settle_leftovers(self, conn: Any, node_id: str, now: float) -> None:
+        """Work left by an earlier life of this node id: nobody runs it any more."""
+        left = RecoveryReport()
+        self._settle_leases(conn, "owner = ?", (node_id,), now, left)
+        if left.changed:
+            log.warning("node %s rejoined: settled %d leftovers of its last run", node_id, left.changed)
+
+    def register_node(
+        self,
+        node_id: str,
+        *,
+        api: str | None,
+        info: Mapping[str, Any],
+        lease_seconds: float,
+        now: float | None = None,
+    ) -> NodeInfo:
+        """Join as ``node_id``: :class:`DuplicateNodeError` while a live node holds that id; work left by
+        an earlier run of the same id is settled (nobody runs it any more)."""
+        at = self._now(now)
+        lease = check_lease_seconds(lease_seconds)
+        if not node_id:
+            raise ValueError("node id must not be empty")
+        body = dump_json(info)
+        row = self._tx(lambda conn: self._register_node(conn, node_id, api, body, lease, at))
+        return node_from_row(row, at)
+
+    def heartbeat(
+        self,
+        node_id: str,
+        *,
+        info: Mapping[str, Any] | None = None,
+        lease_seconds: float,
+        now: float | None = None,
+    ) -> int:
+        """The node's row and every lease it holds move on to ``now + lease_seconds``; returns how many
+        leases. :class:`LeaseLostError` when the node is not ``up`` any more (presumed dead meanwhile,
+        its work taken over)."""
+        at = self._now(now)
+        lease = check_lease_seconds(lease_seconds)
+        body = None if info is None else dump_json(info)
+        extended = self._extend_leases(node_id, body, lease, at)
+        if extended is None:
+            raise lease_lost_error(node_id)
+        return extended
+
+    def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
+        """Retry (per policy) the jobs and settle the receptions whose lease ran out; their owners, and the
+        nodes without a heartbeat for longer than their lease, become ``lost`` (their next heartbeat
+        raises :class:`LeaseLostError`)."""
+        at = self._now(now)
+
+        def work(conn: Any) -> RecoveryReport:
+            report = RecoveryReport()
+            self._lock_lease_owners(conn, at)
+            owners = self._settle_leases(conn, "lease_expires_at < ?", (at,), at, report)
+            # a node whose work was taken must learn it at its next heartbeat, whatever its clock says
+            sql, args = self._in("id", sorted(owners))
+            self._exec(
+                conn,
+                f"UPDATE nodes SET state = 'lost' WHERE state = 'up' AND ({sql}"
+                " OR heartbeat_at + lease_seconds < ?)",
+                (*args, at),
+            )
+            return report
+
+        return self._tx(work)
 
     def leave_node(self, node_id: str, *, now: float | None = None) -> None:
         """Clean shutdown: the node's state becomes ``stopped``."""

@@ -36,7 +36,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,17 +54,10 @@ from vfax.store.base import (
     StoreBase,
     check_file_kind,
     check_lease_seconds,
-    dump_json,
-    duplicate_node_error,
     job_from_row,
-    lease_lost_error,
-    node_from_row,
 )
 from vfax.store.model import (
-    NODE_UP,
-    NodeInfo,
     OutboundJob,
-    RecoveryReport,
     SchemaError,
     StoreUnavailableError,
     TerminalEventExistsError,
@@ -404,91 +397,42 @@ class PostgresJobStore(StoreBase):
         row = self._run(lambda conn: self._one(conn, query, args))  # type: ignore[arg-type]
         return None if row is None else job_from_row(row)
 
-    # -- leases ---------------------------------------------------------------------------------------
+    # -- nodes and leases ---------------------------------------------------------------------------
 
-    def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
-        """Retry (per policy) the jobs and settle the receptions whose lease ran out; their owners, and the
-        nodes without a heartbeat for longer than their lease, become ``lost`` (their next heartbeat
-        raises :class:`LeaseLostError`)."""
-        at = self._now(now)
+    def _lock_lease_owners(self, conn: Conn, now: float) -> None:
+        # lock the owners' node rows first (a heartbeat locks its node row, then its jobs): the same
+        # order on both sides, so no deadlock, and no lease can be extended while we take it
+        conn.execute(
+            "SELECT id FROM nodes WHERE id IN (SELECT lease_owner FROM jobs WHERE state = 'in_flight'"
+            " AND lease_expires_at < %s UNION SELECT owner FROM inbound_faxes WHERE state = 'receiving'"
+            " AND lease_expires_at < %s) ORDER BY id FOR UPDATE",
+            (now, now),
+        )
 
-        def work(conn: Conn) -> RecoveryReport:
-            report = RecoveryReport()
-            # lock the owners' node rows first (a heartbeat locks its node row, then its jobs): the same
-            # order on both sides, so no deadlock, and no lease can be extended while we take it
-            conn.execute(
-                "SELECT id FROM nodes WHERE id IN (SELECT lease_owner FROM jobs WHERE state = 'in_flight'"
-                " AND lease_expires_at < %s UNION SELECT owner FROM inbound_faxes WHERE state = 'receiving'"
-                " AND lease_expires_at < %s) ORDER BY id FOR UPDATE",
-                (at, at),
-            )
-            owners = self._settle_leases(conn, "lease_expires_at < ?", (at,), at, report)
-            conn.execute(
-                "UPDATE nodes SET state = 'lost' WHERE state = 'up'"
-                " AND (id = ANY(%s) OR heartbeat_at + lease_seconds < %s)",
-                (sorted(owners), at),
-            )
-            return report
+    def _register_node(
+        self, conn: Conn, node_id: str, api: str | None, info: str, lease: float, now: float
+    ) -> Row:
+        # the INSERT takes the row lock (or waits for a concurrent registration of the same id)
+        conn.execute(
+            "INSERT INTO nodes (id, started_at, heartbeat_at, lease_seconds, state)"
+            " VALUES (%s, %s, %s, %s, 'stopped') ON CONFLICT (id) DO NOTHING",
+            (node_id, now, now, lease),
+        )
+        row = self._one(conn, "SELECT * FROM nodes WHERE id = %s FOR UPDATE", (node_id,))
+        assert row is not None
+        self._check_node_free(node_id, row, now)
+        self._settle_leftovers(conn, node_id, now)
+        new = self._one(
+            conn,
+            "UPDATE nodes SET started_at = %s, heartbeat_at = %s, lease_seconds = %s, state = 'up',"
+            " api = %s, info = %s::jsonb WHERE id = %s RETURNING *",
+            (now, now, lease, api, info, node_id),
+        )
+        assert new is not None
+        return new
 
-        return self._run(work)
-
-    # -- nodes ----------------------------------------------------------------------------------------
-
-    def register_node(
-        self,
-        node_id: str,
-        *,
-        api: str | None,
-        info: Mapping[str, Any],
-        lease_seconds: float,
-        now: float | None = None,
-    ) -> NodeInfo:
-        """Join as ``node_id``: :class:`DuplicateNodeError` while a live node holds that id; work left by
-        an earlier run of the same id is settled (nobody runs it any more)."""
-        at = self._now(now)
-        lease = check_lease_seconds(lease_seconds)
-        if not node_id:
-            raise ValueError("node id must not be empty")
-
-        def work(conn: Conn) -> Row:
-            # the INSERT takes the row lock (or waits for a concurrent registration of the same id)
-            conn.execute(
-                "INSERT INTO nodes (id, started_at, heartbeat_at, lease_seconds, state)"
-                " VALUES (%s, %s, %s, %s, 'stopped') ON CONFLICT (id) DO NOTHING",
-                (node_id, at, at, lease),
-            )
-            row = self._one(conn, "SELECT * FROM nodes WHERE id = %s FOR UPDATE", (node_id,))
-            assert row is not None
-            if node_from_row(row, at).state == NODE_UP:
-                raise duplicate_node_error(node_id, row, at)
-            left = RecoveryReport()
-            self._settle_leases(conn, "owner = ?", (node_id,), at, left)
-            if left.changed:
-                log.warning("node %s rejoined: settled %d leftovers of its last run", node_id, left.changed)
-            new = self._one(
-                conn,
-                "UPDATE nodes SET started_at = %s, heartbeat_at = %s, lease_seconds = %s, state = 'up',"
-                " api = %s, info = %s::jsonb WHERE id = %s RETURNING *",
-                (at, at, lease, api, dump_json(info), node_id),
-            )
-            assert new is not None
-            return new
-
-        return node_from_row(self._run(work), at)
-
-    def heartbeat(
-        self,
-        node_id: str,
-        *,
-        info: Mapping[str, Any] | None = None,
-        lease_seconds: float,
-        now: float | None = None,
-    ) -> int:
-        """One statement: the node's row and every lease it holds move on to ``now + lease_seconds``.
-        :class:`LeaseLostError` when the node is not ``up`` any more (its work was taken over)."""
-        at = self._now(now)
-        lease = check_lease_seconds(lease_seconds)
-        body = None if info is None else dump_json(info)
+    def _extend_leases(self, node_id: str, info: str | None, lease: float, now: float) -> int | None:
+        """One statement: the node's row and every lease it holds move on to ``now + lease``."""
         query = (
             "WITH node AS (UPDATE nodes SET heartbeat_at = %(now)s, lease_seconds = %(lease)s,"
             " info = COALESCE(%(info)s::jsonb, info) WHERE id = %(id)s AND state = 'up' RETURNING id),"
@@ -499,12 +443,10 @@ class PostgresJobStore(StoreBase):
             " SELECT (SELECT COUNT(*) FROM node) AS up,"
             " (SELECT COUNT(*) FROM j) + (SELECT COUNT(*) FROM i) AS n"
         )
-        args = {"now": at, "lease": lease, "info": body, "id": node_id, "expires": at + lease}
+        args = {"now": now, "lease": lease, "info": info, "id": node_id, "expires": now + lease}
         row = self._run(lambda conn: self._one(conn, query, args))  # type: ignore[arg-type]
         assert row is not None
-        if row["up"] != 1:
-            raise lease_lost_error(node_id)
-        return int(row["n"])
+        return None if row["up"] != 1 else int(row["n"])
 
     # -- files ----------------------------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,18 +74,11 @@ from vfax.store.base import (
     T,
     check_file_kind,
     check_lease_seconds,
-    dump_json,
-    duplicate_node_error,
     job_from_row,
-    lease_lost_error,
-    node_from_row,
 )
 from vfax.store.model import (
-    NODE_UP,
     JobStoreError,
-    NodeInfo,
     OutboundJob,
-    RecoveryReport,
     SchemaError,
     TerminalEventExistsError,
     make_owner,
@@ -437,60 +430,31 @@ class SqliteJobStore(StoreBase):
 
     # -- nodes and leases ---------------------------------------------------------------------------
 
-    def register_node(
-        self,
-        node_id: str,
-        *,
-        api: str | None,
-        info: Mapping[str, Any],
-        lease_seconds: float,
-        now: float | None = None,
-    ) -> NodeInfo:
-        """Join the store as ``node_id``; refused while a live node holds that id."""
-        now = self._now(now)
-        lease = check_lease_seconds(lease_seconds)
-        if not node_id:
-            raise ValueError("node id must not be empty")
-        body = dump_json(info)
-        with self._write() as conn:
-            row = conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
-            if row is not None and node_from_row(row, now).state == NODE_UP:
-                raise duplicate_node_error(node_id, row, now)
-            conn.execute(
-                "INSERT INTO nodes (id, started_at, heartbeat_at, lease_seconds, state, api, info)"
-                " VALUES (?, ?, ?, ?, 'up', ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
-                " lease_seconds = excluded.lease_seconds, state = 'up', api = excluded.api,"
-                " info = excluded.info",
-                (node_id, now, now, lease, api, body),
-            )
-            # work left by an earlier life of this node id: nobody runs it any more
-            left = RecoveryReport()
-            self._settle_leases(conn, "owner = ?", (node_id,), now, left)
-            if left.changed:
-                log.warning("node %s rejoined: settled %d leftovers of its last run", node_id, left.changed)
-            return node_from_row(conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone(), now)
+    def _register_node(
+        self, conn: sqlite3.Connection, node_id: str, api: str | None, info: str, lease: float, now: float
+    ) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        self._check_node_free(node_id, row, now)
+        conn.execute(
+            "INSERT INTO nodes (id, started_at, heartbeat_at, lease_seconds, state, api, info)"
+            " VALUES (?, ?, ?, ?, 'up', ?, ?) ON CONFLICT (id) DO UPDATE SET"
+            " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
+            " lease_seconds = excluded.lease_seconds, state = 'up', api = excluded.api,"
+            " info = excluded.info",
+            (node_id, now, now, lease, api, info),
+        )
+        self._settle_leftovers(conn, node_id, now)
+        return conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
 
-    def heartbeat(
-        self,
-        node_id: str,
-        *,
-        info: Mapping[str, Any] | None = None,
-        lease_seconds: float,
-        now: float | None = None,
-    ) -> int:
-        """Extend this node's leases; :class:`LeaseLostError` when it was presumed dead meanwhile."""
-        now = self._now(now)
-        lease = check_lease_seconds(lease_seconds)
-        body = None if info is None else dump_json(info)
+    def _extend_leases(self, node_id: str, info: str | None, lease: float, now: float) -> int | None:
         with self._write() as conn:
             alive = conn.execute(
                 "UPDATE nodes SET heartbeat_at = ?, lease_seconds = ?, info = COALESCE(?, info)"
                 " WHERE id = ? AND state = 'up'",
-                (now, lease, body, node_id),
+                (now, lease, info, node_id),
             ).rowcount
             if alive != 1:
-                raise lease_lost_error(node_id)
+                return None
             jobs = conn.execute(
                 "UPDATE outbound_jobs SET lease_expires_at = ? WHERE state = 'in_flight' AND lease_owner = ?",
                 (now + lease, node_id),
@@ -500,22 +464,6 @@ class SqliteJobStore(StoreBase):
                 (now + lease, node_id),
             ).rowcount
             return jobs + faxes
-
-    def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
-        """Retry (per policy) the jobs and settle the receptions whose lease ran out; their owners and the
-        nodes without a heartbeat for longer than their lease become ``lost``."""
-        now = self._now(now)
-        report = RecoveryReport()
-        with self._write() as conn:
-            owners = self._settle_leases(conn, "lease_expires_at < ?", (now,), now, report)
-            # a node whose work was taken must learn it at its next heartbeat, whatever its clock says
-            for owner in owners:
-                conn.execute("UPDATE nodes SET state = 'lost' WHERE id = ? AND state = 'up'", (owner,))
-            conn.execute(
-                "UPDATE nodes SET state = 'lost' WHERE state = 'up' AND heartbeat_at + lease_seconds < ?",
-                (now,),
-            )
-        return report
 
     # -- files ----------------------------------------------------------------------------------------
 
