@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from vfax.store.model import (
     SchemaError,
     TerminalEventExistsError,
     new_id,
+    this_process,
 )
 from vfax.store.options import OPT_ECM, OPT_MAX_BIT_RATE
 from vfax.store.retry import AttemptResult, RetryPolicy
@@ -758,6 +760,70 @@ def test_a_node_rejoining_settles_the_work_of_its_last_run(make_store: Callable[
     assert new.get(job.id).state is JobState.QUEUED and new.get(job.id).attempts == 1
     assert new.get_inbound(fax.id).state is InboundState.FAILED
     assert new.heartbeat("n1", lease_seconds=LEASE, now=T0 + LEASE + 2) == 0  # nothing stale is kept alive
+
+
+def _dead_process() -> str:
+    """``host:pid:token`` of a process of this host that has exited (a crashed node's last run)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    return f"{socket.gethostname()}:{child.stdout.strip()}:0badc0de"
+
+
+def test_a_node_restarted_after_a_crash_on_this_host_takes_its_id_at_once(
+    make_store: Callable[..., Any],
+) -> None:
+    """The id's last run reported its process and that process is gone: no wait for its old lease."""
+    old = _node_store(make_store, "n1")
+    old.register_node("n1", api=None, info={"process": _dead_process()}, lease_seconds=LEASE, now=T0)
+    job = old.submit(doc("a.tif"), "sip:1@127.0.0.1", now=T0)
+    old.claim_next(now=T0)
+    old.close()  # kill -9: no leave; its heartbeat is still fresh at T0 + 1
+
+    new = _node_store(make_store, "n1")
+    me = {"process": this_process()}
+    back = new.register_node("n1", api=None, info=me, lease_seconds=LEASE, now=T0 + 1)
+    assert back.state == "up" and back.started_at == T0 + 1
+    assert new.get(job.id).state is JobState.QUEUED and new.get(job.id).attempts == 1  # settled, retried
+    # this very process joining again is not a duplicate of itself
+    assert new.register_node("n1", api=None, info=me, lease_seconds=LEASE, now=T0 + 2).state == "up"
+
+
+@pytest.mark.parametrize(
+    "process",
+    [
+        "our pid, another token",  # a restart that got the crashed run's pid (a container's first process)
+        "a pid that exited",
+    ],
+)
+def test_a_dead_process_frees_its_node_id_before_the_lease(
+    make_store: Callable[..., Any], process: str
+) -> None:
+    reported = {
+        "our pid, another token": f"{socket.gethostname()}:{os.getpid()}:0badc0de",
+        "a pid that exited": _dead_process(),
+    }[process]
+    s = _node_store(make_store, "n1")
+    s.register_node("n1", api=None, info={"process": reported}, lease_seconds=LEASE, now=T0)
+    other = _node_store(make_store, "n1")
+    assert other.register_node("n1", api=None, info={}, lease_seconds=LEASE, now=T0 + 1).state == "up"
+
+
+@pytest.mark.parametrize("process", ["alive on this host", "on another host", "not reported"])
+def test_a_live_or_unknown_process_still_holds_its_node_id(
+    make_store: Callable[..., Any], process: str
+) -> None:
+    """Alive here, or on another host (it cannot be checked from here: presumed alive), or a node that
+    does not say: the id stays taken until its lease runs out."""
+    info = {
+        "alive on this host": {"process": f"{socket.gethostname()}:{os.getppid()}:feedf00d"},
+        "on another host": {"process": "some-other-host:1:feedf00d"},
+        "not reported": {},
+    }[process]
+    s = _node_store(make_store, "n1")
+    s.register_node("n1", api=None, info=info, lease_seconds=LEASE, now=T0)
+    other = _node_store(make_store, "n1")
+    with pytest.raises(DuplicateNodeError, match="n1"):
+        other.register_node("n1", api=None, info={}, lease_seconds=LEASE, now=T0 + 1)
 
 
 def test_bad_node_and_file_arguments_are_refused(store: JobStore) -> None:

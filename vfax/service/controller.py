@@ -52,6 +52,7 @@ from vfax.store.model import (
     LeaseLostError,
     OutboundJob,
     StoreUnavailableError,
+    this_process,
 )
 from vfax.store.options import (
     OPT_ECM,
@@ -244,6 +245,7 @@ class Controller:
         devices = self.devices_status()
         return {
             "api": self.api_url,
+            "process": this_process(),  # lets a restart after a crash on this host take the id at once
             "devices": devices,
             "registrations": {d["name"]: d["registration"] for d in devices},
             "calls": self.calls_in_progress(),

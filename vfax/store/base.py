@@ -41,6 +41,7 @@ from vfax.store.model import (
     TerminalEventExistsError,
     default_owner_alive,
     new_id,
+    this_process,
 )
 from vfax.store.retry import AttemptResult, RetryPolicy
 
@@ -184,6 +185,17 @@ def check_event(type: EventType, status: FaxStatus) -> tuple[FaxStatus, bool]:
     if terminal and not status.is_terminal:
         raise ValueError(f"a terminal event needs a terminal status, not {status.name}")
     return status, terminal
+
+
+def process_is_dead(process: str) -> bool:
+    """``host:pid:token`` (:func:`~vfax.store.model.this_process`) names a process of this host that is
+    gone: its pid no longer exists, or the pid is ours under another token (a restart that got the same
+    pid, as the first process of a container does)."""
+    if not default_owner_alive(process):
+        return True
+    host, _, rest = process.partition(":")
+    mine = this_process()
+    return host == mine.partition(":")[0] and rest.partition(":")[0] == str(os.getpid()) and process != mine
 
 
 def duplicate_node_error(node_id: str, row: Any, now: float) -> DuplicateNodeError:
@@ -831,9 +843,23 @@ class StoreBase:
 
     @staticmethod
     def _check_node_free(node_id: str, row: Any, now: float) -> None:
-        """:class:`DuplicateNodeError` if ``row`` (the id's node row, or None) is a live node."""
-        if row is not None and node_from_row(row, now).state == NODE_UP:
-            raise duplicate_node_error(node_id, row, now)
+        """:class:`DuplicateNodeError` if ``row`` (the id's node row, or None) is a live node.
+
+        A node that reports its process (``info["process"]``, ``host:pid:token``) and whose process is
+        known dead is not live, however fresh its heartbeat: the same id restarted after a crash on the
+        same host rejoins at once instead of waiting out its old lease (its leftovers are settled)."""
+        if row is None:
+            return
+        node = node_from_row(row, now)
+        if node.state != NODE_UP:
+            return
+        process = node.info.get("process")
+        if process == this_process():
+            return  # this very process joining again
+        if isinstance(process, str) and process_is_dead(process):
+            log.warning("node %s: its last run (%s) died on this host; taking its id over", node_id, process)
+            return
+        raise duplicate_node_error(node_id, row, now)
 
     def _settle_leftovers(self, conn: Any, node_id: str, now: float) -> None:
         """Work left by an earlier life of this node id: nobody runs it any more."""

@@ -405,6 +405,18 @@ def make_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+_this_process: tuple[int, str] | None = None
+
+
+def this_process() -> str:
+    """``host:pid:token`` of this process, the same for every call in it (a fork gets its own): what a
+    node reports as ``info["process"]`` so that its id can be taken over once this process is dead."""
+    global _this_process
+    if _this_process is None or _this_process[0] != os.getpid():
+        _this_process = (os.getpid(), make_owner())
+    return _this_process[1]
+
+
 def default_owner_alive(owner: str) -> bool:
     """False only when ``owner`` names this host and a pid that no longer exists.
 
