@@ -288,11 +288,15 @@ class KamailioServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise KamailioError(f"kamailio exited during startup with code {self.process.returncode}")
-            if options_probe(self.host, self.udp_port) == (401 if self.challenge_options else 200):
+            if self._answers():
                 logger.info("kamailio up on %s:%d (pid %d)", self.host, self.udp_port, self.process.pid)
                 return
             time.sleep(0.05)
         raise KamailioError(f"kamailio did not answer OPTIONS within {timeout} s")
+
+    def _answers(self) -> bool:
+        """Kamailio is up: OPTIONS to it gets the answer this configuration gives."""
+        return options_probe(self.host, self.udp_port) == (401 if self.challenge_options else 200)
 
     def crash_report(self) -> str | None:
         """Why this instance looks crashed (dead early, or a crash line in the log), else None."""

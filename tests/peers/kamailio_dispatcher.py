@@ -18,15 +18,12 @@ import logging
 import re
 import secrets
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.peers.kamailio import KamailioError, KamailioServer, _die_with_parent, find_kamailio
+from tests.peers.kamailio import KamailioError, KamailioServer, find_kamailio
 
 logger = logging.getLogger(__name__)
 
@@ -147,29 +144,9 @@ class DispatcherServer(KamailioServer):
             raise KamailioError(f"{exc}\n--- kamailio log ---\n{self.log_tail()}") from None
         return self
 
-    def _spawn_and_wait(self, timeout: float) -> None:
-        with open(self.log_path, "ab") as log:
-            log.write(f"=== {' '.join(self.command_line())}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.command_line(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.workdir,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent and sys.platform == "linux" else None,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise KamailioError(f"kamailio exited during startup with code {self.process.returncode}")
-            # 200 while a node is active, 503 before the first probe answered: either means it is up.
-            if sip_probe(self.probe_from, self.host, self.udp_port, timeout=0.3) in (200, 503):
-                logger.info("dispatcher up on %s:%d (pid %d)", self.host, self.udp_port, self.process.pid)
-                return
-            time.sleep(0.05)
-        raise KamailioError(f"kamailio did not answer OPTIONS within {timeout} s")
+    def _answers(self) -> bool:
+        """200 while a node is active, 503 before the first probe answered: either means it is up."""
+        return sip_probe(self.probe_from, self.host, self.udp_port, timeout=0.3) in (200, 503)
 
     # -- state -------------------------------------------------------------------------------------------
     def destinations(self) -> dict[str, str]:
