@@ -27,8 +27,8 @@ from vfax.cli import common as cli_common
 from vfax.cli.service import cancel_command, faxes_command, jobs_command, status_command, submit_command
 from vfax.service.api import create_app, openapi_spec, serve_api
 from vfax.service.config import ApiConfig
-from vfax.service.events import FaxEvent
 from vfax.status import FaxStatus
+from vfax.store.events import FaxEvent
 from vfax.store.model import InboundFax, JobState
 from vfax.store.sqlite import SqliteJobStore
 

@@ -62,8 +62,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vfax import documents
 from vfax.service.config import ApiConfig, parse_listen
-from vfax.service.events import FaxEvent
 from vfax.storage import fsync_dir
+from vfax.store.events import FaxEvent
 from vfax.store.model import (
     InboundFax,
     InboundState,

@@ -42,9 +42,10 @@ from vfax.call.device import FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
 from vfax.call.media import T38Policy
 from vfax.inbox import Inbox
 from vfax.service.config import NodeConfig
-from vfax.service.events import EventDispatcher, FaxEvent, Sink
+from vfax.service.events import EventDispatcher, Sink
 from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
 from vfax.store.async_store import AsyncJobStore
+from vfax.store.events import FaxEvent
 from vfax.store.model import (
     InboundState,
     InvalidTransitionError,

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vfax.service.events import EventType, FaxEvent
 from vfax.status import FaxStatus
+from vfax.store.events import EventType, FaxEvent
 from vfax.store.model import InboundFax, JobFilter, JobStore, NodeInfo, OutboundJob, RecoveryReport
 from vfax.store.retry import AttemptResult
 

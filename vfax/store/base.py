@@ -20,8 +20,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
-from vfax.service.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
 from vfax.status import FaxStatus
+from vfax.store.events import EVENT_TYPES, EventType, FaxEvent, OutboxBatch, OutboxItem
 from vfax.store.model import (
     FILE_KINDS,
     NODE_LOST,

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vfax.service.events import EventType, FaxEvent, OutboxBatch
 from vfax.status import FaxStatus
+from vfax.store.events import EventType, FaxEvent, OutboxBatch
 from vfax.store.retry import AttemptResult
 
 # --------------------------------------------------------------------------------------------------

@@ -47,7 +47,6 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from vfax.service.events import EventType
 from vfax.status import FaxStatus
 from vfax.storage import atomic_path
 from vfax.store.base import (
@@ -56,6 +55,7 @@ from vfax.store.base import (
     check_lease_seconds,
     job_from_row,
 )
+from vfax.store.events import EventType
 from vfax.store.model import (
     OutboundJob,
     SchemaError,

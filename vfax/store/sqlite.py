@@ -67,7 +67,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vfax.service.events import EventType
 from vfax.status import FaxStatus
 from vfax.store.base import (
     StoreBase,
@@ -76,6 +75,7 @@ from vfax.store.base import (
     check_lease_seconds,
     job_from_row,
 )
+from vfax.store.events import EventType
 from vfax.store.model import (
     JobStoreError,
     OutboundJob,
