@@ -29,6 +29,7 @@ from vfax.store.model import (
     JobState,
     JobStore,
     LeaseLostError,
+    NodeNotFoundError,
     SchemaError,
     TerminalEventExistsError,
     new_id,
@@ -700,6 +701,9 @@ def test_an_expired_lease_is_retried_by_another_node_never_held_by_two(
     b.record_attempt_result(job.id, AttemptResult(FaxStatus.FS_COMPLETED, pages=1), now=T0 + 130)
     assert _terminal_events(b, job.id) == [FaxStatus.FS_COMPLETED]
     assert {n.id: n.state for n in b.list_nodes(now=T0 + 130)} == {"node-a": "lost", "node-b": "lost"}
+    # each attempt's outcome names the node that ran it: the retry event node-a's, the terminal node-b's
+    ends = [(e.payload["attempt"], e.payload["node"], e.type) for e in b.events_for(job.id)]
+    assert ends == [(1, "node-a", "status"), (2, "node-b", "terminal")]
 
 
 def test_lease_expiry_fails_or_cancels_per_policy_and_settles_receptions(
@@ -721,6 +725,7 @@ def test_lease_expiry_fails_or_cancels_per_policy_and_settles_receptions(
     assert b.get_inbound(partial.id).pages == 2 and b.get_inbound(partial.id).state is InboundState.PARTIAL
     for job_id in (last.id, asked.id, partial.id, empty.id):
         assert len(_terminal_events(b, job_id)) == 1
+        assert [e.payload["node"] for e in b.events_for(job_id) if e.terminal] == ["node-a"]  # not node-b
     assert b.expire_leases(now=T0 + 200).changed == 0
 
 
@@ -824,6 +829,63 @@ def test_a_live_or_unknown_process_still_holds_its_node_id(
     other = _node_store(make_store, "n1")
     with pytest.raises(DuplicateNodeError, match="n1"):
         other.register_node("n1", api=None, info={}, lease_seconds=LEASE, now=T0 + 1)
+
+
+def test_a_drained_node_is_listed_as_draining_until_undrained_or_restarted(
+    make_store: Callable[..., Any],
+) -> None:
+    a, b = _node_store(make_store, "a"), _node_store(make_store, "b")
+    a.register_node("a", api=None, info={}, lease_seconds=LEASE, now=T0)
+    b.register_node("b", api=None, info={}, lease_seconds=LEASE, now=T0)
+    assert b.set_node_draining("a", True, now=T0 + 1).draining is True  # any node may drain any node
+    assert [(n.id, n.draining) for n in a.list_nodes(now=T0 + 1)] == [("a", True), ("b", False)]
+    a.heartbeat("a", info={"calls": 1}, lease_seconds=LEASE, now=T0 + 2)  # its heartbeat keeps the mark
+    assert a.list_nodes(now=T0 + 2)[0].draining is True
+    assert a.set_node_draining("a", False, now=T0 + 3).draining is False
+    a.set_node_draining("a", True, now=T0 + 4)
+    a.leave_node("a", now=T0 + 5)  # drained for an upgrade, stopped, started again: it works
+    assert a.register_node("a", api=None, info={}, lease_seconds=LEASE, now=T0 + 6).draining is False
+    with pytest.raises(NodeNotFoundError, match="nope"):
+        a.set_node_draining("nope", True, now=T0 + 7)
+    assert [n.id for n in a.list_nodes(now=T0 + 7)] == ["a", "b"]  # nothing else changed
+
+
+def test_a_role_is_held_by_one_node_until_its_lease_runs_out_or_it_lets_go(
+    make_store: Callable[..., Any],
+) -> None:
+    a, b = _node_store(make_store, "a"), _node_store(make_store, "b")
+    assert a.hold_role("sink:hook", "a", lease_seconds=10, now=T0) is True
+    assert b.hold_role("sink:hook", "b", lease_seconds=10, now=T0 + 5) is False
+    assert b.hold_role("sink:other", "b", lease_seconds=10, now=T0 + 5) is True  # roles are independent
+    assert a.hold_role("sink:hook", "a", lease_seconds=10, now=T0 + 9) is True  # kept: until T0 + 19
+    assert b.hold_role("sink:hook", "b", lease_seconds=10, now=T0 + 18) is False
+    assert b.hold_role("sink:hook", "b", lease_seconds=10, now=T0 + 20) is True  # a's lease ran out
+    assert a.hold_role("sink:hook", "a", lease_seconds=10, now=T0 + 21) is False  # and a learns it
+    b.release_role("sink:hook", "a")  # only the holder lets go
+    assert a.hold_role("sink:hook", "a", lease_seconds=10, now=T0 + 22) is False
+    b.release_role("sink:hook", "b")
+    assert a.hold_role("sink:hook", "a", lease_seconds=10, now=T0 + 23) is True
+    with pytest.raises(ValueError, match="lease_seconds"):
+        a.hold_role("sink:hook", "a", lease_seconds=0)
+
+
+def test_nodes_stopped_or_lost_long_ago_are_forgotten_live_ones_never(
+    make_store: Callable[..., Any],
+) -> None:
+    s = _node_store(make_store, "a")
+    for node in ("a", "b", "c"):
+        s.register_node(node, api=None, info={}, lease_seconds=LEASE, now=T0)
+    s.leave_node("a", now=T0 + 1)  # stopped
+    s.heartbeat("c", lease_seconds=LEASE, now=T0 + 1000)  # c lives on; b went silent at T0 (lost)
+    report = s.expire_leases(now=T0 + 1000, forget_nodes_after=3600)
+    assert report.nodes_forgotten == [] and [n.id for n in s.list_nodes(now=T0 + 1000)] == ["a", "b", "c"]
+    s.heartbeat("c", lease_seconds=LEASE, now=T0 + 3700)
+    assert s.expire_leases(now=T0 + 3700).nodes_forgotten == []  # not asked to forget
+    report = s.expire_leases(now=T0 + 3700, forget_nodes_after=3600)
+    assert report.nodes_forgotten == ["a", "b"]
+    assert [(n.id, n.state) for n in s.list_nodes(now=T0 + 3700)] == [("c", "up")]
+    with pytest.raises(ValueError, match="forget_nodes_after"):
+        s.expire_leases(now=T0 + 3700, forget_nodes_after=0)
 
 
 def test_bad_node_and_file_arguments_are_refused(store: JobStore) -> None:

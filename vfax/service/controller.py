@@ -713,6 +713,8 @@ class Controller:
             log.warning("inbound fax %s: completed pages not stored in the database: %s", inbound_id, exc)
 
     def _event(self, job_id: str, kind: str, status: FaxStatus, payload: dict[str, Any]) -> None:
+        payload = {**payload, "node": self.node_id}  # which node ran the call: attempts move between nodes
+
         def write() -> None:
             try:
                 self.store.append_event(job_id, kind, status, payload)  # type: ignore[arg-type]

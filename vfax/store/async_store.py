@@ -90,6 +90,15 @@ class AsyncJobStore:
     async def expire_leases(self, **kw: Any) -> RecoveryReport:
         return await asyncio.to_thread(lambda: self.sync.expire_leases(**kw))
 
+    async def set_node_draining(self, node_id: str, draining: bool, **kw: Any) -> NodeInfo:
+        return await asyncio.to_thread(lambda: self.sync.set_node_draining(node_id, draining, **kw))
+
+    async def hold_role(self, role: str, node_id: str, **kw: Any) -> bool:
+        return await asyncio.to_thread(lambda: self.sync.hold_role(role, node_id, **kw))
+
+    async def release_role(self, role: str, node_id: str) -> None:
+        await asyncio.to_thread(lambda: self.sync.release_role(role, node_id))
+
     # -- files --------------------------------------------------------------------------------------
 
     @property

@@ -36,6 +36,7 @@ from vfax.store.model import (
     JobState,
     LeaseLostError,
     NodeInfo,
+    NodeNotFoundError,
     OutboundJob,
     RecoveryReport,
     TerminalEventExistsError,
@@ -172,6 +173,7 @@ def node_from_row(row: Any, now: float) -> NodeInfo:
         state=state,
         api=row["api"],
         info=_json_column(row["info"]),
+        draining=bool(row["draining"]),
     )
 
 
@@ -454,6 +456,7 @@ class StoreBase:
             rng=self._rng,
         )
         common = {
+            "node": job.lease_owner,  # the node that ran this attempt (or held it when it died)
             "attempt": job.attempts,
             "max_attempts": job.max_attempts,
             "pages": result.pages,
@@ -671,6 +674,7 @@ class StoreBase:
             (state.value, int(status), pages, error, remote_csi, now, now, row["id"]),
         )
         payload = {"state": state.value, "pages": pages, "error": error, "call_id": row["call_id"]}
+        payload["node"] = row["owner"]  # the node that answered the call
         if self._has_terminal(conn, row["id"]):
             log.warning(
                 "inbound fax %s already has a terminal event; finishing it without another", row["id"]
@@ -884,8 +888,15 @@ class StoreBase:
         if not node_id:
             raise ValueError("node id must not be empty")
         body = dump_json(info)
-        row = self._tx(lambda conn: self._register_node(conn, node_id, api, body, lease, at))
-        return node_from_row(row, at)
+
+        def work(conn: Any) -> Any:
+            row = self._register_node(conn, node_id, api, body, lease, at)
+            if row["draining"]:  # a node starts to work: draining was for its last run (an upgrade)
+                self._exec(conn, "UPDATE nodes SET draining = ? WHERE id = ?", (False, node_id))
+                row = self._exec(conn, "SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            return row
+
+        return node_from_row(self._tx(work), at)
 
     def heartbeat(
         self,
@@ -906,11 +917,16 @@ class StoreBase:
             raise lease_lost_error(node_id)
         return extended
 
-    def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
+    def expire_leases(
+        self, *, now: float | None = None, forget_nodes_after: float | None = None
+    ) -> RecoveryReport:
         """Retry (per policy) the jobs and settle the receptions whose lease ran out; their owners, and the
         nodes without a heartbeat for longer than their lease, become ``lost`` (their next heartbeat
-        raises :class:`LeaseLostError`)."""
+        raises :class:`LeaseLostError`). Nodes stopped or lost for more than ``forget_nodes_after``
+        seconds are removed, so that the node list does not grow with every container ever run."""
         at = self._now(now)
+        if forget_nodes_after is not None and not forget_nodes_after > 0:
+            raise ValueError(f"forget_nodes_after must be > 0 seconds, got {forget_nodes_after!r}")
 
         def work(conn: Any) -> RecoveryReport:
             report = RecoveryReport()
@@ -924,9 +940,60 @@ class StoreBase:
                 " OR heartbeat_at + lease_seconds < ?)",
                 (*args, at),
             )
+            if forget_nodes_after is not None:
+                old = self._exec(
+                    conn,
+                    "SELECT id FROM nodes WHERE state <> 'up' AND heartbeat_at < ? ORDER BY id",
+                    (at - forget_nodes_after,),
+                ).fetchall()
+                report.nodes_forgotten.extend(r["id"] for r in old)
+                sql, args = self._in("id", report.nodes_forgotten)
+                self._exec(conn, f"DELETE FROM nodes WHERE state <> 'up' AND ({sql})", args)
             return report
 
         return self._tx(work)
+
+    def set_node_draining(self, node_id: str, draining: bool, *, now: float | None = None) -> NodeInfo:
+        """Drain ``node_id`` or put it back to work; it learns it at its next heartbeat."""
+        at = self._now(now)
+
+        def work(conn: Any) -> Any:
+            self._exec(conn, "UPDATE nodes SET draining = ? WHERE id = ?", (bool(draining), node_id))
+            row = self._exec(conn, "SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            if row is None:
+                raise NodeNotFoundError(f"no node {node_id!r} in this store")
+            return row
+
+        return node_from_row(self._tx(work), at)
+
+    def hold_role(self, role: str, node_id: str, *, lease_seconds: float, now: float | None = None) -> bool:
+        """Take ``role`` if it is free (never held, or its holder's lease ran out) or keep it if ours, for
+        ``lease_seconds``; True when ``node_id`` holds it. One upsert: two nodes never both get True
+        for the same moment."""
+        at = self._now(now)
+        lease = check_lease_seconds(lease_seconds)
+        if not role or not node_id:
+            raise ValueError("role and node id must not be empty")
+
+        def work(conn: Any) -> bool:
+            self._exec(
+                conn,
+                "INSERT INTO roles (name, node_id, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET node_id = excluded.node_id, expires_at = excluded.expires_at"
+                " WHERE roles.node_id = excluded.node_id OR roles.expires_at < ?",
+                (role, node_id, at + lease, at),
+            )
+            row = self._exec(conn, "SELECT node_id FROM roles WHERE name = ?", (role,)).fetchone()
+            return row is not None and row["node_id"] == node_id
+
+        return self._tx(work)
+
+    def release_role(self, role: str, node_id: str) -> None:
+        """Give ``role`` up if ``node_id`` holds it."""
+        self._tx(
+            lambda conn: self._exec(conn, "DELETE FROM roles WHERE name = ? AND node_id = ?", (role, node_id))
+        )
 
     def leave_node(self, node_id: str, *, now: float | None = None) -> None:
         """Clean shutdown: the node's state becomes ``stopped``."""

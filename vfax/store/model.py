@@ -67,6 +67,10 @@ class DuplicateNodeError(JobStoreError):
     """:meth:`JobStore.register_node`: a live node already holds this id."""
 
 
+class NodeNotFoundError(JobStoreError):
+    """No node of that id has ever joined this store (or its row was forgotten)."""
+
+
 class LeaseLostError(JobStoreError):
     """:meth:`JobStore.heartbeat`: this node was presumed dead and its work was taken over; it must stop
     its in-flight calls at once (someone else may retry them)."""
@@ -164,6 +168,7 @@ class RecoveryReport:
     cancelled: list[str] = field(default_factory=list)
     inbound_partial: list[str] = field(default_factory=list)
     inbound_failed: list[str] = field(default_factory=list)
+    nodes_forgotten: list[str] = field(default_factory=list)  # stopped or lost long ago: rows removed
 
     @property
     def changed(self) -> int:
@@ -183,7 +188,8 @@ FILE_KINDS = frozenset({"document", "tiff", "pdf", "report", "partial"})
 class NodeInfo:
     """One ``vfax serve`` process sharing the store. ``state`` is ``"up"``, ``"stopped"`` (left cleanly)
     or ``"lost"`` (no heartbeat for longer than its lease); ``info`` is whatever the node reports
-    (devices, registrations, calls in progress) as JSON."""
+    (devices, registrations, calls in progress) as JSON. A ``draining`` node takes no new work and
+    lets its calls finish (set by :meth:`JobStore.set_node_draining`, cleared when the node starts)."""
 
     id: str
     started_at: float
@@ -191,6 +197,7 @@ class NodeInfo:
     state: str
     api: str | None
     info: dict[str, Any]
+    draining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,10 +363,28 @@ class JobStore(Protocol):
         """Every node; ``lost`` when its heartbeat is older than its lease."""
         ...
 
-    def expire_leases(self, *, now: float | None = None) -> RecoveryReport:
+    def expire_leases(
+        self, *, now: float | None = None, forget_nodes_after: float | None = None
+    ) -> RecoveryReport:
         """In-flight jobs whose lease ran out end their attempt as ``FS_DISCONNECTED`` (retry policy;
         cancelled if a cancel was pending); receptions whose lease ran out become partial (pages > 0) or
-        failed; nodes whose heartbeat is older than their lease become ``lost``. Any node may call it."""
+        failed; nodes whose heartbeat is older than their lease become ``lost``; stopped or lost nodes
+        silent for more than ``forget_nodes_after`` seconds are removed. Any node may call it."""
+        ...
+
+    def set_node_draining(self, node_id: str, draining: bool, *, now: float | None = None) -> NodeInfo:
+        """Drain a node (it claims no new jobs and takes no new calls; calls in progress finish) or put
+        it back to work. The node learns it at its next heartbeat. :class:`NodeNotFoundError` for an
+        unknown id."""
+        ...
+
+    def hold_role(self, role: str, node_id: str, *, lease_seconds: float, now: float | None = None) -> bool:
+        """Take or keep ``role`` for ``lease_seconds``: True if ``node_id`` holds it now. A role is free
+        when nobody holds it or its holder let the lease run out (a dead node)."""
+        ...
+
+    def release_role(self, role: str, node_id: str) -> None:
+        """Give ``role`` up, if ``node_id`` holds it, so another node can take it at once."""
         ...
 
     # -- files ------------------------------------------------------------------------------------

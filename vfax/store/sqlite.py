@@ -224,6 +224,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        5,
+        "nodes can be drained; roles (one node at a time holds each, such as delivering an event sink)",
+        (
+            "ALTER TABLE nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE roles (
+                name TEXT PRIMARY KEY,
+                node_id TEXT NOT NULL,
+                expires_at REAL NOT NULL
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
