@@ -1,4 +1,5 @@
-"""What every benchmark script shares: the code version printed with its figures, resident memory."""
+"""What every benchmark script shares: the code version printed with its figures, resident memory, CPU
+time of processes and of the whole machine (from /proc, so no psutil is needed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib() -> int:
@@ -14,6 +16,23 @@ def rss_kib() -> int:
     often, as calls.py does while calls run)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * _PAGE_KIB
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime+stime of process ``pid`` (all its threads) so far, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 counted after the ") " of the name
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have spent so far (/proc/stat, all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
 
 
 def code_version() -> str:

@@ -61,7 +61,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import code_version, rss_kib
+from benchlib import CLK_TCK, code_version, machine_busy_seconds, rss_kib
 
 from tests import docfactory
 from tests.peers.kamailio import KamailioServer, find_kamailio
@@ -71,7 +71,6 @@ from vfax.call.media import T38Policy
 from vfax.documents import Resolution, prepare_fax_tiff
 from vfax.service.runtime import tune_for_real_time
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # mode -> (sender's policy, receiver's policy)
 POLICY = {
     "t38": (T38Policy.AUTO, T38Policy.AUTO),
@@ -320,13 +319,6 @@ def worker(job: Job, barrier: Any, results: Any) -> None:
         f"{key} (first: {counter.examples[key]})": n for key, n in counter.counts.most_common(5)
     }
     results.put(report)
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes of the machine have spent so far (/proc/stat, all but idle and iowait)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
 
 
 def kamailio_cpu_seconds(server: KamailioServer) -> float:

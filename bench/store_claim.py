@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import code_version
 
@@ -77,44 +78,54 @@ def run(make: Callable[[str], Any], jobs: int, claimers: int, document: Path) ->
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--claimers", type=int, nargs="+", default=[1, 2])
-    args = parser.parse_args()
+def measure(jobs: int, claimers: list[int], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """One row per (backend, claimer count): p50/p95/max ms of ``claim_next`` and jobs per second; a
+    ``postgresql`` row with ``skipped`` when the server is not installed. ``log`` gets each row's text as
+    it is measured (bench/cluster.py imports this)."""
     tmp = Path(tempfile.mkdtemp(prefix="vfax-bench-store-"))
     document = tmp / "doc.tif"
     document.write_bytes(b"II*\x00" + bytes(20_000))  # a one-page fax is some 20-50 KiB
-    print(f"code {code_version()}; {args.jobs} queued jobs; claim + finish per job; latency of claim_next")
-    print(f"{'backend':<11} {'claimers':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'jobs/s':>8}")
+    rows: list[dict[str, Any]] = []
+
+    def add(backend: str, claimers: int, r: dict[str, float]) -> None:
+        rows.append({"backend": backend, "claimers": claimers, "jobs": jobs, **r})
+        log(f"{backend:<11} {claimers:>8} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['max']:>8.2f}"
+            f" {r['per_s']:>8.0f}")
+
+    log(f"{'backend':<11} {'claimers':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'jobs/s':>8}")
     server = None
     if find_bindir() is not None:
         server = PostgresServer()
         server.start()
     try:
-        for claimers in args.claimers:
-            db = tmp / f"sqlite-{claimers}.db"
-            r = run(lambda owner, db=db: SqliteJobStore(db, owner=owner), args.jobs, claimers, document)
-            print(
-                f"{'sqlite':<11} {claimers:>8} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['max']:>8.2f}"
-                f" {r['per_s']:>8.0f}"
-            )
+        for n in claimers:
+            db = tmp / f"sqlite-{n}.db"
+            add("sqlite", n, run(lambda owner, db=db: SqliteJobStore(db, owner=owner), jobs, n, document))
         if server is None:
-            print("postgresql: not installed (Debian: apt-get install postgresql), skipped")
-            return
+            reason = "not installed (Debian: apt-get install postgresql)"
+            log(f"postgresql: {reason}, skipped")
+            rows.append({"backend": "postgresql", "skipped": reason})
+            return rows
         from vfax.store.postgres import PostgresJobStore
 
-        for claimers in args.claimers:
-            url = server.create_database(f"bench_{claimers}")
-            r = run(lambda owner, url=url: PostgresJobStore(url, owner=owner), args.jobs, claimers, document)
-            print(
-                f"{'postgresql':<11} {claimers:>8} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['max']:>8.2f}"
-                f" {r['per_s']:>8.0f}"
-            )
+        for n in claimers:
+            url = server.create_database(f"bench_{n}")
+            r = run(lambda owner, url=url: PostgresJobStore(url, owner=owner), jobs, n, document)
+            add("postgresql", n, r)
     finally:
         if server is not None:
             server.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--claimers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    print(f"code {code_version()}; {args.jobs} queued jobs; claim + finish per job; latency of claim_next")
+    measure(args.jobs, args.claimers)
 
 
 if __name__ == "__main__":
