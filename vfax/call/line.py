@@ -106,6 +106,7 @@ class FaxLine:
         self.inbox = Inbox(config.inbox) if config.inbox else None
         self.active: set[FaxCall] = set()
         self.last_call: FaxCall | None = None  # the most recent call (tests and diagnostics)
+        self.unavailable = False  # draining: new calls are refused (set_unavailable)
         self.receptions: asyncio.Queue[Reception] = asyncio.Queue()
         #: Takes an offered call instead of the inbox; must return once the call is over.
         self.on_incoming: Callable[[IncomingInvite], Awaitable[None]] | None = None
@@ -197,7 +198,15 @@ class FaxLine:
         self.last_call = call
 
     # --- receiving ------------------------------------------------------------------------------------
+    def set_unavailable(self, unavailable: bool) -> None:
+        """A draining node's line: new INVITEs are refused with 503 (a dispatcher in front tries the next
+        node); calls in progress go on."""
+        self.unavailable = unavailable
+
     async def _incoming(self, incoming: IncomingInvite) -> None:
+        if self.unavailable:
+            await incoming.reject(503, "Service Unavailable")
+            return
         if len(self.active) >= self.config.channels:
             await incoming.reject(486, "Busy Here")
             return

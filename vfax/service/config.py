@@ -15,6 +15,7 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
     [api]      listen, token, cors_origins, max_upload_mb
     [retry]    max_attempts, backoff, jitter, fallback_after, fallback_bitrate, fallback_ecm
     [service]  node_id, lease_seconds, heartbeat_seconds, give_up_seconds (this node of a cluster),
+               forget_nodes_after (stopped or lost nodes are removed after it; default 7 days),
                worker_port_stride (vfax serve --workers: worker K's devices listen on port + K * stride)
     [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
                 channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
@@ -186,6 +187,8 @@ class NodeConfig:
     give_up_seconds: float = 30.0
     #: ``vfax serve --workers N``: worker K's devices listen on their port + K * stride (a port 0 stays 0).
     worker_port_stride: int = 10
+    #: Nodes stopped or lost for longer than this are removed from the store (and from ``vfax nodes``).
+    forget_nodes_after: float = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +344,7 @@ _TOP_KEYS = (
 )  # fmt: skip
 _SERVICE_KEYS = (
     "database", "node_id", "lease_seconds", "heartbeat_seconds", "give_up_seconds", "worker_port_stride",
+    "forget_nodes_after",
 )  # fmt: skip
 _API_KEYS = ("listen", "token", "cors_origins", "max_upload_mb")
 _RETRY_KEYS = ("max_attempts", "backoff", "jitter", "fallback_after", "fallback_bitrate", "fallback_ecm")
@@ -390,6 +394,7 @@ _ENV_KINDS: dict[str, str] = {
     "heartbeat_seconds": "float",
     "give_up_seconds": "float",
     "worker_port_stride": "int",
+    "forget_nodes_after": "float",
 }
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
@@ -504,12 +509,22 @@ def _node(table: dict[str, Any]) -> NodeConfig:
     stride = _int(
         "service.worker_port_stride", table.get("worker_port_stride", d.worker_port_stride), 1, 1000
     )
+    forget = _float(
+        "service.forget_nodes_after", table.get("forget_nodes_after", d.forget_nodes_after), 60.0, 3.2e8
+    )
+    if forget <= lease:
+        raise ConfigError(
+            "service.forget_nodes_after",
+            f"must be more than service.lease_seconds ({lease:g}), not {forget:g}: a node is forgotten only"
+            " well after it was declared lost",
+        )
     return NodeConfig(
         node_id=node_id,
         lease_seconds=lease,
         heartbeat_seconds=beat,
         give_up_seconds=give_up,
         worker_port_stride=stride,
+        forget_nodes_after=forget,
     )
 
 

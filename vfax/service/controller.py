@@ -77,6 +77,11 @@ LISTEN_SECONDS = 30.0
 T = TypeVar("T")
 
 
+def sink_role(name: str) -> str:
+    """The store role whose holder delivers sink ``name``."""
+    return f"sink:{name}"
+
+
 def fax_send_for(job: OutboundJob) -> FaxSend:
     """The FAX_SEND of a stored job. Options the job does not set stay None (the device's value).
 
@@ -142,6 +147,7 @@ class Controller:
         self._store_ok_at = 0.0  # loop time of the last successful heartbeat
         self._last_store_error = ""
         self._gave_up = False
+        self.draining = False
 
     # --- lifetime -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -168,8 +174,7 @@ class Controller:
         for device in self.devices:
             device.on_offered = self._offered
             device.on_status = self._on_status
-        if self.dispatcher is not None:
-            await self.dispatcher.start()
+        await self._lead_sinks()
         self._tasks = [
             asyncio.ensure_future(self._writer()),
             asyncio.ensure_future(self._heartbeat_loop()),
@@ -202,12 +207,15 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            for name in self.dispatcher.names:  # let another node deliver at once, not after the lease
+                with contextlib.suppress(Exception):
+                    await self.astore.release_role(sink_role(name), self.node_id)
         try:
             await self.astore.leave_node(self.node_id)
         except Exception as exc:
             log.warning("node %s: could not record leaving the store: %s", self.node_id, exc)
-        if self.dispatcher is not None:
-            await self.dispatcher.stop()
 
     def wake(self) -> None:
         """Something changed in the store (a job was submitted or cancelled): look now."""
@@ -250,6 +258,7 @@ class Controller:
             "devices": devices,
             "registrations": {d["name"]: d["registration"] for d in devices},
             "calls": self.calls_in_progress(),
+            "draining": self.draining,
         }
 
     def devices_status(self) -> list[dict[str, Any]]:
@@ -272,7 +281,7 @@ class Controller:
         while not self._stopping:
             self._wake.clear()
             try:
-                if not self._gave_up:
+                if not self._gave_up and not self.draining:
                     await self._claim_all()
                 if failing:
                     log.warning("node %s: the store answers again; taking jobs", self.node_id)
@@ -287,7 +296,7 @@ class Controller:
     async def _claim_all(self) -> None:
         for device in self.devices:
             while len(device.line.active) + self._starting(device) < device.line.config.channels:
-                if self._stopping or self._gave_up:
+                if self._stopping or self._gave_up or self.draining:
                     return
                 job = await self.astore.claim_next(device=device.name)
                 if job is None:
@@ -346,13 +355,18 @@ class Controller:
             self.node_id, info=self.node_info(), lease_seconds=self.node.lease_seconds
         )
         self._store_ok_at = asyncio.get_running_loop().time()
+        await self._follow_drain_mark()
+        await self._lead_sinks()
         if self._unsettled:  # our row is still up: nobody took these over, and the heartbeat just extended
             await self._settle_abandoned()  # their leases: end their attempts, or they would stay in flight
         if self._gave_up:
             log.warning("node %s: the store answers again; taking jobs", self.node_id)
             self._gave_up = False
             self._wake.set()
-        report = await self.astore.expire_leases()
+        report = await self.astore.expire_leases(forget_nodes_after=self.node.forget_nodes_after)
+        if report.nodes_forgotten:
+            log.info("node %s: forgot nodes gone for over %g s: %s", self.node_id,
+                     self.node.forget_nodes_after, ", ".join(report.nodes_forgotten))  # fmt: skip
         if report.changed:
             log.warning(
                 "node %s: expired leases of other nodes: %d jobs requeued, %d failed, %d cancelled,"
@@ -363,6 +377,46 @@ class Controller:
             self._wake.set()
             for job_id in [*report.requeued, *report.failed, *report.cancelled]:
                 self._publish(job_id)
+
+    async def _lead_sinks(self) -> None:
+        """Take or keep the role of each configured sink (one node at a time delivers a sink) and run
+        exactly the sinks held."""
+        if self.dispatcher is None:
+            return
+        held = set()
+        for name in self.dispatcher.names:
+            try:
+                role = sink_role(name)
+                if await self.astore.hold_role(role, self.node_id, lease_seconds=self.node.lease_seconds):
+                    held.add(name)
+            except Exception as exc:
+                log.warning("node %s: cannot hold the role of sink %s: %s", self.node_id, name, exc)
+        before = self.dispatcher.running
+        if held != before:
+            log.warning("node %s delivers sinks %s (was %s)", self.node_id, sorted(held) or "none",
+                        sorted(before) or "none")  # fmt: skip
+        await self.dispatcher.run_only(held)
+
+    async def _follow_drain_mark(self) -> None:
+        """Apply the drain mark of this node's row (any node's API may set it)."""
+        me = next((n for n in await self.astore.list_nodes() if n.id == self.node_id), None)
+        if me is not None and me.draining != self.draining:
+            self.set_draining(me.draining)
+
+    def set_draining(self, draining: bool) -> None:
+        """Draining: claim no new jobs and take no new calls (INVITE and OPTIONS get 503, so a dispatcher
+        in front routes elsewhere); calls in progress finish. For an upgrade or a host's maintenance."""
+        if draining == self.draining:
+            return
+        self.draining = draining
+        for device in self.devices:
+            device.line.set_unavailable(draining)
+        log.warning(
+            "node %s %s (%d call(s) in progress)", self.node_id,
+            "drains: no new jobs or calls" if draining else "takes work again", len(self._active),
+        )  # fmt: skip
+        if not draining:
+            self._wake.set()
 
     async def _settle_abandoned(self) -> None:
         """The jobs this node gave up and still holds: each attempt ends as disconnected (retry policy)."""
@@ -385,6 +439,8 @@ class Controller:
         """Abort every outgoing call now (FaxDevAbortOperation) and leave its result to the node that
         retries the job: this node may no longer hold its lease."""
         self._gave_up = True
+        if self.dispatcher is not None:  # its sink roles may pass to another node meanwhile
+            await self.dispatcher.run_only(())
         sends = [
             (device, handle)
             for device, handle in list(self._active.values())

@@ -33,8 +33,10 @@ JSON shape of an event (``FaxEvent.to_dict()``, version 1; keys are only ever ad
 retried gives a ``status`` event carrying the attempt's outcome (e.g. ``"busy"``) with ``{"retry": true,
 "not_before": <Unix time>, "attempt", "reason", ...}``, so "busy" there is not the end of the job.
 
-Run one dispatcher per database: two dispatchers on one file would both deliver (still at-least-once,
-but twice as many duplicates).
+Run one dispatcher per sink and database: two would both deliver (still at-least-once, but twice as
+many duplicates). In a cluster, the controller of each node runs a sink only while it holds the sink's
+role in the store (:meth:`~vfax.store.base.StoreBase.hold_role`, renewed with each heartbeat), so each
+sink is delivered by one node at a time, and by another once that node dies (after its lease).
 
 Webhooks: ``POST`` of the JSON body (UTF-8, compact, keys sorted) with ``Content-Type:
 application/json``, ``X-Vfax-Event-Id``, ``X-Vfax-Timestamp`` (Unix seconds of the attempt) and
@@ -64,7 +66,7 @@ import os
 import sys
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -301,7 +303,16 @@ class EventDispatcher:
         self._poll = poll_interval
         self._clock = clock
         self._batch = batch
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [s.sink.name for s in self._states]
+
+    @property
+    def running(self) -> set[str]:
+        """The sinks being delivered now."""
+        return set(self._tasks)
 
     @property
     def stats(self) -> dict[str, dict[str, int]]:
@@ -418,21 +429,25 @@ class EventDispatcher:
             state.wake.clear()
 
     async def start(self) -> None:
-        if self._tasks:
-            return
-        for state in self._states:  # an asyncio.Event belongs to one loop: make them in the running one
-            state.wake = asyncio.Event()
-        self._tasks = [
-            asyncio.create_task(self._run_sink(state), name=f"vfax-events:{state.sink.name}")
-            for state in self._states
-        ]
+        await self.run_only(self.names)
+
+    async def run_only(self, names: Collection[str]) -> None:
+        """Deliver the sinks named and pause the others (a cluster delivers each sink from one node: the
+        one that holds its role). A resumed sink scans its outbox from the start: another node may have
+        delivered meanwhile, and the store knows what is settled."""
+        for state in self._states:
+            name = state.sink.name
+            if name in names and name not in self._tasks:
+                state.wake = asyncio.Event()  # an asyncio.Event belongs to one loop: make it in this one
+                state.after_id = 0  # another node may have delivered meanwhile: the store knows
+                self._tasks[name] = asyncio.create_task(self._run_sink(state), name=f"vfax-events:{name}")
+            elif name not in names and name in self._tasks:
+                task = self._tasks.pop(name)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.run_only(())
         for state in self._states:
             await state.sink.aclose()
