@@ -91,6 +91,8 @@ API_VERSION = "1.0.0"
 HEARTBEAT_SECONDS = 15.0
 POLL_SECONDS = 1.0
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+#: Events read from the store at a time by the event stream.
+SSE_BATCH = 200
 #: The reserved outbox sink name the event stream reads through when the store has no ``events_after``:
 #: no delivery is ever recorded for it, so every event is "pending" for it, in store order.
 SSE_CURSOR_SINK = "vfax-api:sse"
@@ -980,7 +982,9 @@ def create_app(
             "A `text/event-stream`: each event is `id: <n>` (a store-wide event number) and `data: <event "
             "JSON>`; a comment line is sent every 15 s of silence. Without `Last-Event-ID` or `after` the "
             "stream starts with the next new event; with either, it replays every event after that number "
-            "first. EventSource clients resume by themselves."
+            "first. EventSource clients resume by themselves. While the job store is unavailable a new "
+            "stream is refused with 503 `store_unavailable` (and Retry-After); an open stream stays open, "
+            "says so in a comment line and goes on where it was once the store answers."
         ),
         response_class=StreamingResponse,
         responses={
@@ -1006,8 +1010,11 @@ def create_app(
             cursor = int(last_event_id.strip())
         if cursor is None:
             cursor = await asyncio.to_thread(feed.last_id)
+        # read once before answering: a store that is down gets 503 store_unavailable (with the reason and
+        # Retry-After), not a 200 whose body ends at once
+        first = await asyncio.to_thread(feed.after, cursor, SSE_BATCH)
         return StreamingResponse(
-            _stream(feed, cursor, job, subscribe, app, heartbeat, poll_interval),
+            _stream(feed, cursor, job, subscribe, app, heartbeat, poll_interval, first),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -1057,8 +1064,11 @@ async def _stream(
     app: FastAPI,
     heartbeat: float,
     poll_interval: float,
+    first: list[tuple[int, FaxEvent]],
 ) -> AsyncIterator[bytes]:
-    """The body of ``GET /v1/events``: store events after ``cursor``, as they come."""
+    """The body of ``GET /v1/events``: store events after ``cursor`` (``first``: the batch already read),
+    as they come. While the store is unavailable the stream stays open: it says so in a comment line
+    and goes on from its cursor when the store answers again, so no event is skipped."""
     signal = asyncio.Event()
     listener: asyncio.Task[None] | None = None
 
@@ -1081,15 +1091,30 @@ async def _stream(
     last_sent = loop.time()
     try:
         yield b"retry: 3000\n: vfax events\n\n"
+        batch: list[tuple[int, FaxEvent]] | None = first
+        outage = ""
         while not app.state.closing:
             while True:
-                batch = await asyncio.to_thread(feed.after, cursor, 200)
+                if batch is None:
+                    try:
+                        batch = await asyncio.to_thread(feed.after, cursor, SSE_BATCH)
+                    except StoreUnavailableError as exc:
+                        if not outage:
+                            outage = str(exc)
+                            yield f": store unavailable: {outage}; waiting\n\n".encode()
+                            last_sent = loop.time()
+                        break
+                    if outage:
+                        outage = ""
+                        yield b": store available again\n\n"
+                        last_sent = loop.time()
                 for number, event in batch:
                     cursor = number
                     if job is None or event.job_id == job:
                         yield _sse(number, event)
                         last_sent = loop.time()
-                if len(batch) < 200:
+                full, batch = len(batch) >= SSE_BATCH, None
+                if not full:
                     break
             if loop.time() - last_sent >= heartbeat:
                 yield b": keep-alive\n\n"
