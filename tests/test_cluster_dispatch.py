@@ -12,140 +12,49 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests import docfactory
 from tests.peers.kamailio import _die_with_parent
 from tests.peers.kamailio_dispatcher import DispatcherServer, sip_probe
-from tests.peers.netns import Host, TestNetwork, free_port
+from tests.peers.netns import Host, TestNetwork
+from tests.serve_process import Receiver, ServeProcess, spawn, vfax_argv, wait_for, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "cluster-dispatch-test-token"
 NODES = ("node1", "node2", "node3")
 SEND_TIMEOUT = 120  # one 1-page fax takes about 20 s; several run at once on a shared machine
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} (waited {timeout} s)")
-
-
-def vfax_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vfax.cli", *args]
-
-
-def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-
-
-class Node:
+class Node(ServeProcess):
     """One `vfax serve` on its own host: a device that takes INVITEs only from ``dispatcher_ip`` and
     sends through the dispatcher (``server``), an API on the host's address."""
 
     def __init__(self, host: Host, root: Path, dispatcher: tuple[str, int]) -> None:
         self.host = host
-        self.root = root
         self.sip_port = host.port(5060)
-        self.api_port = host.port(8025)
+        api = f"{host.address}:{host.port(8025)}"
         self.inbox = root / "inbox"
-        self.log = root / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        root.mkdir(parents=True, exist_ok=True)
-        self.config = root / "vfax.toml"
-        self.config.write_text(f"""
-data_dir = "{root / "data"}"
-inbox = "{self.inbox}"
-log_level = "info"
-
-[api]
-listen = "{host.address}:{self.api_port}"
-token = "{TOKEN}"
-
-[retry]
-max_attempts = 1
-
-[[devices]]
-name = "line1"
-listen = "{host.address}:{self.sip_port}"
-transports = ["udp"]
-server = "{dispatcher[0]}:{dispatcher[1]}"
-channels = 4
-allow_invite_from = ["{dispatcher[0]}"]
-media_timeout = 10
-""")
-        self.client = httpx.Client(
-            base_url=f"http://{host.address}:{self.api_port}",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=10,
-        )
+        device = {"listen": self.target, "transports": ["udp"], "server": f"{dispatcher[0]}:{dispatcher[1]}",
+                  "channels": 4, "allow_invite_from": [dispatcher[0]], "media_timeout": 10}  # fmt: skip
+        config = write_config(root, api=api, token=TOKEN, inbox=self.inbox, retry={"max_attempts": 1},
+                              device=device)  # fmt: skip
+        super().__init__(host.name, config, api, TOKEN, wrap=host.wrap)
 
     @property
     def target(self) -> str:
         return f"{self.host.address}:{self.sip_port}"
 
-    def start(self) -> None:
-        self.proc = spawn(self.host.wrap(vfax_argv("serve", "--config", str(self.config))), self.log)
-        wait_for(self._healthy, 60, f"{self.host.name}: vfax serve did not come up")
-
-    def _healthy(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"{self.host.name}: vfax serve exited with {self.proc.returncode}")
-        try:
-            return self.client.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.client.close()
-
     def faxes(self) -> list[Path]:
         """Faxes this node received whole (T.30 phase E confirmed: the inbox keeps no '-partial' name)."""
         return sorted(p for p in self.inbox.glob("fax-*.tif") if "-partial" not in p.name)
-
-    def failure_report(self) -> list[tuple[str, str]]:
-        try:
-            text = self.log.read_text(errors="replace")[-8000:]
-        except OSError:
-            text = "(no log)"
-        return [(f"{self.host.name} serve log", text)]
 
 
 class Cluster:
@@ -196,11 +105,7 @@ def send_faxes(cluster: Cluster, doc: Path, to: str, source: Host | str, logdir:
                          "--json")  # fmt: skip
         if isinstance(source, Host):
             argv = source.wrap(argv)
-        with out.open("wb") as stdout, (logdir / f"{tag}-{i}.log").open("ab") as stderr:
-            proc = subprocess.Popen(
-                argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.DEVNULL,
-                stdout=stdout, stderr=stderr, start_new_session=True, preexec_fn=_die_with_parent,
-            )  # fmt: skip
+        proc = spawn(argv, logdir / f"{tag}-{i}.log", out=out)
         cluster.others.append(proc)
         cluster.logs.append(logdir / f"{tag}-{i}.log")
         procs.append((proc, out))
@@ -245,12 +150,9 @@ def test_dispatcher_spreads_calls_routes_around_a_dead_node_and_takes_it_back(
 
     # The "PBX" is the test's own address: it places calls (vfax send) and takes the nodes' outbound
     # faxes (vfax receive on a port of its own).
-    pbx_port = free_port(net.gateway)
-    pbx_inbox = tmp_path / "pbx-inbox"
-    pbx = spawn(vfax_argv("receive", "--listen", f"{net.gateway}:{pbx_port}", "--inbox", str(pbx_inbox)),
-                tmp_path / "pbx.log")  # fmt: skip
-    cluster.others.append(pbx)
-    cluster.logs.append(tmp_path / "pbx.log")
+    pbx = Receiver(net.gateway, tmp_path, name="pbx")
+    cluster.others.append(pbx.proc)
+    cluster.logs += [pbx.log, pbx.out]
 
     for name in NODES:
         cluster.nodes[name] = Node(net[name], tmp_path / name, (kam_host.address, kam_port))
@@ -258,7 +160,7 @@ def test_dispatcher_spreads_calls_routes_around_a_dead_node_and_takes_it_back(
         node.start()
     ds: DispatcherServer = kamailio_dispatcher(
         host=kam_host.address, udp_port=kam_port, prefix=kam_host.wrap([]),
-        nodes=[n.target for n in cluster.nodes.values()], pbxs=[f"{net.gateway}:{pbx_port}"],
+        nodes=[n.target for n in cluster.nodes.values()], pbxs=[f"{net.gateway}:{pbx.port}"],
         probe_from=net.gateway,
     )  # fmt: skip
     node_uri = {name: f"sip:{node.target}" for name, node in cluster.nodes.items()}
@@ -299,7 +201,7 @@ def test_dispatcher_spreads_calls_routes_around_a_dead_node_and_takes_it_back(
 
     job = wait_for(job_done, SEND_TIMEOUT, "the outbound job did not finish")
     assert job["state"] == "completed", job
-    assert len([p for p in pbx_inbox.glob("fax-*.tif") if "-partial" not in p.name]) == 1
+    assert len(pbx.complete()) == 1
     assert "outbound INVITE" in ds.log_text()
 
     # 2. kill -9 node3: OPTIONS probing takes it out; new calls reach only node1 and node2.

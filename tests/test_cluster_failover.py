@@ -10,186 +10,39 @@ bridge in the test's namespace. Waits are bounded; durations are printed, only t
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests import docfactory
-from tests.peers.kamailio import _die_with_parent
-from tests.peers.netns import Host, TestNetwork, free_port
+from tests.peers.netns import Host, TestNetwork
 from tests.peers.postgres import PostgresServer, find_bindir
+from tests.serve_process import Receiver, ServeProcess, wait_for, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "cluster-failover-test-token"
 LEASE, HEARTBEAT, GIVE_UP = 8, 1, 4
-_LOG_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} (waited {timeout} s)")
-
-
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )  # fmt: skip
-
-
-class Node:
+class Node(ServeProcess):
     """One `vfax serve --workers 1` on ``host``: node id ``name``, one device with one channel."""
 
     def __init__(self, host: Host, root: Path, name: str, database: str) -> None:
         self.host = host
-        self.name = name
-        self.root = root
-        root.mkdir(parents=True)
         self.sip_port = host.port(5060)
-        self.api_port = host.port(8025)
-        self.log = root / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.config = root / "vfax.toml"
-        self.config.write_text(f"""
-data_dir = "{root / "data"}"
-database = "{database}"
-log_level = "info"
-
-[api]
-listen = "{host.address}:{self.api_port}"
-token = "{TOKEN}"
-
-[retry]
-max_attempts = 3
-backoff = [1]
-jitter = 0
-
-[service]
-node_id = "{name}"
-lease_seconds = {LEASE}
-heartbeat_seconds = {HEARTBEAT}
-give_up_seconds = {GIVE_UP}
-
-[[devices]]
-name = "line1"
-listen = "{host.address}:{self.sip_port}"
-transports = ["udp"]
-channels = 1
-media_timeout = 10
-""")
-        self.client = httpx.Client(base_url=f"http://{host.address}:{self.api_port}",
-                                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)  # fmt: skip
-
-    def start(self) -> None:
-        argv = [sys.executable, "-m", "vfax.cli", "serve", "--workers", "1", "--config", str(self.config)]
-        self.proc = spawn(self.host.wrap(argv), self.log)
-
-    def wait_healthy(self) -> None:
-        wait_for(self._healthy, 60, f"{self.name}: vfax serve did not come up:\n{self.output()[-3000:]}")
-
-    def _healthy(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"{self.name}: vfax serve exited {self.proc.returncode}:\n{self.output()}")
-        try:
-            return self.client.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def log_time(self, needle: str) -> float | None:
-        """Wall-clock time of the first log line containing ``needle`` (the log's asctime, ms)."""
-        for line in self.output().splitlines():
-            match = _LOG_TIME_RE.match(line)
-            if match and needle in line:
-                return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        return None
-
-    def get(self, path: str) -> Any:
-        r = self.client.get(path)
-        r.raise_for_status()
-        return r.json()
-
-    def submit(self, doc: Path, to: str) -> str:
-        with doc.open("rb") as f:
-            r = self.client.post("/v1/jobs", data={"to": to, "resolution": "standard"},
-                                 files={"document": (doc.name, f, "application/pdf")})  # fmt: skip
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)  # in case a test stopped it
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.client.close()
-
-
-class Receiver:
-    """`vfax receive --json` on ``address``: one JSON line per call that ended, faxes in its inbox."""
-
-    def __init__(self, address: str, root: Path) -> None:
-        self.port = free_port(address)
-        self.uri = f"sip:fax@{address}:{self.port}"
-        self.inbox = root / "far-inbox"
-        self.out = root / "far.json"
-        self.log = root / "far.log"
-        argv = [sys.executable, "-m", "vfax.cli", "receive", "--listen", f"{address}:{self.port}",
-                "--inbox", str(self.inbox), "--json"]  # fmt: skip
-        with self.out.open("wb") as stdout, self.log.open("ab") as stderr:
-            self.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.DEVNULL,
-                stdout=stdout, stderr=stderr, start_new_session=True, preexec_fn=_die_with_parent,
-            )  # fmt: skip
-
-    def calls(self) -> list[dict[str, Any]]:
-        lines = self.out.read_text().splitlines() if self.out.exists() else []
-        return [json.loads(line) for line in lines if line.strip().startswith("{")]
-
-    def complete(self) -> list[Path]:
-        return sorted(p for p in self.inbox.glob("fax-*.tif") if "-partial" not in p.name)
-
-    def partial(self) -> list[Path]:
-        return sorted(self.inbox.glob("fax-*-partial*.tif"))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        api = f"{host.address}:{host.port(8025)}"
+        config = write_config(
+            root, api=api, token=TOKEN, database=database,
+            retry={"max_attempts": 3, "backoff": [1], "jitter": 0},
+            service={"node_id": name, "lease_seconds": LEASE, "heartbeat_seconds": HEARTBEAT,
+                     "give_up_seconds": GIVE_UP},
+            device={"listen": f"{host.address}:{self.sip_port}", "transports": ["udp"], "channels": 1,
+                    "media_timeout": 10},
+        )  # fmt: skip
+        super().__init__(name, config, api, TOKEN, wrap=host.wrap, args=["--workers", "1"], client_timeout=5)
 
 
 class Cluster:
@@ -202,18 +55,16 @@ class Cluster:
         self.pg: PostgresServer | None = None
 
     def failure_report(self) -> list[tuple[str, str]]:
-        sections = [(f"{n.name} serve log", n.output()[-6000:]) for n in self.nodes.values()]
+        sections = [s for n in self.nodes.values() for s in n.failure_report()]
         if self.receiver is not None:
-            with contextlib.suppress(OSError):
-                sections.append(("receiver", self.receiver.log.read_text(errors="replace")[-3000:]
-                                 + "\n" + self.receiver.out.read_text(errors="replace")))  # fmt: skip
+            sections += self.receiver.failure_report()
         if self.pg is not None:
             sections += self.pg.failure_report()
         return sections
 
     def close(self) -> None:
         for node in self.nodes.values():
-            node.stop()
+            node.stop(20)
         if self.receiver is not None:
             self.receiver.close()
         if self.pg is not None:
@@ -233,7 +84,7 @@ def start_nodes(cluster: Cluster, hosts: dict[str, Host], database: str) -> dict
     for name, host in hosts.items():
         cluster.nodes[name] = Node(host, cluster.tmp / name, name, database)
     for node in cluster.nodes.values():  # all at once: they start in parallel
-        node.start()
+        node.start(wait=False)
     for node in cluster.nodes.values():
         node.wait_healthy()
     return cluster.nodes
@@ -261,13 +112,6 @@ def dialing_times(job: dict[str, Any]) -> list[float]:
     return sorted(first.values())
 
 
-def final(node: Node, job_id: str, timeout: float) -> dict[str, Any]:
-    return dict(wait_for(
-        lambda: (j := node.get(f"/v1/jobs/{job_id}"))["state"] in ("completed", "failed", "cancelled") and j,
-        timeout, f"job {job_id} did not finish",
-    ))  # fmt: skip
-
-
 def assert_one_terminal_completed(job: dict[str, Any]) -> None:
     terminal = [(e["type"], e["status"]) for e in job["events"] if e["type"] == "terminal"]
     assert job["state"] == "completed" and terminal == [("terminal", "completed")], job
@@ -293,7 +137,7 @@ def test_a_node_killed_mid_fax_is_retried_by_another_after_its_lease_with_one_fa
     others = {n: node for n, node in nodes.items() if node is not x}
     live = next(iter(others.values()))
 
-    job = final(live, job_id, 120)
+    job = live.final(job_id, 120)
     y = claimer(others, job_id, 2)
     assert y is not None, "no other node claimed the job's second attempt"
     assert_one_terminal_completed(job)
@@ -376,11 +220,11 @@ def test_a_node_cut_off_gives_up_its_call_before_the_retry_and_rejoins_after_the
     more = [x.submit(docfactory.text_pdf(tmp_path / "one-page.pdf", pages=1), far.uri)]
     wait_for(lambda: claimer({x.name: x}, more[0], 1), 30, f"{x.name} took no work again")
 
-    job = final(y, job_id, 120)
+    job = y.final(job_id, 120)
     assert_one_terminal_completed(job)
     assert job["attempts"] == 2, job
     for other in more:
-        assert_one_terminal_completed(final(y, other, 120))
+        assert_one_terminal_completed(y.final(other, 120))
     # X never recorded a result of the job it gave up
     assert f"job {job_id}: abandoned attempt recorded" not in x.output()
     # the receiver: the job's fax once, the other job's once; the cut call at most a partial one

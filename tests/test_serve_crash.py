@@ -6,117 +6,33 @@ the far end as `vfax receive` or `vfax send`. Counts and files are compared befo
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests import docfactory
+from tests.serve_process import Receiver, ServeProcess, free_port, spawn, vfax_argv, wait_for, write_config
 from vfax.documents import read_tiff_pages
 
 TOKEN = "crash-test-token"
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Serve(ServeProcess):
+    """`vfax serve` with its data and config in the test's folder (workers: the default)."""
 
-
-def vfax(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen(
-        [sys.executable, "-m", "vfax.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def write_config(tmp: Path, api_port: int, sip_port: int) -> Path:
-    data = tmp / "data"
-    path = tmp / "vfax.toml"
-    path.write_text(f"""
-data_dir = "{data}"
-inbox = "{data / "inbox"}"
-log_level = "info"
-
-[api]
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-
-[retry]
-max_attempts = 3
-backoff = [1, 1]
-jitter = 0
-
-[[devices]]
-name = "line1"
-listen = "127.0.0.1:{sip_port}"
-channels = 2
-media_timeout = 5
-""")
-    return path
-
-
-class Serve:
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
         self.api_port = free_port()
         self.sip_port = free_port(socket.SOCK_DGRAM)
-        self.config = write_config(tmp, self.api_port, self.sip_port)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}",
-                                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)  # fmt: skip
-
-    def start(self) -> None:
-        self.proc = vfax("serve", "--config", str(self.config), log=self.tmp / "serve.log")
-        wait_for(self._healthy, 30, "vfax serve did not come up")
-
-    def _healthy(self) -> bool:
-        try:
-            return self.client.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.client.close()
-
-    def get(self, path: str) -> Any:
-        r = self.client.get(path)
-        r.raise_for_status()
-        return r.json()
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(what)
+        api = f"127.0.0.1:{self.api_port}"
+        config = write_config(
+            tmp, api=api, token=TOKEN, inbox=tmp / "data" / "inbox",
+            retry={"max_attempts": 3, "backoff": [1, 1], "jitter": 0},
+            device={"listen": f"127.0.0.1:{self.sip_port}", "channels": 2, "media_timeout": 5},
+        )  # fmt: skip
+        super().__init__("serve", config, api, TOKEN)
 
 
 @pytest.fixture
@@ -127,23 +43,20 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
 
 
 def test_kill_9_while_sending_then_restart_retries_and_loses_nothing(tmp_path: Path, serve: Serve) -> None:
-    far_port = free_port(socket.SOCK_DGRAM)
-    far_inbox = tmp_path / "far-inbox"
-    far = vfax(
-        "receive", "--listen", f"127.0.0.1:{far_port}", "--inbox", str(far_inbox), log=tmp_path / "far.log"
-    )
+    far = Receiver("127.0.0.1", tmp_path)
+    far_inbox = far.inbox
     try:
         serve.start()
         doc = docfactory.text_pdf(tmp_path / "doc.pdf", pages=2)
         with doc.open("rb") as f:
-            fields = {"to": f"sip:fax@127.0.0.1:{far_port}", "resolution": "standard"}
+            fields = {"to": far.uri, "resolution": "standard"}
             r = serve.client.post(
                 "/v1/jobs", data=fields, files={"document": ("doc.pdf", f, "application/pdf")}
             )
         assert r.status_code == 201, r.text
         job_id = r.json()["id"]
         with doc.open("rb") as f:
-            later = serve.client.post("/v1/jobs", data={"to": f"sip:fax@127.0.0.1:{far_port}",
+            later = serve.client.post("/v1/jobs", data={"to": far.uri,
                                                         "not_before": "2099-01-01T00:00:00Z"},
                                       files={"document": ("doc.pdf", f, "application/pdf")})  # fmt: skip
         assert later.status_code == 201, later.text
@@ -172,15 +85,14 @@ def test_kill_9_while_sending_then_restart_retries_and_loses_nothing(tmp_path: P
 
         wait_for(whole_fax, 30, f"no complete 2-page fax in {sorted(far_inbox.iterdir())}")
     finally:
-        far.send_signal(signal.SIGTERM)
-        far.wait(30)
+        far.close()
 
 
 def test_kill_9_while_receiving_keeps_the_pages_received(tmp_path: Path, serve: Serve) -> None:
     serve.start()
     doc = docfactory.text_pdf(tmp_path / "doc.pdf", pages=3)
-    sender = vfax("send", str(doc), "--to", f"sip:fax@127.0.0.1:{serve.sip_port}", "--resolution", "standard",
-                  log=tmp_path / "send.log")  # fmt: skip
+    sender = spawn(vfax_argv("send", str(doc), "--to", f"sip:fax@127.0.0.1:{serve.sip_port}", "--resolution",
+                             "standard"), tmp_path / "send.log")  # fmt: skip
     try:
         fax = wait_for(lambda: [f for f in serve.get("/v1/faxes")["faxes"] if f["pages"] >= 1], 90,
                        "no page was received")[0]  # fmt: skip

@@ -19,109 +19,38 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests import docfactory
+from tests.serve_process import (
+    ROOT,
+    Receiver,
+    ServeProcess,
+    free_port,
+    spawn,
+    vfax_argv,
+    wait_for,
+    write_config,
+)
 
 TOKEN = "nodes-test-token-0123"
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def vfax(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    full = dict(os.environ, PYTHONPATH=str(ROOT), VFAX_WORKERS="1", **(env or {}))  # one process per node
-    return subprocess.Popen(
-        [sys.executable, "-m", "vfax.cli", *args], cwd=ROOT, env=full, stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(what)
-
-
-class Node:
-    """One `vfax serve` with its own data directory, API and SIP ports."""
+class Node(ServeProcess):
+    """One `vfax serve` (one process: VFAX_WORKERS=1) with its own data directory, API and SIP ports."""
 
     def __init__(self, tmp: Path, name: str, database: str | None = None, *, channels: int = 2) -> None:
-        self.dir = tmp / name
-        self.dir.mkdir()
-        self.name = name
         self.api_port = free_port()
         self.sip_port = free_port(socket.SOCK_DGRAM)
-        db = f'database = "{database}"\n' if database else ""
-        self.config = self.dir / "vfax.toml"
-        self.config.write_text(f"""
-data_dir = "{self.dir / "data"}"
-{db}log_level = "info"
-
-[api]
-listen = "127.0.0.1:{self.api_port}"
-token = "{TOKEN}"
-
-[retry]
-max_attempts = 2
-backoff = [1]
-jitter = 0
-
-[service]
-lease_seconds = 6
-heartbeat_seconds = 0.5
-give_up_seconds = 3
-
-[[devices]]
-name = "line1"
-listen = "127.0.0.1:{self.sip_port}"
-channels = {channels}
-media_timeout = 5
-""")
-        self.log = self.dir / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}",
-                                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)  # fmt: skip
-
-    def start(self, env: dict[str, str] | None = None, *, wait: bool = True) -> None:
-        self.proc = vfax("serve", "--config", str(self.config), log=self.log, env=env)
-        if wait:
-            wait_for(self._healthy, 40, f"vfax serve {self.name} did not come up:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def _healthy(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"vfax serve {self.name} exited {self.proc.returncode}:\n{self.output()}")
-        try:
-            return self.client.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.client.close()
-
-    def get(self, path: str) -> Any:
-        r = self.client.get(path)
-        r.raise_for_status()
-        return r.json()
+        api = f"127.0.0.1:{self.api_port}"
+        (tmp / name).mkdir()
+        config = write_config(
+            tmp / name, api=api, token=TOKEN, database=database,
+            retry={"max_attempts": 2, "backoff": [1], "jitter": 0},
+            service={"lease_seconds": 6, "heartbeat_seconds": 0.5, "give_up_seconds": 3},
+            device={"listen": f"127.0.0.1:{self.sip_port}", "channels": channels, "media_timeout": 5},
+        )  # fmt: skip
+        super().__init__(name, config, api, TOKEN, env={"VFAX_WORKERS": "1"})
 
 
 @pytest.fixture
@@ -249,13 +178,7 @@ def test_a_live_node_id_is_refused_on_the_same_database(nodes: Callable[..., Nod
 def test_two_nodes_share_the_queue_send_each_job_once_and_list_each_other(
     nodes: Callable[..., Node], postgres: Any, tmp_path: Path
 ) -> None:
-    far = []
-    for i in range(2):
-        port = free_port(socket.SOCK_DGRAM)
-        inbox = tmp_path / f"far{i}"
-        proc = vfax("receive", "--listen", f"127.0.0.1:{port}", "--inbox", str(inbox),
-                    log=tmp_path / f"far{i}.log")  # fmt: skip
-        far.append((proc, port, inbox))
+    far = [Receiver("127.0.0.1", tmp_path, name=f"far{i}") for i in range(2)]
     a = nodes("a", postgres.url, channels=2)
     b = nodes("b", postgres.url, channels=2)
     try:
@@ -272,7 +195,7 @@ def test_two_nodes_share_the_queue_send_each_job_once_and_list_each_other(
             with doc.open("rb") as f:
                 r = a.client.post(
                     "/v1/jobs",
-                    data={"to": f"sip:fax@127.0.0.1:{far[i % 2][1]}", "resolution": "standard",
+                    data={"to": far[i % 2].uri, "resolution": "standard",
                           "not_before": str(due)},
                     files={"document": ("doc.pdf", f, "application/pdf")},
                 )  # fmt: skip
@@ -293,7 +216,7 @@ def test_two_nodes_share_the_queue_send_each_job_once_and_list_each_other(
         assert all([e["type"] for e in d["events"]].count("terminal") == 1 for d in details)
         # exactly one fax per job arrived at the far ends, and both nodes did some of the sending
         def received() -> int:  # the far end places a fax once its call has ended, after phase E
-            return sum(len(list(inbox.glob("fax-*.tif"))) for _, _, inbox in far)
+            return sum(len(list(r.inbox.glob("fax-*.tif"))) for r in far)
 
         wait_for(lambda: received() >= 4, 30, "the far ends did not place 4 faxes")
         time.sleep(1)
@@ -337,24 +260,20 @@ def test_two_nodes_share_the_queue_send_each_job_once_and_list_each_other(
         )  # fmt: skip
         assert listed
     finally:
-        for proc, _, _ in far:
-            proc.terminate()
-            proc.wait(10)
+        for r in far:
+            r.close()
 
 
 def test_a_node_cut_off_from_the_database_aborts_its_call_and_leaves_the_result_to_the_retry(
     nodes: Callable[..., Node], postgres: Any, tmp_path: Path
 ) -> None:
-    far_port = free_port(socket.SOCK_DGRAM)
-    far_inbox = tmp_path / "far"
-    far = vfax("receive", "--listen", f"127.0.0.1:{far_port}", "--inbox", str(far_inbox),
-               log=tmp_path / "far.log")  # fmt: skip
+    far = Receiver("127.0.0.1", tmp_path)
     a = nodes("a", postgres.url)
     try:
         a.start({"VFAX_NODE_ID": "node-a"})
         doc = docfactory.text_pdf(tmp_path / "doc.pdf", pages=3)
         with doc.open("rb") as f:
-            fields = {"to": f"sip:fax@127.0.0.1:{far_port}", "resolution": "standard"}
+            fields = {"to": far.uri, "resolution": "standard"}
             r = a.client.post("/v1/jobs", data=fields, files={"document": ("doc.pdf", f, "application/pdf")})
         assert r.status_code == 201, r.text
         job_id = r.json()["id"]
@@ -377,8 +296,7 @@ def test_a_node_cut_off_from_the_database_aborts_its_call_and_leaves_the_result_
         assert "job " + job_id + " abandoned (call aborted)" in a.output()
         assert [n["state"] for n in a.get("/v1/nodes")["nodes"]] == ["up"]
     finally:
-        far.terminate()
-        far.wait(10)
+        far.close()
 
 
 def test_pages_received_before_a_node_dies_are_in_the_database_and_served_by_another_node(
@@ -389,8 +307,8 @@ def test_pages_received_before_a_node_dies_are_in_the_database_and_served_by_ano
     b = nodes("b", postgres.url)
     b.start({"VFAX_NODE_ID": "node-b"})
     doc = docfactory.text_pdf(tmp_path / "doc.pdf", pages=3)
-    sender = vfax("send", str(doc), "--to", f"sip:fax@127.0.0.1:{b.sip_port}", "--resolution", "standard",
-                  log=tmp_path / "send.log")  # fmt: skip
+    sender = spawn(vfax_argv("send", str(doc), "--to", f"sip:fax@127.0.0.1:{b.sip_port}", "--resolution",
+                             "standard"), tmp_path / "send.log")  # fmt: skip
     try:
         fax = wait_for(
             lambda: [f for f in b.get("/v1/faxes")["faxes"] if f["pages"] >= 1], 90,
