@@ -375,5 +375,12 @@ def test_node_settings_defaults_validation_and_environment() -> None:
         "service.heartbeat_seconds: must be less than service.give_up_seconds (30)"
     )
     assert config_error(minimal(service={"node_id": "has space"})).startswith("service.node_id: must be")
+    assert parse_config(minimal(), environ={}).node.forget_nodes_after == 7 * 86400
+    env = {"VFAX_SERVICE_FORGET_NODES_AFTER": "3600"}
+    assert parse_config(minimal(), environ=env).node.forget_nodes_after == 3600
+    assert config_error(minimal(service={"forget_nodes_after": 60})).startswith(
+        "service.forget_nodes_after: must be more than service.lease_seconds (60)"
+    )
+    assert config_error(minimal(service={"forget_nodes_after": "soon"})).startswith("service.forget_nodes_after")
     assert config_error(minimal(service={"nodeid": "a"})).startswith("service.nodeid: unknown key")
     assert config_error(minimal(), {"VFAX_SERVICE_LEASE": "3"}).startswith("VFAX_SERVICE_LEASE: unknown key")
