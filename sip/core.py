@@ -9,7 +9,8 @@ must do on its own:
 * answers what it can without the application: OPTIONS (§11.2), 405 with Allow for methods it does not
   implement (§8.2.1), 420 with Unsupported for a Require it does not know (§8.2.2.3), 400 for a request
   that fails ``validate_request`` (§8.2), 481 for a request of an unknown dialog (§12.2.2), 403 for an
-  INVITE from a source outside the allow-list, 487 after CANCEL (§9.2);
+  INVITE from a source outside the allow-list, 487 after CANCEL (§9.2), and 503 to OPTIONS and new INVITEs
+  while the application has said it takes no new calls (``set_unavailable``);
 * sends the ACK for a 2xx and re-sends it for each 2xx retransmission (§13.2.2.4), retransmits its own 2xx
   until the ACK arrives and gives up with a BYE after 64*T1 (§13.3.1.4);
 * retries a request challenged with 401/407 (§22.2, RFC 7616) and an INVITE answered 422 (RFC 4028 §7.4);
@@ -190,6 +191,8 @@ class UserAgentCore:
         self.stats = {"received": 0, "dropped": 0, "bad_requests": 0, "sent": 0}
         self._failing_dest: Address | None = None
         self._uas_invites: dict[tuple[str, str, int], Call] = {}  # §8.2.2.2 merged-request detection
+        self.unavailable = False  # set_unavailable
+        self._retry_after: int | None = None
 
     # -- edge interface ------------------------------------------------------------------------------
 
@@ -253,6 +256,23 @@ class UserAgentCore:
     def ladder(self, call_id: str) -> list[tuple[float, str, str]]:
         """(time, ``in``/``out``, first line) of every message of a Call-ID, for the call report."""
         return list(self.ladders.get(call_id, ()))
+
+    def set_unavailable(self, unavailable: bool, *, retry_after: int | None = None) -> None:
+        """Take no new calls (a node being drained) or take them again.
+
+        While unavailable, OPTIONS outside a dialog and new INVITEs get 503 Service Unavailable (§21.5.4),
+        with ``Retry-After: retry_after`` seconds when given (without it a client must treat the 503 as a
+        500): a load balancer probing with OPTIONS takes this UA out of rotation and one that forwards an
+        INVITE here tries the next destination. Dialogs in progress are served as before.
+        """
+        if retry_after is not None and not 0 <= retry_after < 2**32:
+            raise UsageError(f"Retry-After {retry_after} is not a delta-seconds value")
+        self.unavailable = unavailable
+        self._retry_after = retry_after if unavailable else None
+
+    def _respond_unavailable(self, stxn: ServerTransaction, now: float, to_tag: str | None = None) -> None:
+        h = Headers([("Retry-After", str(self._retry_after))]) if self._retry_after is not None else None
+        self._respond(stxn, 503, now=now, to_tag=to_tag, headers=h)
 
     # -- building blocks -----------------------------------------------------------------------------
 
@@ -841,7 +861,9 @@ class UserAgentCore:
         if to_tag:
             call = self.calls.get((req.call_id, to_tag, req.from_.tag or ""))
             if call is None or call.dialog is None or call.terminated:
-                if method == "OPTIONS":
+                if method == "OPTIONS" and self.unavailable:
+                    self._respond_unavailable(stxn, now)
+                elif method == "OPTIONS":
                     self._respond(stxn, 200, now=now)
                 else:
                     self._respond(stxn, 481, now=now)
@@ -853,7 +875,9 @@ class UserAgentCore:
                 return
             self._in_dialog_request(call, req, stxn, now)
             return
-        if method == "INVITE":
+        if method in ("INVITE", "OPTIONS") and self.unavailable:
+            self._respond_unavailable(stxn, now, to_tag=new_tag() if method == "INVITE" else None)
+        elif method == "INVITE":
             self._new_incoming_call(req, stxn, source, now)
         elif method == "OPTIONS":
             self._respond(stxn, 200, now=now)

@@ -244,8 +244,10 @@ class IncomingInvite:
         self.ua._pump()
         return self.session
 
-    async def reject(self, status: int = 486, reason: str | None = None) -> None:
-        self.ua.core.reject(self.call, status, self.ua.now(), reason)
+    async def reject(
+        self, status: int = 486, reason: str | None = None, *, headers: Headers | dict[str, str] | None = None
+    ) -> None:
+        self.ua.core.reject(self.call, status, self.ua.now(), reason, _headers(headers))
         self.ua._pump()
 
 
@@ -359,6 +361,15 @@ class UserAgent:
         Times are on the clock of ``now()`` (the event loop's), so ``t - ua.now()`` is an age in seconds.
         """
         return self.core.ladder(call_id)
+
+    def set_unavailable(self, unavailable: bool, *, retry_after: int | None = None) -> None:
+        """Take no new calls (OPTIONS and new INVITEs get 503, see ``UserAgentCore.set_unavailable``) or
+        take them again; calls in progress go on."""
+        self.core.set_unavailable(unavailable, retry_after=retry_after)
+
+    @property
+    def unavailable(self) -> bool:
+        return self.core.unavailable
 
     # -- outgoing -------------------------------------------------------------------------------------
 

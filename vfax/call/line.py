@@ -46,6 +46,11 @@ def _placer() -> concurrent.futures.ThreadPoolExecutor:
 #: OPTIONS to the registrar this often notices a dead registrar within seconds, not at the next refresh.
 DEFAULT_KEEPALIVE_SECONDS = 30.0
 
+#: Retry-After of the 503 a draining line answers (RFC 3261 §21.5.4: without it a client must take the 503
+#: as a 500). Kamailio's dispatcher ignores it and probes every few seconds anyway; a client that honours
+#: it keeps away from this node for a minute, about what an upgrade takes, while other nodes take its calls.
+DRAIN_RETRY_AFTER_SECONDS = 60
+
 
 class BadDestination(ValueError):
     """A destination that cannot be dialled (the user's input, not the network's fault)."""
@@ -199,13 +204,15 @@ class FaxLine:
 
     # --- receiving ------------------------------------------------------------------------------------
     def set_unavailable(self, unavailable: bool) -> None:
-        """A draining node's line: new INVITEs are refused with 503 (a dispatcher in front tries the next
-        node); calls in progress go on."""
+        """A draining node's line: OPTIONS and new INVITEs are answered 503 with Retry-After by the SIP core
+        (a dispatcher probing with OPTIONS takes the node out of rotation, and tries the next node with an
+        INVITE sent meanwhile); calls in progress go on, outgoing calls can still be placed."""
         self.unavailable = unavailable
+        self.ua.set_unavailable(unavailable, retry_after=DRAIN_RETRY_AFTER_SECONDS)
 
     async def _incoming(self, incoming: IncomingInvite) -> None:
-        if self.unavailable:
-            await incoming.reject(503, "Service Unavailable")
+        if self.unavailable:  # the INVITE was handed over just before the line became unavailable
+            await incoming.reject(503, headers={"Retry-After": str(DRAIN_RETRY_AFTER_SECONDS)})
             return
         if len(self.active) >= self.config.channels:
             await incoming.reject(486, "Busy Here")
