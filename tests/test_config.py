@@ -381,6 +381,7 @@ def test_node_settings_defaults_validation_and_environment() -> None:
     assert config_error(minimal(service={"forget_nodes_after": 60})).startswith(
         "service.forget_nodes_after: must be more than service.lease_seconds (60)"
     )
-    assert config_error(minimal(service={"forget_nodes_after": "soon"})).startswith("service.forget_nodes_after")
+    soon = minimal(service={"forget_nodes_after": "soon"})
+    assert config_error(soon).startswith("service.forget_nodes_after")
     assert config_error(minimal(service={"nodeid": "a"})).startswith("service.nodeid: unknown key")
     assert config_error(minimal(), {"VFAX_SERVICE_LEASE": "3"}).startswith("VFAX_SERVICE_LEASE: unknown key")

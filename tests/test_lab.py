@@ -33,8 +33,8 @@ import typer
 from typer.testing import CliRunner
 
 from vfax.cli.health import check_health, evaluate_devices, health_command
+from vfax.cli.serve import serve_command
 from vfax.service.config import ConfigError, ServiceConfig, load_config, parse_config, parse_listen
-from vfax.service.serve import serve_command
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"

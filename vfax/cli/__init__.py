@@ -224,8 +224,7 @@ def loopback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (imported here so `vfax --help` lists them all)."""
-    from vfax.cli import fax, health, service, sip
-    from vfax.service import serve
+    from vfax.cli import fax, health, serve, service, sip
 
     app.command("send")(fax.send_command)
     app.command("receive")(fax.receive_command)

@@ -13,32 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from t38.engine import FaxEvent, FaxSession, Negotiated, PageDone
+from vfax.process import EXIT_BAD_INPUT, EXIT_FAILED  # noqa: F401 (re-exported: every command's exit codes)
 
 err = Console(stderr=True)
 out = Console()
-
-EXIT_FAILED = 1  # the fax (or call) did not succeed
-EXIT_BAD_INPUT = 2  # the user's input was unusable; nothing was done
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per log line (time, level, logger, message), for log collectors."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data)
-
-
-def use_json_logs() -> None:
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(JsonLogFormatter())
 
 
 def setup_logging(verbose: int) -> None:

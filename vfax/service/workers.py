@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_any
 from typing import TYPE_CHECKING, Any
 
-from vfax.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JsonLogFormatter
+from vfax.process import EXIT_BAD_INPUT, EXIT_FAILED, JsonLogFormatter
 from vfax.service.config import ConfigError, ServiceConfig, parse_listen
 
 if TYPE_CHECKING:
