@@ -1,5 +1,8 @@
 """`vfax jobs`, `status`, `cancel`, `submit`, `faxes`, `nodes`: clients of a running `vfax serve`.
 
+`vfax nodes drain|resume NODE_ID...` marks nodes of a cluster through any node's API; ``--wait`` waits
+until they may be stopped (see ``docs/cluster.md``, "Upgrading one node at a time").
+
 They talk to the local HTTP API (``--api``, default ``$VFAX_API`` or http://127.0.0.1:8025) with the bearer
 token of ``--token`` (default ``$VFAX_API_TOKEN``), using only the standard library (``urllib.request``).
 Exit codes as every vfax command: 0 done, 1 failed (service down, job already finished, server error),
@@ -9,9 +12,12 @@ Exit codes as every vfax command: 0 done, 1 failed (service down, job already fi
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import fnmatch
 import json
 import mimetypes
 import secrets
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -377,33 +383,130 @@ def faxes_command(
 
 
 _NODE_STYLE = {"up": "green", "stopped": "dim", "lost": "red"}
+#: How often `vfax nodes drain --wait` reads the nodes (their records change at each node's heartbeat).
+WAIT_POLL_SECONDS = 1.0
 
 
-def nodes_command(
-    api: ApiOpt = DEFAULT_API,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """List the nodes sharing the job store of a running `vfax serve` (any node answers for all)."""
-    client = _client(api, token)
-    data = _call(client, "GET", "/v1/nodes")
-    if as_json:
-        print_json(data)
-        return
-    table = Table(title=f"{len(data['nodes'])} node(s)")
+class NodesAction(enum.StrEnum):
+    list = "list"
+    drain = "drain"
+    resume = "resume"
+
+
+def _drain_column(node: dict[str, Any]) -> str:
+    if node.get("drained"):
+        return "[green]drained[/]"
+    return "[yellow]draining[/]" if node.get("draining") else ""
+
+
+def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(nodes)} node(s)")
     table.add_column("id", no_wrap=True)
-    for column in ("state", "api", "devices", "calls", "heartbeat", "started"):
+    for column in ("state", "drain", "api", "devices", "calls", "heartbeat", "started"):
         table.add_column(column, overflow="fold")
-    for node in data["nodes"]:
+    for node in nodes:
         regs = node.get("registrations") or {}
         devices = ", ".join(f"{d.get('name')} ({regs.get(d.get('name'), 'none')})" for d in node["devices"])
         table.add_row(
             node["id"],
             f"[{_NODE_STYLE.get(node['state'], 'white')}]{node['state']}[/]",
+            _drain_column(node),
             node["api"] or "",
             devices,
             str(len(node["calls"])),
             _when(node["heartbeat_at"]),
             _when(node["started_at"]),
         )
-    out.print(table)
+    return table
+
+
+def _targets(client: ApiClient, patterns: list[str]) -> list[str]:
+    """Node ids: a pattern with ``*?[`` names every node that is up and matches (``node1-w*``: the
+    workers of `vfax serve --workers` on node1); anything else is one node id, as given."""
+    ids: list[str] = []
+    listed: list[dict[str, Any]] | None = None
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?["):
+            ids.append(pattern)
+            continue
+        if listed is None:
+            listed = _call(client, "GET", "/v1/nodes")["nodes"]
+        found = [n["id"] for n in listed if n["state"] == "up" and fnmatch.fnmatchcase(n["id"], pattern)]
+        if not found:
+            fail(f"no node that is up matches {pattern!r}", EXIT_BAD_INPUT)
+        ids.extend(found)
+    return list(dict.fromkeys(ids))
+
+
+def _wait_drained(client: ApiClient, ids: list[str], timeout: float) -> list[dict[str, Any]]:
+    """Read the nodes until each of ``ids`` is drained (or no longer up); their records then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = {n["id"]: n for n in _call(client, "GET", "/v1/nodes")["nodes"]}
+        busy = []
+        for node_id in ids:
+            node = nodes.get(node_id)
+            if node is None or node["state"] != "up" or node["drained"]:
+                continue
+            if not node["draining"]:
+                fail(f"node {node_id} is no longer draining (resumed meanwhile)", EXIT_FAILED)
+            calls = len(node["calls"])
+            why = f"{calls} call(s) in progress" if calls else "its heartbeat has not confirmed the drain yet"
+            busy.append(f"{node_id} ({why})")
+        if not busy:
+            return [nodes[i] for i in ids if i in nodes]
+        if time.monotonic() >= deadline:
+            fail(f"still busy after {timeout:g} s: {', '.join(busy)}", EXIT_FAILED)
+        time.sleep(min(WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def nodes_command(
+    action: Annotated[
+        NodesAction,
+        typer.Argument(help="list (the default); drain: take no new work, let calls finish; resume.")
+    ] = NodesAction.list,
+    node_ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Nodes to drain or resume; a pattern such as 'node1-w*' names every matching node that is up"
+            " (all workers of one machine).",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="drain: wait until every node is drained (no call left), then exit 0."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.0, help="Seconds --wait waits before giving up (exit 1).")
+    ] = 1800.0,
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the nodes sharing the job store of a running `vfax serve` (any node answers for all), or
+    drain or resume some: `vfax nodes drain node1 --wait` before stopping node1 for an upgrade."""
+    if action is NodesAction.list and node_ids:
+        fail("node ids go with drain or resume, not with list", EXIT_BAD_INPUT)
+    if action is not NodesAction.list and not node_ids:
+        fail(f"{action.value}: which node? (see vfax nodes)", EXIT_BAD_INPUT)
+    if wait and action is not NodesAction.drain:
+        fail("--wait goes with drain", EXIT_BAD_INPUT)
+    client = _client(api, token)
+    if action is NodesAction.list:
+        data = _call(client, "GET", "/v1/nodes")
+        if as_json:
+            print_json(data)
+            return
+        out.print(_nodes_table(data["nodes"]))
+        return
+    ids = _targets(client, list(node_ids or []))
+    records = [_call(client, "POST", f"/v1/nodes/{_quote(node_id)}/{action.value}") for node_id in ids]
+    if wait:
+        records = _wait_drained(client, ids, timeout)
+    if as_json:
+        print_json({"nodes": records})
+        return
+    verb = "drained" if wait else ("draining" if action is NodesAction.drain else "resumed")
+    out.print(f"{verb}: {', '.join(ids)}")
+    out.print(_nodes_table(records))

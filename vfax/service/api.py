@@ -17,7 +17,9 @@ Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see 
     GET  /v1/faxes/{id}/pdf|tiff|report
     GET  /v1/events               server-sent events (id: store-wide event number; Last-Event-ID resumes)
     GET  /v1/devices              what the service reports about its devices
-    GET  /v1/nodes                every node sharing the job store (state, devices, calls)
+    GET  /v1/nodes                every node sharing the job store (state, devices, calls, draining)
+    POST /v1/nodes/{id}/drain     the node claims no new job and takes no new call; calls in progress go on
+    POST /v1/nodes/{id}/resume    it takes work again; 404 unknown node
     GET  /healthz                 liveness, no authentication
 
 Security: the token is compared in constant time (``hmac.compare_digest``) before any request body is
@@ -72,6 +74,7 @@ from vfax.store.model import (
     JobState,
     JobStore,
     NodeInfo,
+    NodeNotFoundError,
     OutboundJob,
     StoreUnavailableError,
 )
@@ -105,6 +108,7 @@ _PDF = "application/pdf"
 Wake = Callable[[], None]
 Subscribe = Callable[[], AsyncIterator[FaxEvent]]
 DevicesStatus = Callable[[], list[dict[str, Any]]]
+SetDraining = Callable[[bool], None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,6 +231,14 @@ class Node(BaseModel):
     devices: list[dict[str, Any]] = Field(description="Its devices as in `GET /v1/devices`.")
     registrations: dict[str, str] = Field(description="Registration state per device name.")
     calls: list[dict[str, Any]] = Field(description="Calls in progress (id, kind, device, call_id ...).")
+    draining: bool = Field(
+        description="Marked to drain (`POST /v1/nodes/{id}/drain`): it claims no new job and answers new "
+        "calls and OPTIONS 503; its calls in progress go on. Cleared by resume or when the node starts."
+    )
+    drained: bool = Field(
+        description="Draining, its last heartbeat says it applies the mark, and it had no call in progress "
+        "then: it may be stopped now without cutting a call."
+    )
     info: dict[str, Any] = Field(description="Everything the node reported in its last heartbeat.")
 
 
@@ -317,6 +329,10 @@ class _Files:
 def _node(node: NodeInfo) -> Node:
     info = dict(node.info)
     state = node.state if node.state in ("up", "stopped", "lost") else "lost"
+    calls = list(info.get("calls") or [])
+    # The mark is in the store at once; the node applies it within a heartbeat and reports that it does
+    # (info "draining"): only then does "no calls" mean that none will start.
+    drained = node.draining and state == "up" and info.get("draining") is True and not calls
     return Node(
         id=node.id,
         state=cast(Literal["up", "stopped", "lost"], state),
@@ -325,7 +341,9 @@ def _node(node: NodeInfo) -> Node:
         api=node.api or info.get("api"),
         devices=list(info.get("devices") or []),
         registrations={str(k): str(v) for k, v in dict(info.get("registrations") or {}).items()},
-        calls=list(info.get("calls") or []),
+        calls=calls,
+        draining=node.draining,
+        drained=drained,
         info=info,
     )
 
@@ -653,6 +671,7 @@ def _sse(number: int, event: FaxEvent) -> bytes:
 
 JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="Job id.")]
 FaxId = Annotated[str, PathParam(min_length=1, max_length=64, description="Received fax id.")]
+NodeId = Annotated[str, PathParam(min_length=1, max_length=200, description="Node id (`GET /v1/nodes`).")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Rows to skip.")]
 
@@ -681,11 +700,15 @@ def create_app(
     heartbeat: float = HEARTBEAT_SECONDS,
     poll_interval: float = POLL_SECONDS,
     file_cache: Path | None = None,
+    node_id: str | None = None,
+    set_draining: SetDraining | None = None,
 ) -> FastAPI:
     """The API over ``store``. ``wake()`` is called (in the event loop) after a job was submitted or
     cancelled; ``subscribe()``, when given, yields live events and makes the event stream prompt (the
     stream reads the events themselves from the store, so none is missed or repeated); without it the
-    stream polls the store every ``poll_interval`` seconds."""
+    stream polls the store every ``poll_interval`` seconds. ``node_id`` is the node this process runs:
+    a drain or resume of that node is also applied at once with ``set_draining(flag)`` (other nodes
+    follow the mark in the store at their next heartbeat)."""
     files = _Files(inbox_dir, store, file_cache or spool_dir / "cache")
     feed = _EventFeed(store)
     app = FastAPI(
@@ -1043,6 +1066,50 @@ def create_app(
     async def list_nodes() -> NodeList:
         nodes = await asyncio.to_thread(store.list_nodes)
         return NodeList(nodes=[_node(n) for n in nodes])
+
+    async def mark_draining(target: str, flag: bool) -> Node:
+        try:
+            record = await asyncio.to_thread(store.set_node_draining, target, flag)
+        except NodeNotFoundError:
+            raise ApiError(404, "not_found", f"no node {target!r}") from None
+        here = target == node_id and set_draining is not None
+        if here:
+            cast(SetDraining, set_draining)(flag)  # this process: at once, not at its next heartbeat
+        log.warning("node %s %s through the API%s", target, "marked draining" if flag else "resumed",
+                    "" if here else " (it follows the mark at its next heartbeat)")  # fmt: skip
+        return _node(record)
+
+    node_responses: dict[int | str, dict[str, Any]] = {
+        **common,
+        404: {"model": ErrorBody, "description": "No such node."},
+    }
+
+    @app.post(
+        "/v1/nodes/{node_id}/drain",
+        tags=["service"],
+        summary="Drain a node",
+        description="The node claims no new job and answers new calls and OPTIONS 503 (so a dispatcher "
+        "in front routes around it); its calls in progress finish. The node that serves this request "
+        "applies it at once when it is the one drained, another node at its next heartbeat. Once `drained` "
+        "is true in `GET /v1/nodes` the node may be stopped without cutting a call. The mark is cleared "
+        "by resume and when the node starts again. Answers the node's record.",
+        response_model=Node,
+        responses=node_responses,
+    )
+    async def drain_node(node_id: NodeId) -> Node:
+        return await mark_draining(node_id, True)
+
+    @app.post(
+        "/v1/nodes/{node_id}/resume",
+        tags=["service"],
+        summary="Put a drained node back to work",
+        description="Clears the drain mark: the node claims jobs and takes calls again (at once when it "
+        "serves this request, else at its next heartbeat). Answers the node's record.",
+        response_model=Node,
+        responses=node_responses,
+    )
+    async def resume_node(node_id: NodeId) -> Node:
+        return await mark_draining(node_id, False)
 
     # Starlette adds middleware outside-in in reverse order: CORS (if any) must see preflights first.
     app.add_middleware(_Guard, token=config.token, max_body=config.max_upload_bytes)

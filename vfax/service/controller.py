@@ -399,8 +399,11 @@ class Controller:
 
     async def _follow_drain_mark(self) -> None:
         """Apply the drain mark of this node's row (any node's API may set it)."""
+        before = self.draining
         me = next((n for n in await self.astore.list_nodes() if n.id == self.node_id), None)
-        if me is not None and me.draining != self.draining:
+        # This node's API may have changed the mark (and applied it) while the list was read: the row
+        # read may predate that change, so it must not undo it; the next heartbeat reads it again.
+        if me is not None and self.draining == before and me.draining != self.draining:
             self.set_draining(me.draining)
 
     def set_draining(self, draining: bool) -> None:

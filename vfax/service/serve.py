@@ -142,6 +142,8 @@ async def run_service(
             subscribe=controller.subscribe,
             devices_status=controller.devices_status if worker is None else worker.attach(controller),
             file_cache=config.data_dir / "cache",
+            node_id=controller.node_id,
+            set_draining=controller.set_draining,
         )
         server = await serve_api(app, config.api.listen, sock=worker.api_socket if worker else None)
         host, port = server.address
