@@ -19,16 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.peers.kamailio import KamailioServer
+from tests.serve_process import free_port
 from vfax.cli.health import api_from_config, check_health
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "health-test-token-0123456789"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

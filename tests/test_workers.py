@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests import docfactory
+from tests.serve_process import free_port
 from vfax.store.sqlite import SqliteJobStore
 
 TOKEN = "workers-test-token"
@@ -33,12 +34,6 @@ STRIDE = 10
 def env() -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VFAX_")}
     return dict(clean, PYTHONPATH=str(ROOT))
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_free(port: int) -> bool:

@@ -29,6 +29,7 @@ import subprocess
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -99,21 +100,43 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise NetnsUnavailable(f"no free {SUBNET_PREFIX}.X.0/24 subnet")
 
 
+def _port_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range (which outgoing connections draw from, so a port chosen
+    there can be taken by a client socket before the process under test binds it), split between the
+    pytest-xdist workers so that two workers never hand out the same port."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    lo, hi = 20000, max(20000 + 2000, min(low, 32768))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    span = (hi - lo) // max(1, count)
+    return lo + index * span, lo + (index + 1) * span
+
+
+_chosen: set[int] = set()
+_pick = random.Random(os.getpid() ^ int.from_bytes(os.urandom(4), "big"))
+
+
 def free_port(host: str, kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free on ``host`` (an address of this namespace) for ``kind``, and for TCP too if UDP."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-            if kind != socket.SOCK_DGRAM:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise OSError(f"no free port on {host}")
+    """A port free on ``host`` (an address of this namespace) for ``kind``, and for TCP too if UDP; never
+    one this process handed out before, and outside the ephemeral range (see :func:`_port_range`)."""
+    lo, hi = _port_range()
+    for _ in range(500):
+        port = _pick.randrange(lo, hi)
+        if port in _chosen:
+            continue
+        kinds = (kind,) if kind != socket.SOCK_DGRAM else (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+        try:
+            for k in kinds:
+                with socket.socket(socket.AF_INET, k) as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        _chosen.add(port)
+        return port
+    raise OSError(f"no free port on {host} in {lo}-{hi}")
 
 
 @dataclass
