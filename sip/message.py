@@ -21,6 +21,7 @@ from sip.uri import URI_SCHEMES, NameAddr, SipUri, Via, is_token, split_header_v
 
 __all__ = [
     "COMPACT_FORMS",
+    "CSEQ_MISMATCH",
     "PING",
     "PONG",
     "REASON_PHRASES",
@@ -31,7 +32,9 @@ __all__ = [
     "Request",
     "Response",
     "StreamFramer",
+    "UnparsedRequest",
     "parse_message",
+    "salvage_request",
     "validate_request",
     "validate_response",
 ]
@@ -543,17 +546,27 @@ class Response(Message):
 
     @classmethod
     def for_request(
-        cls, req: Request, status: int, reason: str | None = None, to_tag: str | None = None
+        cls,
+        req: Request | UnparsedRequest,
+        status: int,
+        reason: str | None = None,
+        to_tag: str | None = None,
     ) -> Response:
         """A response to ``req`` per RFC 3261 §8.2.6: Via (all, in order), From, To, Call-ID, CSeq copied.
 
         ``to_tag`` is added to To unless To already has a tag (an in-dialog request) or this is a 100
-        (§8.2.6.2). A 100 also copies Timestamp (§8.2.6.1). Headers missing from ``req`` are skipped, so
-        this also answers a request that failed ``validate_request``.
+        (§8.2.6.2). A 100 also copies Timestamp (§8.2.6.1). Headers missing from ``req`` are skipped and
+        only the first of a repeated From, To, Call-ID or CSeq is copied, so this also answers a request
+        that failed ``validate_request`` or ``parse_message`` with a well-formed response.
         """
         h = Headers()
         items = h._items
+        seen: set[str] = set()
         for key, name, value in req.headers._items:
+            if key in _SINGLE_COPIED:
+                if key in seen:
+                    continue
+                seen.add(key)
             if key in ("via", "from", "call-id", "cseq") or (key == "timestamp" and status == 100):
                 items.append((key, name, value))
             elif key == "to":
@@ -572,6 +585,22 @@ class Response(Message):
 
     def __bytes__(self) -> bytes:
         return self._serialize(self.start_line)
+
+
+_SINGLE_COPIED = frozenset({"from", "to", "call-id", "cseq", "timestamp"})
+
+
+@dataclass(slots=True)
+class UnparsedRequest:
+    """What ``salvage_request`` could read of a request that ``parse_message`` refused.
+
+    Enough to answer it 400 statelessly (§8.2.6): the method (an ACK is never answered), the header
+    fields that could be split into name and value, and ``error``, why the request was refused.
+    """
+
+    method: str
+    headers: Headers
+    error: str
 
 
 def _has_tag(to_value: str) -> bool:
@@ -610,7 +639,7 @@ def _parse_head(head: bytes) -> Request | Response:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = head.decode("latin-1")  # old phones send Latin-1 display names; keep the message
-    if "\x00" in text:
+    if "\x00" in text and not _nuls_are_quoted_pairs(text):
         raise SipParseError("NUL byte in header section")
     lines = text.split("\n")
     start_line = lines[0].removesuffix("\r")
@@ -642,6 +671,33 @@ def _parse_head(head: bytes) -> Request | Response:
     return msg
 
 
+def _nuls_are_quoted_pairs(text: str) -> bool:
+    """True when every NUL is the escaped octet of a quoted-pair (``\\`` then NUL, RFC 3261 §25.1).
+
+    A quoted-pair may escape any octet but CR and LF, so RFC 4475 §3.1.1.2 puts one in a display name.
+    """
+    i = text.find("\x00")
+    while i >= 0:
+        j = i  # count the backslashes just before the NUL (runs before two NULs never overlap: linear)
+        while j > 0 and text[j - 1] == "\\":
+            j -= 1
+        if (i - j) % 2 == 0:
+            return False
+        i = text.find("\x00", i + 1)
+    return True
+
+
+def _request_line_fault(line: str) -> str:
+    """Say what is wrong with a request line that is not ``method SP Request-URI SP SIP-Version`` (§7.1)."""
+    if line != line.rstrip(" \t"):
+        return "bad request line: whitespace after the SIP version"
+    if line != line.lstrip(" \t") or "  " in line or "\t" in line:
+        return "bad request line: more than one space between its elements"
+    if len(line.split(" ")) > 3:
+        return "bad request line: whitespace inside the Request-URI"
+    return "bad request line: not 'method Request-URI SIP-version'"
+
+
 def _parse_start_line(line: str, headers: Headers) -> Request | Response:
     if not line:
         raise SipParseError("empty start line")
@@ -655,14 +711,18 @@ def _parse_start_line(line: str, headers: Headers) -> Request | Response:
         reason = reason.strip(" \t")
         return Response(status=int(code), reason=reason, headers=headers, version=version.upper())
     parts = line.split(" ")
-    if len(parts) != 3:
-        raise SipParseError(f"bad request line {line[:80]!r}")
+    if len(parts) != 3 or not all(parts):
+        raise SipParseError(_request_line_fault(line))
     method, uri_text, version = parts
     if not is_token(method):
         raise SipParseError(f"bad method {method[:40]!r}")
     if not _valid_version(version):
         raise SipParseError(f"bad SIP version in request line {line[:80]!r}")
-    return Request(method=method, uri=SipUri.parse(uri_text), headers=headers, version=version.upper())
+    try:
+        uri = SipUri.parse(uri_text)
+    except SipParseError as exc:
+        raise SipParseError(f"bad Request-URI: {exc}") from exc
+    return Request(method=method, uri=uri, headers=headers, version=version.upper())
 
 
 def _valid_version(version: str) -> bool:
@@ -694,6 +754,61 @@ def parse_message(data: bytes) -> Request | Response:
         body = body[:length]
     msg.body = body
     return msg
+
+
+def salvage_request(data: bytes, error: str) -> UnparsedRequest | None:
+    """Read what can be read of a request ``parse_message`` refused with ``error``, to answer it 400.
+
+    RFC 3261 §8.2 and RFC 4475 §3.1.2 ask for 400 to a malformed request when its request line and top
+    Via can still be read (a Content-Length larger than the body, a negative one, a bad Request-URI, extra
+    spaces in the request line, no blank line after the header section...). Returns None for anything
+    else: a response, a first line that is no request line (no method token, no SIP version at its end),
+    or no readable top Via; those are dropped. Header lines that cannot be split into a name and a value,
+    or that hold a NUL or a bare CR, are left out, so the answer built from the rest is well formed.
+    """
+    data = bytes(data)
+    start = _skip_leading_crlf(data)
+    end, _sep = _find_head_end(data, start)
+    head = data[start:] if end < 0 else data[start:end]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
+    lines = text.split("\n")
+    first = lines[0].removesuffix("\r")
+    method = first.split(" ", 1)[0]
+    words = first.split()
+    if (
+        not is_token(method)
+        or method[:4].upper() == "SIP/"
+        or len(words) < 2
+        or not _valid_version(words[-1])
+        or "\x00" in first
+    ):
+        return None
+    items: list[tuple[str, str]] = []
+    for raw in lines[1:]:
+        line = raw.removesuffix("\r")
+        if "\x00" in line or "\r" in line:
+            items.append(("", ""))  # an unusable line: also ends a folded header it would continue
+            continue
+        if line[:1] in (" ", "\t"):
+            if items and items[-1][0]:
+                name, value = items[-1]
+                items[-1] = (name, (value + " " + line.strip(" \t")).strip(" "))
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        items.append((name, value.strip(" \t")) if colon and is_token(name) else ("", ""))
+    headers = Headers._from_parsed([item for item in items if item[0]])
+    try:
+        vias = headers.values("Via")
+        if not vias:
+            return None
+        Via.parse(vias[0])
+    except SipParseError:
+        return None
+    return UnparsedRequest(method=method, headers=headers, error=error)
 
 
 # ---------------------------------------------------------------------------------------------- streams
@@ -807,17 +922,26 @@ class StreamFramer:
 # ---------------------------------------------------------------------------------------------- validation
 
 
+CSEQ_MISMATCH = "CSeq Method Does Not Match Request"
+
+#: Headers whose grammar allows one value: a request with two of them is refused (§7.3.1, §20).
+_SINGLE_VALUED = frozenset({"From", "To", "Call-ID", "CSeq", "Max-Forwards"})
+
+
 def validate_request(req: Request) -> None:
     """Check what a UAS needs before processing a request (RFC 3261 §8.2); raise ``InvalidRequest``.
 
-    Mandatory headers present and well formed (Via, From, To, Call-ID, CSeq), CSeq method equal to the
-    request method, Max-Forwards 0-255 when present, Content-Type present with a body (§7.4.1), SIP/2.0
-    (else 505), a sip/sips/tel Request-URI (else 416). The ``reason`` is meant as the reason phrase.
+    Mandatory headers present, once, and well formed (Via, From, To, Call-ID, CSeq), CSeq method equal to
+    the request method, Max-Forwards 0-255 and once when present, Content-Type present with a body
+    (§7.4.1), SIP/2.0 (else 505), a sip/sips/tel Request-URI (else 416) without header fields (§19.1.1,
+    RFC 4475 §3.1.2.11). The ``reason`` is meant as the reason phrase.
     """
     if req.version != SIP_VERSION:
         raise InvalidRequest("Version Not Supported", 505)
     if req.uri.scheme not in URI_SCHEMES:
         raise InvalidRequest("Unsupported URI Scheme", 416)
+    if req.uri.headers:
+        raise InvalidRequest("Header Fields Not Allowed In Request-URI")
     for name, check in (
         ("Via", lambda: req.vias),
         ("From", lambda: req.from_),
@@ -829,13 +953,15 @@ def validate_request(req: Request) -> None:
     ):
         if name not in req.headers and name not in ("Max-Forwards", "Content-Length"):
             raise InvalidRequest(f"Missing {name} Header")
+        if name in _SINGLE_VALUED and len(req.headers.get_all(name)) > 1:
+            raise InvalidRequest(f"Multiple {name} Headers")  # §7.3.1: one field line only (RFC 4475 multi01)
         try:
             check()
         except SipParseError as exc:
             log.debug("invalid %s in %s request: %s", name, req.method, exc)
             raise InvalidRequest(f"Malformed {name} Header") from exc
     if req.cseq[1] != req.method:
-        raise InvalidRequest("CSeq Method Does Not Match Request")
+        raise InvalidRequest(CSEQ_MISMATCH)
     if req.body and "Content-Type" not in req.headers:
         raise InvalidRequest("Missing Content-Type Header")
 
