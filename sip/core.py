@@ -6,11 +6,14 @@ INVITE sessions (``Call``). The edge feeds it with ``receive_datagram``/``receiv
 application must know), and re-arms one timer at ``next_deadline()``. It does everything a user agent
 must do on its own:
 
-* answers what it can without the application: OPTIONS (§11.2), 405 with Allow for methods it does not
-  implement (§8.2.1), 420 with Unsupported for a Require it does not know (§8.2.2.3), 400 for a request
-  that fails ``validate_request`` (§8.2), 481 for a request of an unknown dialog (§12.2.2), 403 for an
-  INVITE from a source outside the allow-list, 487 after CANCEL (§9.2), and 503 to OPTIONS and new INVITEs
-  while the application has said it takes no new calls (``set_unavailable``);
+* answers what it can without the application: OPTIONS (§11.2), 501 with Allow for a method it does
+  not know and 405 for a SIP method it does not serve (§8.2.1, §21.5.2), 420 with Unsupported for a
+  Require it does not know (§8.2.2.3), 400 with the fault as reason phrase for a request that fails
+  ``validate_request`` (§8.2) or even ``parse_message`` when its request line and top Via can still be
+  read (RFC 4475 §3.1.2), 415 with Accept to an INVITE/UPDATE body that is not SDP and 406 when the
+  request's Accept excludes SDP (§8.2.3, §21.4.7), 481 for a request of an unknown dialog (§12.2.2), 403
+  for an INVITE from a source outside the allow-list, 487 after CANCEL (§9.2), and 503 to OPTIONS and
+  new INVITEs while the application has said it takes no new calls (``set_unavailable``);
 * sends the ACK for a 2xx and re-sends it for each 2xx retransmission (§13.2.2.4), retransmits its own 2xx
   until the ACK arrives and gives up with a BYE after 64*T1 (§13.3.1.4);
 * retries a request challenged with 401/407 (§22.2, RFC 7616) and an INVITE answered 422 (RFC 4028 §7.4);
@@ -54,10 +57,13 @@ from sip.calls import (
 from sip.dialog import Dialog, DialogState
 from sip.errors import InvalidRequest, SipError, SipParseError
 from sip.message import (
+    CSEQ_MISMATCH,
     Headers,
     Request,
     Response,
+    UnparsedRequest,
     parse_message,
+    salvage_request,
     validate_request,
     validate_response,
 )
@@ -98,6 +104,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE")
+#: SIP methods we know but do not serve (405, §21.4.6); any other method is not implemented (501, §21.5.2).
+KNOWN_METHODS = frozenset(
+    {"REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH"}
+)
+#: The body types we take in an INVITE/UPDATE and send in answers (Accept of a 415, §21.4.16).
+ACCEPTED_BODIES = ("application/sdp",)
 SUPPORTED_EXTENSIONS = ("timer",)
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 MAX_AUTH_ATTEMPTS = 3
@@ -137,6 +149,8 @@ class CoreConfig:
     ladder_calls: int = 4096
     #: Messages kept per Call-ID (a flood on one Call-ID must not grow memory without end).
     ladder_length: int = 1000
+    #: Malformed datagrams are logged once per this many seconds, with the count since the last line.
+    malformed_log_interval: float = 10.0
 
 
 def destination_for(uri: SipUri, default_transport: str = "udp") -> Address:
@@ -193,6 +207,8 @@ class UserAgentCore:
         self._uas_invites: dict[tuple[str, str, int], Call] = {}  # §8.2.2.2 merged-request detection
         self.unavailable = False  # set_unavailable
         self._retry_after: int | None = None
+        self._malformed_log_at = float("-inf")  # when the next malformed datagram may be logged
+        self._malformed_unlogged = 0
 
     # -- edge interface ------------------------------------------------------------------------------
 
@@ -216,16 +232,44 @@ class UserAgentCore:
             log.exception("SIP timer callback failed")
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
-        """One UDP datagram (RFC 3261 §18.3); garbage is logged at DEBUG and dropped."""
+        """One UDP datagram (RFC 3261 §18.3).
+
+        A request that does not parse but whose request line and top Via can be read gets a stateless
+        400 naming the fault (RFC 4475 §3.1.2); other garbage is dropped. Both are logged at most once
+        per ``malformed_log_interval``, so a scanner cannot flood the log.
+        """
         if not data.strip(b"\r\n\x00 "):
             return  # keep-alive (RFC 5626 §3.5.1) or padding
         try:
             msg = parse_message(data)
         except SipParseError as exc:
-            self.stats["dropped"] += 1
-            log.debug("dropping unparseable datagram from %s:%s: %s", source[1], source[2], exc)
+            self._now = now
+            broken = salvage_request(data, str(exc))
+            if broken is None or broken.method == "ACK":
+                self.stats["dropped"] += 1
+                self._report_malformed(source, f"dropped: {exc}", now)
+                return
+            self.stats["bad_requests"] += 1
+            self._report_malformed(source, f"{broken.method} answered 400: {exc}", now)
+            try:
+                self._respond_stateless(broken, source, 400, _reason_phrase(str(exc)), now)
+            except Exception:  # never let an answer to garbage stop the edge
+                log.exception("SIP core failed answering a malformed request from %s:%s", *source[1:])
             return
         self.receive_message(msg, source, now)
+
+    def _report_malformed(self, source: Address, what: str, now: float) -> None:
+        log.debug("malformed datagram from %s:%s: %s", source[1], source[2], what)
+        if now < self._malformed_log_at:
+            self._malformed_unlogged += 1
+            return
+        more = self._malformed_unlogged
+        log.info(
+            "malformed datagram from %s:%s %s%s", source[1], source[2], what,
+            f" ({more} more malformed datagrams since the last report)" if more else "",
+        )  # fmt: skip
+        self._malformed_unlogged = 0
+        self._malformed_log_at = now + self.config.malformed_log_interval
 
     def receive_message(self, msg: Request | Response, source: Address, now: float) -> None:
         """One parsed message (from a datagram or a ``StreamFramer``); never raises for peer input."""
@@ -418,7 +462,8 @@ class UserAgentCore:
                 h.add("Record-Route", value)
         if contact_transport is not None:
             h.add("Contact", str(self.contact(contact_transport)))
-        if status == 405 or (txn.request.method in ("INVITE", "OPTIONS", "UPDATE") and 200 <= status < 300):
+        method = txn.request.method
+        if status in (405, 501) or (method in ("INVITE", "OPTIONS", "UPDATE") and 200 <= status < 300):
             h.add("Allow", ", ".join(ALLOWED_METHODS))
         if txn.request.method in ("INVITE", "OPTIONS", "UPDATE") and status >= 200:
             h.add("Supported", ", ".join(SUPPORTED_EXTENSIONS))
@@ -438,7 +483,9 @@ class UserAgentCore:
             raise UsageError(str(exc)) from exc
         return resp
 
-    def _respond_stateless(self, req: Request, source: Address, status: int, reason: str, now: float) -> None:
+    def _respond_stateless(
+        self, req: Request | UnparsedRequest, source: Address, status: int, reason: str, now: float
+    ) -> None:
         """§8.2.6 without a transaction: for requests too broken to match one."""
         if req.method == "ACK":
             return
@@ -815,7 +862,10 @@ class UserAgentCore:
         except InvalidRequest as exc:
             self.stats["bad_requests"] += 1
             log.debug("invalid %s from %s:%s: %s", req.method, source[1], source[2], exc.reason)
-            self._respond_stateless(req, source, exc.status, exc.reason, now)
+            status, reason = exc.status, exc.reason
+            if _not_implemented(req.method) and exc.reason == CSEQ_MISMATCH:
+                status, reason = 501, "Not Implemented"  # RFC 4475 §3.1.2.18 prefers it to 400
+            self._respond_stateless(req, source, status, reason, now)
             return
         if req.uri.scheme == "tel":
             self._respond_stateless(req, source, 416, "Unsupported URI Scheme", now)
@@ -850,7 +900,7 @@ class UserAgentCore:
     def _dispatch_request(self, req: Request, stxn: ServerTransaction, source: Address, now: float) -> None:
         method = req.method
         if method not in ALLOWED_METHODS:
-            self._respond(stxn, 405, now=now)
+            self._respond(stxn, 501 if _not_implemented(method) else 405, now=now)
             return
         unsupported = [ext for ext in req.require if ext.lower() not in SUPPORTED_EXTENSIONS]
         if unsupported:
@@ -873,16 +923,44 @@ class UserAgentCore:
             except InvalidRequest as exc:
                 self._respond(stxn, exc.status, exc.reason, now=now)
                 return
-            self._in_dialog_request(call, req, stxn, now)
+            if not self._refuse_content(req, stxn, now):
+                self._in_dialog_request(call, req, stxn, now)
             return
         if method in ("INVITE", "OPTIONS") and self.unavailable:
             self._respond_unavailable(stxn, now, to_tag=new_tag() if method == "INVITE" else None)
+        elif method == "INVITE" and self._refuse_content(req, stxn, now, to_tag=new_tag()):
+            return
         elif method == "INVITE":
             self._new_incoming_call(req, stxn, source, now)
         elif method == "OPTIONS":
             self._respond(stxn, 200, now=now)
         else:
             self._respond(stxn, 481, now=now)
+
+    def _refuse_content(
+        self, req: Request, stxn: ServerTransaction, now: float, to_tag: str | None = None
+    ) -> bool:
+        """§8.2.3: 415 for an INVITE/UPDATE body we cannot read, 406 when we may not answer in SDP.
+
+        The body is an offer we must understand (415 with Accept, and Accept-Encoding for an encoding we
+        lack); the answer or offer we send back is SDP, so an Accept that excludes it gets 406 (§21.4.7,
+        RFC 4475 §3.3.15). A body-less UPDATE (a session refresh) is answered without a body: no check.
+        True when the request was refused.
+        """
+        if req.method not in ("INVITE", "UPDATE") or (req.method == "UPDATE" and not req.body):
+            return False
+        if req.body:
+            encoding = [e.lower() for e in req.headers.values("Content-Encoding")]
+            if req.media_type not in ACCEPTED_BODIES or any(e != "identity" for e in encoding):
+                h = Headers([("Accept", ", ".join(ACCEPTED_BODIES)), ("Accept-Encoding", "identity")])
+                self._respond(stxn, 415, now=now, to_tag=to_tag, headers=h)
+                return True
+        accept = [a.split(";", 1)[0].strip(" \t").lower() for a in req.headers.values("Accept")]
+        if accept and not any(a in ("*/*", "application/*", *ACCEPTED_BODIES) for a in accept):
+            h = Headers([("Accept", ", ".join(ACCEPTED_BODIES))])
+            self._respond(stxn, 406, now=now, to_tag=to_tag, headers=h)
+            return True
+        return False
 
     def _in_dialog_request(self, call: Call, req: Request, stxn: ServerTransaction, now: float) -> None:
         method = req.method
@@ -1430,6 +1508,17 @@ _DIALOG_HEADERS = frozenset(
         "content-length",
     }
 )
+
+
+def _not_implemented(method: str) -> bool:
+    """A method neither served nor known as a SIP method: 501, not 405 (§21.5.2)."""
+    return method not in ALLOWED_METHODS and method not in KNOWN_METHODS
+
+
+def _reason_phrase(fault: str) -> str:
+    """A 400 reason phrase naming ``fault``: printable ASCII only, short (§25.1 Reason-Phrase)."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in fault)
+    return f"Bad Request ({text[:100]})"
 
 
 def _lr(uri: SipUri) -> SipUri:
