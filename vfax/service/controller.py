@@ -237,7 +237,9 @@ class Controller:
         """The calls this node runs now: job or fax id, direction, device, SIP call id."""
         calls = []
         for device, handle in list(self._active.values()):
-            if handle is None:
+            if handle is None:  # claimed a moment ago, its task not started yet: still a call to come
+                calls.append({"id": None, "kind": "starting", "device": device.name, "call_id": None,
+                              "status": "starting", "pages": 0})  # fmt: skip
                 continue
             calls.append({
                 "id": self._job_of.get(handle.id),
