@@ -411,19 +411,19 @@ def ramp(root: Path, workers: int, cap_cores: float | None, steps: list[int], ar
     rig: CapacityRig | None = None
     say(f"{label}: a fresh service per step, each worker's device with ceil(calls / {workers}) channels")
     try:
-        per_job = 0.05
+        per_job = 0.15  # seconds to submit one job (upload, conversion): then as the last batch measured
         for calls in steps:
             # a fresh service per step, its channels split evenly: a worker claims up to its channels,
             # so with more it could take a whole batch while the other idles
             rig = CapacityRig(root / f"step{calls}", workers, -(-calls // workers), args.far_ends, cap, calls)
             rig.start()
-            lead = max(3.0, calls * per_job * 1.5 + 2.0)
+            lead = max(3.0, calls * per_job * 1.5 + 3.0)
             step = run_step(rig, calls, document, lead, args, result.baseline_s)
             rig.close()
             if cap is not None:
                 cap.close()
-            if step.calls > 0:
-                per_job = max(0.01, step.submit_s / step.calls)
+            if step.calls > 1:
+                per_job = step.submit_s / step.calls
             if not result.baseline_s and calls == 1 and step.carried:
                 result.baseline_s = step.mean_call_s
             result.steps.append(step)
@@ -484,6 +484,11 @@ def verdict(ramps: list[Ramp]) -> list[dict[str, Any]]:
                 f" faxes/min {one.peak.per_min:.1f} vs {many.peak.per_min:.1f}: {rate:.2f}x;"
                 f" target {TARGET}x "
                 + ("MET" if calls >= TARGET else "NOT MET"))  # fmt: skip
+        brackets = []
+        for r in (one, many):
+            above = r.steps[-1].calls if r.steps[-1] is not r.peak else None
+            brackets.append(f"{r.workers} worker(s) [{r.peak.calls}, {above if above else 'untested'})")
+        text += " (limits bracketed by the steps: " + ", ".join(brackets) + ")"
         if topped:
             names = ", ".join(f"--workers {r.workers}" for r in topped)
             text += f" (the ramp of {names} carried its largest step: its limit is higher; add --calls)"
@@ -496,8 +501,14 @@ def verdict(ramps: list[Ramp]) -> list[dict[str, Any]]:
                      f" {sum(v for k, v in at.cores.items() if k.startswith(('worker', 'supervisor'))):.2f},"
                      f" far ends {sum(v for k, v in at.cores.items() if k.startswith('far')):.2f},"
                      f" other {at.cores.get('other', 0):.2f}); per fax the far ends cost"
-                     f" {at.far_cpu_ms_per_fax:.0f} ms CPU and the sender {at.worker_cpu_ms_per_fax:.0f} ms:"
-                     " what a second worker would need is not free on this machine")  # fmt: skip
+                     f" {at.far_cpu_ms_per_fax:.0f} ms CPU and the sender {at.worker_cpu_ms_per_fax:.0f} ms")
+            if at.cores.get("other", 0) > 0.3:
+                text += (f"; other processes took {at.cores['other']:.2f} cores meanwhile"
+                         + (f" and the submission overran the start by {at.late_start_s:.1f} s"
+                            if at.late_start_s > 2 else "") + ": rerun on a quiet machine")
+            else:
+                text += ("; the far ends on the same machine need as much CPU as the sender, so a second"
+                         " worker finds no free core")
         item["text"] = text
         out.append(item)
     return out
