@@ -64,6 +64,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vfax import documents
 from vfax.service.config import ApiConfig, parse_listen
+from vfax.service.converter import DocumentConverter
 from vfax.storage import fsync_dir
 from vfax.store.events import FaxEvent
 from vfax.store.model import (
@@ -584,9 +585,10 @@ def _spool_and_submit(
     resolution: documents.Resolution,
     paper: documents.PaperSize,
     submit_kw: dict[str, Any],
+    converter: DocumentConverter,
 ) -> OutboundJob:
     """Keep the upload and its TIFF-F in ``spool/<key>/``, then queue the job; on any error nothing
-    is left (no row, no file). Runs in a worker thread."""
+    is left (no row, no file). Runs in a worker thread; the conversion itself in ``converter``."""
     spool_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(10)
     staging = spool_dir / f".{key}.part"
@@ -599,9 +601,7 @@ def _spool_and_submit(
         kind = documents.detect_kind(raw)
         original = staging / f"original.{'jpg' if kind == 'jpeg' else kind}"
         raw.rename(original)
-        prepared = documents.prepare_fax_tiff(
-            original, staging / "fax.tif", resolution=resolution, paper=paper
-        )
+        prepared = converter.convert(original, staging / "fax.tif", resolution=resolution, paper=paper)
         log.info("spooled %s: %d page(s) from %s", key, prepared.pages, kind)
         fsync_dir(staging)
         staging.rename(final)
@@ -702,13 +702,16 @@ def create_app(
     file_cache: Path | None = None,
     node_id: str | None = None,
     set_draining: SetDraining | None = None,
+    converter: DocumentConverter | None = None,
 ) -> FastAPI:
     """The API over ``store``. ``wake()`` is called (in the event loop) after a job was submitted or
     cancelled; ``subscribe()``, when given, yields live events and makes the event stream prompt (the
     stream reads the events themselves from the store, so none is missed or repeated); without it the
     stream polls the store every ``poll_interval`` seconds. ``node_id`` is the node this process runs:
     a drain or resume of that node is also applied at once with ``set_draining(flag)`` (other nodes
-    follow the mark in the store at their next heartbeat)."""
+    follow the mark in the store at their next heartbeat). ``converter`` turns uploads into TIFF-F
+    (default: in the request's worker thread; ``vfax serve`` passes one that uses separate processes)."""
+    convert = converter or DocumentConverter(processes=0)
     files = _Files(inbox_dir, store, file_cache or spool_dir / "cache")
     feed = _EventFeed(store)
     app = FastAPI(
@@ -849,6 +852,7 @@ def create_app(
                 resolution=documents.Resolution.from_name(resolution),
                 paper=documents.PaperSize.from_name(paper),
                 submit_kw=submit_kw,
+                converter=convert,
             )
         except documents.DocumentError as exc:
             raise ApiError(422, "bad_document", str(exc)) from None

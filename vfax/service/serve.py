@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sqlite3
 from pathlib import Path
@@ -24,6 +25,7 @@ from vfax.call.device import VirtualFaxDevice
 from vfax.process import EXIT_BAD_INPUT, EXIT_FAILED
 from vfax.service.config import ServiceConfig, build_sinks, device_line_config
 from vfax.service.controller import Controller
+from vfax.service.converter import DocumentConverter
 from vfax.store.model import (
     DuplicateNodeError,
     JobStore,
@@ -106,6 +108,7 @@ async def run_service(
             loop.add_signal_handler(sig, stop.set)
     controller: Controller | None = None
     server = None
+    converter: DocumentConverter | None = None
     try:
         for dev in config.devices:
             line_config = device_line_config(dev, None)
@@ -133,6 +136,10 @@ async def run_service(
             raise StartError(f"database: cannot reach {config.database_shown}: {exc}", EXIT_FAILED) from None
         from vfax.service.api import create_app, serve_api
 
+        # uploads are rendered in processes of their own: a document that crashes the renderer ends one
+        # of those, not the service (spawned on demand, as many as cores up to 4: the threads did as much)
+        converter = DocumentConverter(processes=min(4, os.cpu_count() or 1))
+
         app = create_app(
             store,
             config.api,
@@ -144,6 +151,7 @@ async def run_service(
             file_cache=config.data_dir / "cache",
             node_id=controller.node_id,
             set_draining=controller.set_draining,
+            converter=converter,
         )
         server = await serve_api(app, config.api.listen, sock=worker.api_socket if worker else None)
         host, port = server.address
@@ -158,6 +166,8 @@ async def run_service(
     finally:
         if server is not None:
             await server.stop()
+        if converter is not None:
+            await asyncio.to_thread(converter.close)
         if controller is not None:
             await controller.stop(grace=30)
         for device in devices:
