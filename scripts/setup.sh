@@ -52,9 +52,9 @@ if [ -z "$spandsp" ]; then
 fi
 # gcc and libc6-dev build the native G.711 hot path (t38/native/, see README "Performance")
 apt_pkgs=(gcc libc6-dev)
-# the tests start their own Kamailio and PostgreSQL servers (tests/peers/) on ports they choose, and make
-# network namespaces with iproute2 for the cluster tests
-[ "$want_test" = 1 ] && apt_pkgs+=(kamailio postgresql iproute2)
+# the tests start their own Kamailio, PostgreSQL and dnsmasq (DNS: NAPTR/SRV) servers (tests/peers/) on
+# ports they choose, and make network namespaces with iproute2 for the cluster tests
+[ "$want_test" = 1 ] && apt_pkgs+=(kamailio postgresql iproute2 dnsmasq)
 for p in "${apt_pkgs[@]}"; do
     installed "$p" || missing+=("$p")
 done
@@ -68,9 +68,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian's kamailio and postgresql packages start system services (5060, 5432); the tests run their own.
+# Debian's kamailio, postgresql and dnsmasq packages start system services (5060, 5432, 53); the tests
+# run their own.
 if [ "$want_test" = 1 ] && command -v systemctl >/dev/null 2>&1; then
-    systemctl stop kamailio postgresql >/dev/null 2>&1 || true
+    systemctl stop kamailio postgresql dnsmasq >/dev/null 2>&1 || true
 fi
 
 if [ ! -x .venv/bin/python ]; then
