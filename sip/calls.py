@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sip.auth import DigestClient
 from sip.dialog import Dialog
 from sip.message import Headers, Request, Response
+from sip.reliable import ReliableReceiver, ReliableSender
 from sip.timers import TimerHandle
 from sip.transaction import Address, ClientTransaction, ServerTransaction
 
@@ -149,7 +150,7 @@ class OutgoingRequest:
         self.dest = dest
         self.auth = auth
         self.call = call
-        self.purpose = purpose  # request, invite, reinvite, refresh, bye, cancel
+        self.purpose = purpose  # request, invite, reinvite, refresh, bye, cancel, prack
         self.txn: ClientTransaction | None = None
         self.final: Response | None = None
         self.attempts = 0
@@ -224,6 +225,9 @@ class Call:
         self.local_refresher = False
         self.session_timer: TimerHandle | None = None
         self.peer_allows: list[str] = []
+        # RFC 3262: our reliable 18x (UAS, when the INVITE requires 100rel); the RSeqs we PRACKed (UAC)
+        self.reliable_out: ReliableSender | None = None
+        self.reliable_in: ReliableReceiver | None = None
         self.terminate_reason = ""
         self.user_data: Any = None
 

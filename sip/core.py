@@ -19,6 +19,8 @@ must do on its own:
 * retries a request challenged with 401/407 (§22.2, RFC 7616) and an INVITE answered 422 (RFC 4028 §7.4);
 * resolves re-INVITE glare: 491 when an INVITE of ours is pending, 500 with Retry-After when one of the
   peer's is, and a retry after the random delay of §14.1 when we get a 491;
+* serves RFC 3262 100rel with ``sip.reliable``: PRACKs a reliable 18x to our INVITE, and sends its own
+  18x reliably (RSeq, retransmitted until the PRACK, 5xx after 64*T1) when an INVITE requires 100rel;
 * runs session timers (RFC 4028) as refresher (re-INVITE with the same SDP, or UPDATE) and as refreshee
   (BYE when the session expires); a refresh that repeats the last offer is answered here with the last
   answer, so media is never disturbed.
@@ -67,6 +69,16 @@ from sip.message import (
     validate_request,
     validate_response,
 )
+from sip.reliable import (
+    Arrival,
+    ReliableReceiver,
+    ReliableSender,
+    format_rack,
+    is_reliable_provisional,
+    parse_rack,
+    parse_rseq,
+    requires_100rel,
+)
 from sip.timers import TimerHandle, TimerQueue, TimerValues
 from sip.transaction import (
     Address,
@@ -103,14 +115,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE")
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "PRACK")
 #: SIP methods we know but do not serve (405, §21.4.6); any other method is not implemented (501, §21.5.2).
 KNOWN_METHODS = frozenset(
-    {"REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH"}
+    {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH"}
 )
 #: The body types we take in an INVITE/UPDATE and send in answers (Accept of a 415, §21.4.16).
 ACCEPTED_BODIES = ("application/sdp",)
-SUPPORTED_EXTENSIONS = ("timer",)
+SUPPORTED_EXTENSIONS = ("timer", "100rel")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 MAX_AUTH_ATTEMPTS = 3
 MAX_GLARE_RETRIES = 4
@@ -151,6 +163,9 @@ class CoreConfig:
     ladder_length: int = 1000
     #: Malformed datagrams are logged once per this many seconds, with the count since the last line.
     malformed_log_interval: float = 10.0
+    #: ``Supported: 100rel`` in our INVITEs (RFC 3262): a UAS may then send its 18x reliably and we PRACK
+    #: them. A peer that *requires* 100rel is served whatever this says.
+    offer_100rel: bool = True
 
 
 def destination_for(uri: SipUri, default_transport: str = "udp") -> Address:
@@ -602,7 +617,7 @@ class UserAgentCore:
         to_na = NameAddr.parse(to) if isinstance(to, str) else (to or NameAddr(target_uri.copy()))
         h = Headers()
         h.add("Allow", ", ".join(ALLOWED_METHODS))
-        h.add("Supported", ", ".join(SUPPORTED_EXTENSIONS))
+        h.add("Supported", "timer, 100rel" if self.config.offer_100rel else "timer")
         if self.config.session_expires:
             refresher = self.config.session_refresher
             se = (
@@ -723,7 +738,7 @@ class UserAgentCore:
             oreq.final = resp
             if purpose != "cancel":
                 self._events.append(RequestCompleted(oreq, resp))
-            if call is not None and status in (408, 481) and purpose != "bye" and purpose != "cancel":
+            if call is not None and status in (408, 481) and purpose not in ("bye", "cancel", "prack"):
                 self._terminate(
                     call, f"{status} to {oreq.request.method}", by_remote=True, now=now, send_bye=False
                 )
@@ -745,6 +760,8 @@ class UserAgentCore:
                 if dialog is not None:
                     call.dialog = dialog
                     self.calls[dialog.id] = call
+            if is_reliable_provisional(resp) and not self._prack(call, oreq, resp, now):
+                return
             if call.state is CallState.CALLING:
                 self._events.append(CallProgress(call, resp))
             return
@@ -807,7 +824,9 @@ class UserAgentCore:
                 if call.dialog is not None:
                     self.calls.pop(call.dialog.id, None)
                 call.dialog = Dialog.from_uac(oreq.request, resp)
-                call.dialog.local_seq = max(call.dialog.local_seq, oreq.request.cseq[0])
+                early = call.reliable_in.dialogs.get(remote_tag) if call.reliable_in is not None else None
+                seq = early.local_seq if early is not None else 0  # PRACKs already sent in that fork
+                call.dialog.local_seq = max(call.dialog.local_seq, oreq.request.cseq[0], seq)
         except SipParseError as exc:
             log.info("2xx to INVITE without usable Contact/To tag: %s", exc)
             call.dialog = None
@@ -824,8 +843,9 @@ class UserAgentCore:
             call.invite_timer = None
         oreq.final = resp
         call.invite = oreq.request
-        call.remote_sdp = resp.body
-        call.remote_content_type = resp.media_type
+        if resp.body or call.reliable_in is None:  # the answer may have come in a reliable 18x (RFC 3262 §5)
+            call.remote_sdp = resp.body
+            call.remote_content_type = resp.media_type
         call.peer_allows = resp.allow
         ack = dialog.create_ack(cseq, self.new_via(call.transport))
         self._common_headers(ack.headers, True)
@@ -848,6 +868,41 @@ class UserAgentCore:
         self._transmit(dialog.create_ack(resp.cseq[0], self.new_via(tr)), dest, False, now)
         bye = dialog.create_request("BYE", self.new_via(tr), None)
         self._start(OutgoingRequest(self, bye, dest, purpose="bye"), now)
+
+    def _prack(self, call: Call, oreq: OutgoingRequest, resp: Response, now: float) -> bool:
+        """RFC 3262 §4: PRACK a reliable 18x in its early dialog; False when it must not be processed.
+
+        A retransmission (RSeq already seen in that dialog) is not PRACKed again: the PRACK's own
+        transaction retransmits. One whose RSeq skips a number is neither PRACKed nor processed.
+        """
+        tag = resp.to.tag or ""
+        rseq = parse_rseq(resp.headers.get("RSeq"))
+        receiver = call.reliable_in = call.reliable_in or ReliableReceiver()
+        dialog = call.dialog if call.dialog is not None and call.dialog.remote_tag == tag else None
+        if dialog is None:
+            dialog = receiver.dialogs.get(tag)
+        if dialog is None:
+            try:
+                dialog = receiver.dialogs[tag] = Dialog.from_uac(oreq.request, resp)
+            except SipParseError as exc:  # no To tag or Contact: no early dialog to PRACK in
+                log.info("reliable %s on %s cannot be PRACKed: %s", resp.status, call.call_id, exc)
+                return True
+        assert rseq is not None
+        arrival = receiver.arrival(tag, rseq)
+        if arrival is not Arrival.NEW:
+            log.debug("reliable %s RSeq %s on %s: %s", resp.status, rseq, call.call_id, arrival.value)
+            return False
+        h = Headers([("RAck", format_rack(rseq, resp.cseq[0], resp.cseq[1]))])
+        self._common_headers(h, True)
+        prack = dialog.create_request("PRACK", self.new_via(call.transport), None, headers=h)
+        if call.auth is not None:
+            call.auth.authorize(prack)
+        dest = destination_for(dialog.next_hop(), call.transport)
+        self._start(OutgoingRequest(self, prack, dest, auth=call.auth, call=call, purpose="prack"), now)
+        if resp.body:  # an answer (or offer) in a reliable 18x counts (§5)
+            call.remote_sdp = resp.body
+            call.remote_content_type = resp.media_type
+        return True
 
     def _dialog_dest(self, call: Call) -> Address:
         assert call.dialog is not None
@@ -971,6 +1026,8 @@ class UserAgentCore:
             self._respond(stxn, 200, now=now)
         elif method in ("INVITE", "UPDATE"):
             self._receive_reinvite(call, req, stxn, now)
+        elif method == "PRACK":
+            self._receive_prack(call, req, stxn, now)
         else:
             self._respond(stxn, 405, now=now)
 
@@ -1008,6 +1065,17 @@ class UserAgentCore:
             return
         self.calls[call.dialog.id] = call
         self._uas_invites[merge_key] = call
+        if requires_100rel(req):  # RFC 3262 §3: our 18x go reliably (only when required: the simplest choice)
+
+            def retransmit(resp: Response, t: float) -> None:
+                if stxn.state is State.PROCEEDING:
+                    self._transmit(resp, stxn.dest, True, t)
+
+            call.reliable_out = ReliableSender(
+                self.timers, self.config.timers.t1, req.cseq[0], int(self.config.random_uniform(1, 2**30)),
+                retransmit=None if is_reliable(stxn.dest) else retransmit,
+                give_up=lambda t: self._no_prack(call, t),
+            )  # fmt: skip
         self._events.append(IncomingCall(call, req, source))
 
     def ringing(
@@ -1018,15 +1086,59 @@ class UserAgentCore:
             raise UsageError(f"cannot send {status} in call state {call.state.value}")
         if not 100 < status < 200:
             raise UsageError(f"{status} is not a provisional status")
-        self._respond(
+        rel = call.reliable_out
+        if rel is not None and not rel.can_send_now():
+            rel.wait(status, body, content_type)  # RFC 3262 §3: after the PRACK of the one in flight
+            return
+        resp = self._respond(
             call.server_txn, status, now=now, to_tag=call.local_tag, body=body, content_type=content_type,
-            contact_transport=call.transport,
+            contact_transport=call.transport, headers=rel.headers() if rel is not None else None,
         )  # fmt: skip
+        if rel is not None:
+            rel.sent_response(resp, now)
+
+    def _receive_prack(self, call: Call, req: Request, stxn: ServerTransaction, now: float) -> None:
+        """RFC 3262 §3: 200 to a PRACK whose RAck matches an unacknowledged reliable 18x, else 481."""
+        rel = call.reliable_out
+        rack = parse_rack(req.headers.get("RAck"))
+        if rel is None or rack is None or not rel.acknowledge(rack):
+            self._respond(stxn, 481, now=now)
+            return
+        self._respond(stxn, 200, now=now)
+        if req.body:  # the answer to an offer we made in a reliable 18x (§5)
+            call.remote_sdp = req.body
+            call.remote_content_type = req.media_type
+        if call.state is not CallState.INCOMING:
+            return
+        if rel.held_answer is not None and not rel.must_hold_2xx():
+            body, content_type = rel.held_answer
+            rel.held_answer = None
+            self.accept(call, body, now, content_type=content_type)
+            return
+        waiting = rel.next_waiting()
+        if waiting is not None:
+            self.ringing(call, now, waiting.status, waiting.body, waiting.content_type)
+
+    def _no_prack(self, call: Call, now: float) -> None:
+        """RFC 3262 §3: a reliable 18x unacknowledged for 64*T1: answer the INVITE 5xx, end the call."""
+        if call.state is not CallState.INCOMING or call.server_txn is None:
+            return
+        log.info("no PRACK for a reliable provisional response in call %s: 500", call.call_id)
+        self._respond(call.server_txn, 500, "No PRACK", now=now, to_tag=call.local_tag)
+        self._terminate(call, "no PRACK", by_remote=False, now=now, send_bye=False)
 
     def accept(self, call: Call, body: bytes, now: float, *, content_type: str = "application/sdp") -> None:
         """Answer the INVITE with 200 (§13.3.1.4); retransmitted until the ACK (``CallConfirmed``)."""
         if call.state is not CallState.INCOMING or call.server_txn is None or call.dialog is None:
             raise UsageError(f"cannot accept a call in state {call.state.value}")
+        rel = call.reliable_out
+        if rel is not None and rel.must_hold_2xx():  # RFC 3262 §3: the 2xx waits for the PRACK
+            if rel.held_answer is not None:
+                raise UsageError("the call is already accepted (the 2xx waits for a PRACK)")
+            rel.held_answer = (body, content_type)
+            return
+        if rel is not None:
+            rel.final()
         call.local_sdp = body
         call.local_content_type = content_type
         h = self._session_timer_headers(call, call.invite)
@@ -1157,7 +1269,7 @@ class UserAgentCore:
         h = Headers()
         self._common_headers(h, True)
         h.add("Allow", ", ".join(ALLOWED_METHODS))
-        h.add("Supported", ", ".join(SUPPORTED_EXTENSIONS))
+        h.add("Supported", "timer")  # not 100rel: 18x to a re-INVITE are not PRACKed here
         if call.session_interval:
             h.add(
                 "Session-Expires",
@@ -1462,6 +1574,8 @@ class UserAgentCore:
         if call.dialog is not None:
             call.dialog.state = DialogState.TERMINATED
         self._stop_ok(call)
+        if call.reliable_out is not None:
+            call.reliable_out.final()
         for handle in (call.session_timer, call.glare_timer, call.invite_timer):
             if handle is not None:
                 handle.cancel()

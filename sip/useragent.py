@@ -103,7 +103,10 @@ class InviteResult:
 
     @property
     def remote_sdp(self) -> bytes:
-        return self.response.body if self.response is not None and self.ok else b""
+        """The 2xx's body, or the answer a reliable 18x carried when the 2xx has none (RFC 3262 §5)."""
+        if self.response is None or not self.ok:
+            return b""
+        return self.response.body or (self.session.remote_sdp if self.session is not None else b"")
 
     @property
     def dialog(self) -> Dialog | None:

@@ -273,9 +273,9 @@ def test_unknown_method_gets_405_with_allow() -> None:
 def test_required_extension_we_lack_gets_420_with_unsupported() -> None:
     net = Net()
     b = net.add(5062)
-    resp = answer_to(b, raw_request("INVITE", "Require: 100rel\r\nSupported: timer\r\n"), net)
+    resp = answer_to(b, raw_request("INVITE", "Require: precondition\r\nSupported: timer\r\n"), net)
     assert resp.status == 420
-    assert resp.unsupported == ["100rel"]
+    assert resp.unsupported == ["precondition"]
 
 
 def test_supported_extensions_we_lack_are_ignored() -> None:
