@@ -65,6 +65,12 @@ TSX_STATES = {
     pj.PJSIP_TSX_STATE_DESTROYED: "DESTROYED",
 }
 HOST = "127.0.0.1"
+#: ``init(prack=...)``: pjsua's use of RFC 3262 100rel for every account (AccountCallConfig.prackUse).
+PRACK_USE = {
+    "not_used": pj.PJSUA_100REL_NOT_USED,  # pjsua's default: Supported as UAC, never reliable as UAS
+    "optional": pj.PJSUA_100REL_OPTIONAL,  # reliable 18x as UAS when the INVITE supports it
+    "mandatory": pj.PJSUA_100REL_MANDATORY,  # Require: 100rel as UAC; as UAS refuses INVITEs without it
+}
 PJ_EINVALIDOP = 70013
 STATS_REFRESH_S = 0.2
 
@@ -347,6 +353,7 @@ class Agent:
         self.ports: dict[str, int] = {}
         self.running = True
         self.last_stats = 0.0
+        self.prack = "not_used"
 
     # -- output --
 
@@ -467,10 +474,14 @@ class Agent:
         tone_hz: int = 0,
         record_dir: str | None = None,
         codecs: list[str] | None = None,
+        prack: str = "not_used",
     ) -> dict[str, Any]:
         """Create the endpoint: SIP and RTP on 127.0.0.1 only, G.711 only, no VAD, no echo canceller."""
         if self.endpoint is not None:
             raise CommandError("already initialised")
+        if prack not in PRACK_USE:
+            raise CommandError(f"bad prack {prack!r}: one of {', '.join(PRACK_USE)}")
+        self.prack = prack
         endpoint = pj.Endpoint()
         endpoint.libCreate()
         config = pj.EpConfig()
@@ -531,6 +542,7 @@ class Agent:
         config.natConfig.viaRewriteUse = 0
         config.natConfig.sdpNatRewriteUse = 0
         config.natConfig.iceEnabled = False
+        config.callConfig.prackUse = PRACK_USE[self.prack]
         config.mediaConfig.transportConfig.boundAddress = HOST
         config.mediaConfig.transportConfig.publicAddress = HOST
         return config
