@@ -24,5 +24,5 @@ def test_tune_for_real_time_freezes_start_up_objects_and_makes_collections_rare(
 
 
 def test_the_service_applies_it_before_running() -> None:
-    source = (ROOT / "vfax" / "service" / "serve.py").read_text()
+    source = (ROOT / "vfax" / "cli" / "serve.py").read_text()  # the `vfax serve` command
     assert source.index("runtime.tune_for_real_time()") < source.index("asyncio.run(run_service(cfg))")
