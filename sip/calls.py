@@ -155,6 +155,8 @@ class OutgoingRequest:
         self.final: Response | None = None
         self.attempts = 0
         self.glare_retries = 0
+        #: RFC 3263 targets not tried yet: the next one gets the request on a timeout or a 503 (§4.3).
+        self.alternates: list[Address] = []
         self.user_data: Any = None
 
     @property

@@ -542,10 +542,12 @@ class UserAgentCore:
         content_type: str | None = None,
         auth: DigestClient | None = None,
         transport: str | None = None,
+        targets: list[Address] | None = None,
     ) -> OutgoingRequest:
         """Send an out-of-dialog request (OPTIONS, REGISTER, ...); ``RequestCompleted`` reports the final.
 
         ``proxy`` is an outbound proxy: the request goes there with a ``Route: <proxy;lr>`` (§8.1.2).
+        ``targets`` are where the edge resolved the next hop to (RFC 3263), tried in order (§4.3).
         """
         self._now = now
         if method in ("INVITE", "ACK", "CANCEL", "BYE"):
@@ -554,7 +556,7 @@ class UserAgentCore:
         proxy = proxy if proxy is not None else self.config.outbound_proxy
         proxy_uri = SipUri.parse(proxy) if isinstance(proxy, str) else proxy
         hop = proxy_uri or target
-        dest = destination_for(hop, transport or self.config.default_transport)
+        dest = targets[0] if targets else destination_for(hop, transport or self.config.default_transport)
         tr = dest[0]
         from_na = NameAddr.parse(from_) if isinstance(from_, str) else from_
         if from_na is None:
@@ -575,6 +577,7 @@ class UserAgentCore:
         if auth is not None:
             auth.authorize(req)
         oreq = OutgoingRequest(self, req, dest, auth=auth)
+        oreq.alternates = list(targets[1:]) if targets else []
         self._start(oreq, now)
         return oreq
 
@@ -593,13 +596,18 @@ class UserAgentCore:
         auth: DigestClient | None = None,
         headers: Headers | None = None,
         transport: str | None = None,
+        targets: list[Address] | None = None,
     ) -> Call:
-        """Start an outgoing call (§13.2.1); events: CallProgress*, then CallAnswered or CallFailed."""
+        """Start an outgoing call (§13.2.1); events: CallProgress*, then CallAnswered or CallFailed.
+
+        ``targets`` are where the edge resolved the next hop to (RFC 3263), tried in order (§4.3)."""
         self._now = now
         target_uri = SipUri.parse(target) if isinstance(target, str) else target
         proxy = proxy if proxy is not None else self.config.outbound_proxy
         proxy_uri = SipUri.parse(proxy) if isinstance(proxy, str) else proxy
-        dest = destination_for(proxy_uri or target_uri, transport or self.config.default_transport)
+        dest = targets[0] if targets else destination_for(
+            proxy_uri or target_uri, transport or self.config.default_transport
+        )
         tr = dest[0]
         host, _ = self._local(tr)
         call = Call(CallRole.UAC, new_call_id(host if ":" not in host else None), tr)
@@ -641,6 +649,7 @@ class UserAgentCore:
             auth.authorize(req)
         call.invite = req
         oreq = OutgoingRequest(self, req, dest, auth=auth, call=call, purpose="invite")
+        oreq.alternates = list(targets[1:]) if targets else []
         call.invite_out = oreq
         self.pending_uac[(call.call_id, call.local_tag)] = call
         self._start(oreq, now)
@@ -715,6 +724,8 @@ class UserAgentCore:
         status = resp.status
         if status >= 200 and oreq.purpose not in ("invite", "reinvite", "refresh") and oreq.final is not None:
             return
+        if oreq.alternates and self._fail_over(oreq, resp, synthetic, now):
+            return
         if (
             status in (401, 407)
             and oreq.auth is not None
@@ -742,6 +753,38 @@ class UserAgentCore:
                 self._terminate(
                     call, f"{status} to {oreq.request.method}", by_remote=True, now=now, send_bye=False
                 )
+
+    def _fail_over(self, oreq: OutgoingRequest, resp: Response, synthetic: bool, now: float) -> bool:
+        """RFC 3263 §4.3: a target that timed out, could not be reached or answered 503 is left for the
+        next one, with the same request in a new transaction (new branch). Not once a dialog is early."""
+        if resp.status != 503 and not (synthetic and resp.status == 408):
+            return False
+        call = oreq.call
+        if oreq.purpose not in ("request", "invite") or (
+            call is not None
+            and (call.state is not CallState.CALLING or call.dialog is not None or call.cancel_requested)
+        ):
+            return False
+        failed, dest = oreq.dest, oreq.alternates.pop(0)
+        note = f"{resp.status} {resp.reason} from {failed[0]} {self._hostport(*failed[1:])}"
+        note += f"; next {dest[0]} {self._hostport(*dest[1:])} (RFC 3263 §4.3)"
+        log.info("%s %s: %s", oreq.request.method, oreq.request.call_id, note)
+        self._trace(oreq.request.call_id, now, "failover", note)
+        oreq.dest = dest
+        if dest[0] != failed[0]:  # the next target is on another transport: Via and Contact follow
+            old = oreq.request
+            req = Request(method=old.method, uri=old.uri, headers=old.headers.copy(), body=old.body)
+            req.headers.remove_first("Via")
+            req.headers.prepend("Via", str(self.new_via(dest[0])))
+            if "Contact" in req.headers:
+                contact = NameAddr.parse(req.headers.get("Contact") or "")
+                contact.uri = self.contact(dest[0], contact.uri.user).uri
+                req.headers.set("Contact", str(contact))
+            oreq.request = req
+        self._resend(oreq, now, new_cseq=oreq.request.cseq[0])
+        if call is not None:
+            call.invite, call.remote, call.transport = oreq.request, dest, dest[0]
+        return True
 
     def _invite_response(self, call: Call, oreq: OutgoingRequest, resp: Response, now: float) -> None:
         status = resp.status

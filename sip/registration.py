@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from sip.auth import DigestClient
 from sip.core import destination_for
 from sip.errors import SipParseError
+from sip.locate import LocateError
 from sip.message import Headers, Response
 from sip.uri import NameAddr, SipUri, new_call_id, new_tag
 from sip.useragent import UserAgent, answered_by_peer
@@ -158,6 +159,15 @@ class Registration:
     async def register_once(self, expires: int | None = None) -> RegistrationResult:
         """One REGISTER (with its auth and 423 retries); updates ``state``, ``expires``, ``last_rtt_ms``."""
         want = self.requested_expires if expires is None else expires
+        try:  # RFC 3263: the registrar's (or proxy's) name; its targets are tried in turn
+            targets = await self.ua.locate(self.registrar, proxy=self.proxy, transport=self.transport)
+        except LocateError as exc:
+            result = RegistrationResult(503, str(exc), 0, str(self._contact.uri), 0.0)
+            self.last_result = result
+            return result
+        if targets and self.invites_only_from_registrar:
+            config = self.ua.core.config
+            config.invite_allow_list = frozenset(config.invite_allow_list or ()) | {t[1] for t in targets}
         for _ in range(3):
             self.cseq += 1
             contact = self._contact
@@ -168,6 +178,7 @@ class Registration:
             oreq = self.ua.start_request(
                 "REGISTER", self.registrar, proxy=self.proxy, credentials=self.auth, headers=h,
                 from_=from_, to=self.aor, call_id=self.call_id, cseq=self.cseq, transport=self.transport,
+                targets=targets,
             )  # fmt: skip
             resp: Response = await oreq.user_data
             rtt = (time.perf_counter() - started) * 1000.0

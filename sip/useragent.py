@@ -42,6 +42,7 @@ from sip.core import (
 )
 from sip.dialog import Dialog
 from sip.errors import SipParseError
+from sip.locate import Locator, is_ip
 from sip.message import Headers, Request, Response
 from sip.transaction import Address
 from sip.transport import TransportSet
@@ -296,6 +297,9 @@ class UserAgent:
         self.on_invite: Callable[[IncomingInvite], Awaitable[None]] | None = None
         #: An incoming INVITE still unanswered after this many seconds gets 480.
         self.answer_timeout = 120.0
+        #: RFC 3263 (NAPTR, SRV, A/AAAA) for names in request targets; made on first use from the system's
+        #: resolv.conf unless set (``Locator(nameservers=...)``).
+        self.locator: Locator | None = None
         self._timer = _Pending()
         self._closed = False
 
@@ -376,6 +380,30 @@ class UserAgent:
 
     # -- outgoing -------------------------------------------------------------------------------------
 
+    async def locate(
+        self, target: str | SipUri, *, proxy: str | SipUri | None = None, transport: str | None = None
+    ) -> list[Address] | None:
+        """RFC 3263: the targets the next hop (``proxy``, the configured outbound proxy, else ``target``)
+        resolves to, for ``invite(targets=...)``; None for an IP literal (the core needs no DNS for it).
+
+        Raises ``sip.locate.LocateError`` naming the host when nothing resolves.
+        """
+        proxy = proxy if proxy is not None else self.core.config.outbound_proxy
+        hop = proxy or target
+        uri = SipUri.parse(hop) if isinstance(hop, str) else hop
+        if is_ip(uri.params.get("maddr") or uri.host_ip):
+            return None
+        if transport and uri.transport is None:
+            uri = uri.copy()
+            uri.params["transport"] = transport
+        if self.locator is None:
+            self.locator = Locator()
+        ours = self.core.local_addresses
+        default = self.core.config.default_transport
+        transports = [default, *(t for t in ours if t != default)] if default in ours else list(ours)
+        ipv6 = ":" in self.local_address[0]
+        return await self.locator.locate(uri, transports, ipv6=ipv6)
+
     def invite(
         self,
         target: str | SipUri,
@@ -389,15 +417,17 @@ class UserAgent:
         transport: str | None = None,
         timeout: float | None = None,
         on_progress: Callable[[Response], Any] | None = None,
+        targets: list[Address] | None = None,
     ) -> OutgoingInvite:
         """Call ``target``; ``await`` the returned object for the ``InviteResult``.
 
         ``timeout`` cancels the INVITE when no final answer came in time (the result is then 487 or 408).
+        ``targets`` (from ``locate``) are tried in turn when one times out or answers 503 (RFC 3263 §4.3).
         """
         self._check_open()
         call = self.core.invite(
             target, sdp_offer, self.now(), content_type=content_type, from_=from_, proxy=proxy,
-            auth=_auth(credentials), headers=_headers(headers), transport=transport,
+            auth=_auth(credentials), headers=_headers(headers), transport=transport, targets=targets,
         )  # fmt: skip
         pending = OutgoingInvite(self, call, on_progress)
         call.user_data = pending
@@ -435,10 +465,14 @@ class UserAgent:
         cseq: int = 1,
         transport: str | None = None,
     ) -> Response:
-        """Send an out-of-dialog request; return its final response (408 on timeout, 503 unreachable)."""
+        """Send an out-of-dialog request; return its final response (408 on timeout, 503 unreachable).
+
+        A name in the next hop is resolved by RFC 3263 (``locate``), its targets tried in turn."""
+        targets = await self.locate(uri, proxy=proxy, transport=transport)
         oreq = self.start_request(
             method, uri, proxy=proxy, credentials=credentials, headers=headers, body=body,
             content_type=content_type, from_=from_, to=to, call_id=call_id, cseq=cseq, transport=transport,
+            targets=targets,
         )  # fmt: skip
         return await oreq.user_data
 
@@ -457,13 +491,14 @@ class UserAgent:
         call_id: str | None = None,
         cseq: int = 1,
         transport: str | None = None,
+        targets: list[Address] | None = None,
     ) -> OutgoingRequest:
         """Like ``request`` but returns the ``OutgoingRequest``; its ``user_data`` is the response future."""
         self._check_open()
         oreq = self.core.request(
             method, uri, self.now(), from_=from_, to=to, proxy=proxy, call_id=call_id, cseq=cseq,
             headers=_headers(headers), body=body, content_type=content_type, auth=_auth(credentials),
-            transport=transport,
+            transport=transport, targets=targets,
         )  # fmt: skip
         self._track(oreq)
         self._pump()

@@ -23,6 +23,7 @@ from typing import Any
 
 from sip.sdp import LocalSession, SdpError, SessionDescription, build_offer, parse_sdp, process_answer
 from sip.sdp import answer_offer as sdp_answer_offer
+from sip.transaction import Address
 from sip.useragent import CallSession, IncomingInvite, UserAgent
 from t38.audio_transport import RtpEndpoint, SilentSession
 from t38.engine import FaxConfig, FaxEvent, FaxResult, FaxSession, Media
@@ -198,19 +199,21 @@ class FaxCall:
         proxy: str | None = None,
         credentials: tuple[str, str] | None = None,
         from_uri: str | None = None,
+        targets: list[Address] | None = None,
     ) -> CallOutcome:
-        """Call ``target`` and send the document; returns when the call is over."""
+        """Call ``target`` and send the document; returns when the call is over. ``targets`` are where
+        the next hop resolved to (``UserAgent.locate``), tried in turn on a timeout or a 503."""
         self.remote_party = target
         try:
             direct = self.options.t38 is T38Policy.DIRECT
             offer = self._offer(image=direct, audio=not direct)
-            result = await self._invite(target, offer, proxy, credentials, from_uri)
+            result = await self._invite(target, offer, proxy, credentials, from_uri, targets)
             if not result.ok and direct and result.status in T38_REFUSALS:
                 self._note("T.38 refused in the INVITE: calling again with audio", status=result.status)
                 self._release_ports()
                 self.sdp_session = LocalSession(self.host)  # a new INVITE is a new dialog
                 offer = self._offer(image=False, audio=True)
-                result = await self._invite(target, offer, proxy, credentials, from_uri)
+                result = await self._invite(target, offer, proxy, credentials, from_uri, targets)
             self.sip_status, self.sip_reason = result.status, result.reason
             if not result.ok or result.session is None:
                 self.end_reason = f"SIP {result.status} {result.reason}".strip()
@@ -252,10 +255,11 @@ class FaxCall:
         proxy: str | None,
         credentials: Any,
         from_uri: str | None,
+        targets: list[Address] | None = None,
     ) -> Any:
         pending = self.ua.invite(
             target, bytes(offer), proxy=proxy, credentials=credentials, from_=from_uri,
-            timeout=self.options.ring_timeout,
+            timeout=self.options.ring_timeout, targets=targets,
         )  # fmt: skip
         self.call_id = pending.call_id
         attempt = SipAttempt(pending.call_id)

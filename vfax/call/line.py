@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sip.errors import SipError
+from sip.locate import LocateError, Locator
 from sip.registration import Registration, RegistrationResult, normalize_registrar
 from sip.uri import SipUri
 from sip.useragent import IncomingInvite, UserAgent
@@ -56,6 +57,10 @@ class BadDestination(ValueError):
     """A destination that cannot be dialled (the user's input, not the network's fault)."""
 
 
+class DnsUnavailable(RuntimeError):
+    """DNS did not answer for the destination's name (the network's fault; a later try may work)."""
+
+
 def dial_uri(to: str, server: str | None, line: str = "the line") -> str:
     """``to`` as a SIP URI: an extension alone goes to the line's server (``sip:2000@pbx``).
     Raises BadDestination for anything that cannot be dialled."""
@@ -92,6 +97,8 @@ class LineConfig:
     allow_invite_from: tuple[str, ...] | None = None  # None: anyone; with a server, its address is added
     inbox: Path | None = None
     call: CallOptions = field(default_factory=CallOptions)
+    #: DNS servers (ip, port) for RFC 3263 lookups of names in --to/server; empty: the system's.
+    nameservers: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -131,6 +138,8 @@ class FaxLine:
             contact_user=config.user or "vfax",
             allow_invite_from=allow,
         )
+        if config.nameservers:
+            ua.locator = Locator(config.nameservers)
         line = cls(config, ua)
         return line
 
@@ -179,16 +188,22 @@ class FaxLine:
         if len(self.active) >= self.config.channels:
             raise RuntimeError(f"all {self.config.channels} channels of {self.config.name} are busy")
         to = self.target_uri(to)
+        c = self.config
+        credentials = (c.user, c.password) if c.user and c.password is not None else None
+        proxy = str(normalize_registrar(c.server)) if c.server else None
+        try:  # RFC 3263: NAPTR, SRV, A/AAAA of the next hop; the INVITE tries each target in turn
+            targets = await self.ua.locate(to, proxy=proxy)
+        except LocateError as exc:
+            if exc.not_found:
+                raise BadDestination(str(exc)) from None
+            raise DnsUnavailable(str(exc)) from None
         call = FaxCall(self.ua, options or self.config.call, send_file=tiff, name=name)
         self._prepare(call)
         if on_call is not None:
             on_call(call)
-        c = self.config
-        credentials = (c.user, c.password) if c.user and c.password is not None else None
-        proxy = str(normalize_registrar(c.server)) if c.server else None
         self.active.add(call)
         try:
-            return await call.place(to, proxy=proxy, credentials=credentials)
+            return await call.place(to, proxy=proxy, credentials=credentials, targets=targets)
         finally:
             self.active.discard(call)
 

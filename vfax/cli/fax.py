@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import tempfile
 from dataclasses import dataclass
@@ -15,7 +16,15 @@ import typer
 from t38.engine import FaxEvent, Negotiated, PageDone
 from vfax import documents
 from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
-from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, BadDestination, FaxLine, LineConfig, Reception, dial_uri
+from vfax.call.line import (
+    DEFAULT_KEEPALIVE_SECONDS,
+    BadDestination,
+    DnsUnavailable,
+    FaxLine,
+    LineConfig,
+    Reception,
+    dial_uri,
+)
 from vfax.call.media import T38Policy
 from vfax.cli.common import (
     EXIT_BAD_INPUT,
@@ -134,6 +143,10 @@ def send_command(
     ] = "127.0.0.1:0",
     report: Annotated[Path | None, typer.Option(help="Write the call report (JSON) here.")] = None,
     as_json: JsonOpt = False,
+    dns: Annotated[
+        str | None,
+        typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
+    ] = None,
 ) -> None:
     """Fax DOCUMENT to a SIP destination, in T.38 or G.711; exits 1 unless every page was confirmed.
 
@@ -146,6 +159,7 @@ def send_command(
         policy = T38Policy.parse(t38)
         res = _send_choice("--resolution", resolution, {r.name.lower(): r for r in Resolution})
         host, port = _send_host_port(listen)
+        nameservers = (_dns_server(dns),) if dns else ()
         if (user or password) and not server:
             raise _SendInputError("--user and --password go with --server")
         if register and not (server and user and password is not None):
@@ -167,7 +181,7 @@ def send_command(
             _send_failed(str(exc), as_json, EXIT_BAD_INPUT)
         config = LineConfig(
             name="send", listen_host=host, listen_port=port, server=server, user=user, password=password,
-            call=options,
+            call=options, nameservers=nameservers,
         )  # fmt: skip
         with PageProgress(prepared.pages, enabled=not as_json, label="send") as progress:
             on_event = _CallProgress(progress, True)
@@ -218,6 +232,20 @@ def _send_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _dns_server(value: str) -> tuple[str, int]:
+    """``IP[:PORT]`` (``[v6]:PORT``) of the --dns server; port 53 by default."""
+    host, sep, port = value.rpartition(":") if "]" in value or value.count(":") == 1 else ("", "", "")
+    host, port = (host, port) if sep else (value, "53")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _SendInputError(f"--dns must be an IP address with an optional :PORT, not {value!r}") from None
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise _SendInputError(f"--dns port must be 1..65535, not {value!r}")
+    return host, int(port)
+
+
 def _send_failed(
     reason: str, as_json: bool, code: int, status: str | None = None, sip_status: int | None = None
 ) -> NoReturn:
@@ -251,6 +279,8 @@ async def _send(
             return await line.send(tiff, target)
         except BadDestination as exc:
             return _SendFailure(str(exc), EXIT_BAD_INPUT, FaxStatus.FS_BAD_ADDRESS.string_id)
+        except DnsUnavailable as exc:
+            return _SendFailure(str(exc))
     finally:
         await line.close()
 

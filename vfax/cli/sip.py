@@ -151,7 +151,10 @@ async def _options(
         credentials = (user, password) if user and password is not None else None
         # the PBX finds the account by the From user (Asterisk's identify_by=username, Kamailio's $fU)
         from_ = f"<sip:{user}@{uri.host}>" if user else None
-        oreq = ua.start_request("OPTIONS", uri, transport=tr, credentials=credentials, from_=from_)
+        targets = await ua.locate(uri, transport=transport)  # RFC 3263 for a name; None for an address
+        oreq = ua.start_request(
+            "OPTIONS", uri, transport=tr, credentials=credentials, from_=from_, targets=targets
+        )
         resp = await oreq.user_data
         rtt = (loop.time() - started) * 1000.0
         reachable = answered_by_peer(resp)
