@@ -54,7 +54,7 @@ fi
 apt_pkgs=(gcc libc6-dev)
 # the tests start their own Kamailio, PostgreSQL and dnsmasq (DNS: NAPTR/SRV) servers (tests/peers/) on
 # ports they choose, and make network namespaces with iproute2 for the cluster tests
-[ "$want_test" = 1 ] && apt_pkgs+=(kamailio postgresql iproute2 dnsmasq)
+[ "$want_test" = 1 ] && apt_pkgs+=(kamailio kamailio-tls-modules postgresql iproute2 dnsmasq)
 for p in "${apt_pkgs[@]}"; do
     installed "$p" || missing+=("$p")
 done

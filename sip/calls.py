@@ -170,7 +170,7 @@ class OutgoingRequest:
         if txn is not self.txn:
             return
         if self.core._failing_dest is not None and txn.dest == self.core._failing_dest:
-            status, reason = 503, "Service Unavailable (transport error)"
+            status, reason = 503, self.core._failing_reason or "Service Unavailable (transport error)"
         else:
             status, reason = 408, "Request Timeout"
         resp = Response.for_request(self.request, status, reason)

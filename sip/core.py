@@ -219,6 +219,7 @@ class UserAgentCore:
         self._events: list[Event] = []
         self.stats = {"received": 0, "dropped": 0, "bad_requests": 0, "sent": 0}
         self._failing_dest: Address | None = None
+        self._failing_reason: str | None = None
         self._uas_invites: dict[tuple[str, str, int], Call] = {}  # §8.2.2.2 merged-request detection
         self.unavailable = False  # set_unavailable
         self._retry_after: int | None = None
@@ -303,14 +304,18 @@ class UserAgentCore:
             self.stats["dropped"] += 1
             log.exception("SIP core failed on a message from %s:%s", source[1], source[2])
 
-    def transport_error(self, dest: Address, now: float) -> None:
-        """The edge could not reach ``dest`` (connection refused or broken): fail what was bound to it."""
+    def transport_error(self, dest: Address, now: float, reason: str | None = None) -> None:
+        """The edge could not reach ``dest`` (connection refused or broken): fail what was bound to it.
+
+        ``reason`` (e.g. a refused TLS certificate) becomes the reason phrase of the 503 made up for it."""
         self._now = now
         self._failing_dest = dest
+        self._failing_reason = reason
         try:
             self.layer.transport_error(dest, now)
         finally:
             self._failing_dest = None
+            self._failing_reason = None
 
     def ladder(self, call_id: str) -> list[tuple[float, str, str]]:
         """(time, ``in``/``out``, first line) of every message of a Call-ID, for the call report."""

@@ -99,6 +99,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.closed = False
         self.last_used = 0.0
+        self.outgoing = key is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -150,6 +151,26 @@ class _StreamProtocol(asyncio.Protocol):
         self.closed = True
         if self.key is not None and self.owner._conns.get(self.key) is self:
             del self.owner._conns[self.key]
+        # TLS 1.3: a server refusing our (missing) client certificate says so after our handshake ended;
+        # fail what waits on this connection with that reason instead of letting it time out.
+        if self.outgoing and self.key is not None and isinstance(exc, ssl.SSLError):
+            reason = tls_error_reason(exc)
+            log.warning("tls connection to %s:%s closed: %s", self.key[1], self.key[2], reason)
+            if reason is not None:
+                self.owner.error_reasons[self.key] = reason
+            self.owner.on_error(self.key)
+
+
+def tls_error_reason(exc: BaseException) -> str | None:
+    """A short reason naming a TLS handshake failure (``TLS: certificate verify failed: ...``), or None."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or str(exc)
+        return f"TLS: certificate verify failed: {detail}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: handshake failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionResetError):  # a server that wants a client certificate may just hang up
+        return f"TLS: connection reset during the handshake ({exc})"
+    return None
 
 
 class TransportSet:
@@ -171,6 +192,12 @@ class TransportSet:
         self._conns: dict[Address, _StreamProtocol] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tls_client: ssl.SSLContext | None = None
+        #: Why the last connection to a destination failed (``TLS: certificate verify failed: ...``), for
+        #: the 503 the core makes up: a refused certificate must be named, not reported as a timeout.
+        self.error_reasons: dict[Address, str] = {}
+        #: (ip, port) of a TLS target located from a domain -> that domain, the name its certificate must
+        #: carry (RFC 5922 §4); a target given by address is checked against the address.
+        self.tls_names: dict[tuple[str, int], str] = {}
         self._resolved: dict[tuple[str, int], str] = {}
         #: Stream connections kept at most (inbound beyond it are closed at once) and closed when idle.
         self.max_connections = 2048
@@ -276,18 +303,28 @@ class TransportSet:
     async def _connect(self, conn: _StreamProtocol, dest: Address, host: str) -> None:
         loop = asyncio.get_running_loop()
         ctx: ssl.SSLContext | None = None
+        kwargs: dict[str, str] = {}
         if dest[0] == "tls":
             ctx = self._tls_client or ssl.create_default_context()
+            # The name checked (and sent as SNI) is the target's host, not the address it resolved to.
+            kwargs["server_hostname"] = self.tls_names.get((dest[1], dest[2]), dest[1]).strip("[]")
         local = self.local_addresses.get(dest[0]) or self.local_addresses.get("udp")
         try:
             await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: conn, host, dest[2], ssl=ctx, local_addr=(local[0], 0) if local else None
+                    lambda: conn, host, dest[2], ssl=ctx, local_addr=(local[0], 0) if local else None,
+                    **kwargs,  # type: ignore[arg-type]
                 ),
                 timeout=10.0,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            log.info("cannot connect to %s %s:%s: %s", dest[0], host, dest[2], exc)
+            reason = tls_error_reason(exc) if ctx is not None else None
+            if reason is not None:
+                name = kwargs.get("server_hostname", dest[1])
+                log.warning("cannot connect to tls %s:%s (%s): %s", dest[1], dest[2], name, reason)
+                self.error_reasons[dest] = reason
+            else:
+                log.info("cannot connect to %s %s:%s: %s", dest[0], host, dest[2], exc)
             conn.closed = True
             if self._conns.get(conn.key) is conn:  # type: ignore[arg-type]
                 del self._conns[conn.key]  # type: ignore[arg-type]

@@ -346,6 +346,12 @@ class UserAgent:
             name: (advertise_host or host, port)
             for name, (host, port) in ua.transports.local_addresses.items()
         }
+        if tls_client is not None and "tls" not in ua.core.local_addresses:
+            # A TLS client without a certificate of its own has no TLS listener: its requests go out over
+            # connections it opens and answers come back on them; Via/Contact name the TCP (else UDP) port.
+            stream = ua.core.local_addresses.get("tcp") or ua.core.local_addresses.get("udp")
+            if stream is not None:
+                ua.core.local_addresses["tls"] = stream
         return ua
 
     # -- properties ---------------------------------------------------------------------------------
@@ -402,7 +408,11 @@ class UserAgent:
         default = self.core.config.default_transport
         transports = [default, *(t for t in ours if t != default)] if default in ours else list(ours)
         ipv6 = ":" in self.local_address[0]
-        return await self.locator.locate(uri, transports, ipv6=ipv6)
+        targets = await self.locator.locate(uri, transports, ipv6=ipv6)
+        for transport_name, ip, port in targets:
+            if transport_name == "tls":  # RFC 5922 §4: the certificate must name the URI's domain
+                self.transports.tls_names[(ip, port)] = uri.host
+        return targets
 
     def invite(
         self,
@@ -534,7 +544,8 @@ class UserAgent:
         self._pump()
 
     def _on_error(self, dest: Address) -> None:
-        self.core.transport_error(dest, self.now())
+        reason = self.transports.error_reasons.pop(dest, None)
+        self.core.transport_error(dest, self.now(), reason=reason)
         self._pump()
 
     def _on_timer(self) -> None:

@@ -21,6 +21,7 @@ from sip.uri import SipUri
 from sip.useragent import IncomingInvite, UserAgent
 from t38.engine import FaxEvent
 from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
+from vfax.call.tls import TlsConfigError, TlsSettings, client_context, server_context
 from vfax.inbox import Inbox, PlacedFax
 
 log = logging.getLogger("vfax.line")
@@ -99,6 +100,19 @@ class LineConfig:
     call: CallOptions = field(default_factory=CallOptions)
     #: DNS servers (ip, port) for RFC 3263 lookups of names in --to/server; empty: the system's.
     nameservers: tuple[tuple[str, int], ...] = ()
+    #: SIP over TLS (vfax.call.tls): the peer's certificate is verified unless ``verify=False``.
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+def _uses_tls(config: LineConfig) -> bool:
+    """TLS settings given, a TLS listener, or a registrar reached over TLS (``sips:``/``transport=tls``)."""
+    server = (config.server or "").lower()
+    return (
+        config.tls != TlsSettings()
+        or "tls" in config.transports
+        or server.startswith("sips:")
+        or "transport=tls" in server
+    )
 
 
 @dataclass
@@ -131,12 +145,18 @@ class FaxLine:
     @classmethod
     async def open(cls, config: LineConfig) -> FaxLine:
         allow = config.allow_invite_from
+        tls_client = client_context(config.tls, config.name) if _uses_tls(config) else None
+        tls_server = server_context(config.tls) if "tls" in config.transports else None
+        if "tls" in config.transports and tls_server is None:
+            raise TlsConfigError("tls_cert", "listening on TLS needs a certificate (tls_cert)")
         ua = await UserAgent.create(
             config.listen_host,
             config.listen_port,
             config.transports,
             contact_user=config.user or "vfax",
             allow_invite_from=allow,
+            tls_client=tls_client,
+            tls_server=tls_server,
         )
         if config.nameservers:
             ua.locator = Locator(config.nameservers)

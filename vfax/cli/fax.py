@@ -36,6 +36,7 @@ from vfax.cli.common import (
     print_json,
     print_report,
 )
+from vfax.cli.tls_options import TlsCaOpt, TlsCertOpt, TlsKeyOpt, TlsVerifyOpt, tls_settings
 from vfax.documents import Resolution
 from vfax.status import FaxStatus
 
@@ -147,6 +148,10 @@ def send_command(
         str | None,
         typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
     ] = None,
+    tls_ca: TlsCaOpt = None,
+    tls_verify: TlsVerifyOpt = True,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Fax DOCUMENT to a SIP destination, in T.38 or G.711; exits 1 unless every page was confirmed.
 
@@ -160,6 +165,7 @@ def send_command(
         res = _send_choice("--resolution", resolution, {r.name.lower(): r for r in Resolution})
         host, port = _send_host_port(listen)
         nameservers = (_dns_server(dns),) if dns else ()
+        tls = tls_settings(tls_ca, tls_verify, tls_cert, tls_key)
         if (user or password) and not server:
             raise _SendInputError("--user and --password go with --server")
         if register and not (server and user and password is not None):
@@ -181,7 +187,7 @@ def send_command(
             _send_failed(str(exc), as_json, EXIT_BAD_INPUT)
         config = LineConfig(
             name="send", listen_host=host, listen_port=port, server=server, user=user, password=password,
-            call=options, nameservers=nameservers,
+            call=options, nameservers=nameservers, tls=tls,
         )  # fmt: skip
         with PageProgress(prepared.pages, enabled=not as_json, label="send") as progress:
             on_event = _CallProgress(progress, True)
@@ -303,6 +309,10 @@ def receive_command(
                      min=0, max=3600),
     ] = DEFAULT_KEEPALIVE_SECONDS,
     as_json: JsonOpt = False,
+    tls_ca: TlsCaOpt = None,
+    tls_verify: TlsVerifyOpt = True,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Answer fax calls and write each fax atomically into INBOX (TIFF, PDF and the call report)."""
     policy = _policy(t38)
@@ -314,11 +324,15 @@ def receive_command(
     try:
         options = CallOptions(t38=policy, ident=ident)
         options.fax_config()
+        tls = tls_settings(tls_ca, tls_verify, tls_cert, tls_key)
     except ValueError as exc:
         fail(str(exc))
+    # with a certificate we listen on TLS too (a free port; the Contact we register names it)
+    transports = ("udp", "tcp", "tls") if tls.cert is not None else ("udp", "tcp")
     config = LineConfig(
         name="receive", listen_host=host, listen_port=port, server=server, user=user, password=password,
-        channels=channels, inbox=inbox, call=options, keepalive_interval=keepalive,
+        channels=channels, inbox=inbox, call=options, keepalive_interval=keepalive, tls=tls,
+        transports=transports,
     )  # fmt: skip
     try:
         code = asyncio.run(_receive(config, once, as_json))

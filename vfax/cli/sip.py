@@ -25,6 +25,8 @@ from sip.errors import SipError
 from sip.registration import Registration, normalize_registrar
 from sip.uri import SipUri
 from sip.useragent import UserAgent, answered_by_peer
+from vfax.call.tls import TlsSettings, client_context
+from vfax.cli.tls_options import TlsCaOpt, TlsCertOpt, TlsKeyOpt, TlsVerifyOpt, tls_settings
 
 __all__ = ["options_command", "register_command"]
 
@@ -140,11 +142,22 @@ def _authorized(status: int, reachable: bool) -> bool | None:
 
 
 async def _options(
-    uri: SipUri, transport: str | None, bind: str | None, user: str | None, password: str | None
+    uri: SipUri,
+    transport: str | None,
+    bind: str | None,
+    user: str | None,
+    password: str | None,
+    tls: TlsSettings | None = None,
 ) -> dict[str, Any]:
-    tr = transport or uri.transport or "udp"
-    local = bind or _local_host_for(uri.host_ip, uri.port or 5060)
-    ua = await UserAgent.create(local, 0, (tr,), contact_user=user or "vfax")
+    tr = transport or uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+    local = bind or _local_host_for(uri.host_ip, uri.port or (5061 if tr == "tls" else 5060))
+    if tr == "tls":  # a client only: the TLS connection is ours, the answer comes back on it
+        ua = await UserAgent.create(
+            local, 0, ("tcp",), contact_user=user or "vfax",
+            tls_client=client_context(tls or TlsSettings(), "options"),
+        )  # fmt: skip
+    else:
+        ua = await UserAgent.create(local, 0, (tr,), contact_user=user or "vfax")
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -204,6 +217,10 @@ def options_command(
         str | None,
         typer.Option("--password", envvar="VFAX_SIP_PASSWORD", help="SIP password, to answer a 401/407."),
     ] = None,
+    tls_ca: TlsCaOpt = None,
+    tls_verify: TlsVerifyOpt = True,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Send a SIP OPTIONS ping; print the status, the round-trip time and whether the peer is reachable.
 
@@ -216,13 +233,18 @@ def options_command(
     except SipError as exc:
         _bad_input(f"bad SIP URI {uri!r}: {exc}")
         return
-    if transport is not None and transport.lower() not in ("udp", "tcp"):
-        _bad_input(f"unsupported transport {transport!r} (use udp or tcp)")
+    if transport is not None and transport.lower() not in ("udp", "tcp", "tls"):
+        _bad_input(f"unsupported transport {transport!r} (use udp, tcp or tls)")
     if user is not None and password is None:
         _bad_input("--user needs --password (or VFAX_SIP_PASSWORD) to answer a challenge")
     tr = transport and transport.lower()
     try:
-        data = asyncio.run(asyncio.wait_for(_options(target, tr, bind, user, password), timeout))
+        tls = tls_settings(tls_ca, tls_verify, tls_cert, tls_key)
+    except ValueError as exc:
+        _bad_input(str(exc))
+        return
+    try:
+        data = asyncio.run(asyncio.wait_for(_options(target, tr, bind, user, password, tls), timeout))
     except TimeoutError:
         data = {"uri": str(target), "status": 408, "reason": "Request Timeout", "reachable": False,
                 "authorized": None, "challenged": False}  # fmt: skip

@@ -19,7 +19,7 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
                worker_port_stride (vfax serve --workers: worker K's devices listen on port + K * stride)
     [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
                 channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
-                max_call_seconds
+                max_call_seconds, tls_ca, tls_verify, tls_cert, tls_key
     [[sinks]]  type = "jsonl" (path) | "webhook" (url, secret) | "stdout"; optional name
 
 Environment overrides (applied after the file, before validation; values are parsed as the key's type:
@@ -56,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 from vfax.call.fax_call import CallOptions
 from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, LineConfig
 from vfax.call.media import T38Policy
+from vfax.call.tls import TlsConfigError, TlsSettings, check_tls_settings
 from vfax.service.events import JsonLinesSink, Sink, WebhookSink
 from vfax.store.retry import RetryPolicy
 
@@ -80,7 +81,7 @@ DEFAULT_API_LISTEN = "127.0.0.1:8025"
 DEFAULT_SIP_LISTEN = "127.0.0.1:5060"
 T38_CHOICES = ("auto", "off", "only", "direct")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls")
 SINK_TYPES = ("jsonl", "webhook", "stdout")
 #: T.30 signalling rates (V.27ter, V.29, V.17) a device may be limited to.
 BIT_RATES = (2400, 4800, 7200, 9600, 12000, 14400)
@@ -149,6 +150,12 @@ class DeviceConfig:
     allow_invite_from: tuple[str, ...] | None = None
     media_timeout: float = 20.0
     max_call_seconds: float = 1800.0
+    #: SIP over TLS: the CA file trusted for peers (None: the system's trust store), whether to verify
+    #: the peer at all, our certificate (client one, and the server one of a ``tls`` listener) and its key.
+    tls_ca: Path | None = None
+    tls_verify: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __repr__(self) -> str:  # never print the SIP password into a log
         shown = "***" if self.password else None
@@ -367,6 +374,10 @@ _DEVICE_KEYS = (
     "allow_invite_from",
     "media_timeout",
     "max_call_seconds",
+    "tls_ca",
+    "tls_verify",
+    "tls_cert",
+    "tls_key",
 )
 _SINK_KEYS = ("type", "name", "path", "url", "secret")
 
@@ -390,6 +401,7 @@ _ENV_KINDS: dict[str, str] = {
     "allow_invite_from": "list",
     "media_timeout": "float",
     "max_call_seconds": "float",
+    "tls_verify": "bool",
     "lease_seconds": "float",
     "heartbeat_seconds": "float",
     "give_up_seconds": "float",
@@ -553,7 +565,7 @@ def _choice_int(key: str, value: object, choices: tuple[int, ...]) -> int:
     return number
 
 
-def _device(key: str, table: dict[str, Any]) -> DeviceConfig:
+def _device(key: str, table: dict[str, Any], base: Path) -> DeviceConfig:
     _no_unknown(key, table, _DEVICE_KEYS)
     if "name" not in table:
         raise ConfigError(f"{key}.name", "required")
@@ -594,6 +606,21 @@ def _device(key: str, table: dict[str, Any]) -> DeviceConfig:
     keepalive = _float(ka_key, table.get("keepalive_interval", d.keepalive_interval), 0, 3600)
     if 0 < keepalive < 1:
         raise ConfigError(ka_key, f"must be 0 (off) or at least 1 second, not {keepalive:g}")
+
+    def opt_path(k: str) -> Path | None:  # "" (the sample's) is the same as leaving the key out
+        v = opt_str(k)
+        return (base / Path(v).expanduser()) if v else None
+
+    tls = TlsSettings(
+        ca=opt_path("tls_ca"), verify=_bool(f"{key}.tls_verify", table.get("tls_verify", True)),
+        cert=opt_path("tls_cert"), key=opt_path("tls_key"),
+    )  # fmt: skip
+    if "tls" in transports and tls.cert is None:
+        raise ConfigError(f"{key}.tls_cert", "required when transports lists tls")
+    try:  # the files are read now: a bad one is a config error naming its key, not a failure at start
+        check_tls_settings(tls)
+    except TlsConfigError as exc:
+        raise ConfigError(f"{key}.{exc.key}", str(exc).removeprefix(f"{exc.key}: ")) from None
     return DeviceConfig(
         name=name,
         listen=listen,
@@ -615,6 +642,10 @@ def _device(key: str, table: dict[str, Any]) -> DeviceConfig:
         max_call_seconds=_float(
             f"{key}.max_call_seconds", table.get("max_call_seconds", d.max_call_seconds), 10.0, 86400
         ),
+        tls_ca=tls.ca,
+        tls_verify=tls.verify,
+        tls_cert=tls.cert,
+        tls_key=tls.key,
     )
 
 
@@ -774,7 +805,7 @@ def parse_config(
     devices: list[DeviceConfig] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(_list("devices", raw.get("devices", []))):
-        dev = _device(f"devices[{i}]", _table(f"devices[{i}]", entry))
+        dev = _device(f"devices[{i}]", _table(f"devices[{i}]", entry), base)
         folded = _env_key(dev.name)
         if folded in seen:
             raise ConfigError(
@@ -872,6 +903,7 @@ def device_line_config(dev: DeviceConfig, inbox: Path | None) -> LineConfig:
         allow_invite_from=dev.allow_invite_from,
         inbox=inbox,
         call=device_call_options(dev),
+        tls=TlsSettings(ca=dev.tls_ca, verify=dev.tls_verify, cert=dev.tls_cert, key=dev.tls_key),
     )
 
 
