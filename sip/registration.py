@@ -12,6 +12,14 @@ sends OPTIONS to the registrar and proves it is alive, which "registered" must m
 not answer within ``keepalive_timeout`` (any answer counts, a 401 too) makes the state ``FAILED`` at once,
 instead of "registered" until the next refresh fails (half the expiry plus 32 s of Timer F later), and
 the refresh loop retries with back-off; when it answers again we register at once.
+
+NAT (RFC 3581, as pjsip's contact rewriting): every request asks for ``rport``; when the registrar's
+answer says it saw us at another address (``received``/``rport`` in our Via), that address becomes our
+UDP Contact and Via sent-by, and we register it at once, removing the stale Contact in the same REGISTER.
+Each answer (refreshes, OPTIONS keep-alives) is checked again, so a binding the NAT moved is registered
+anew within one keep-alive interval. Behind a NAT with no keep-alive configured, CRLF keep-alives every
+``nat_keepalive_interval`` seconds hold the binding open. Not done with ``rewrite_contact=False`` or when
+the user agent was given an advertised address (the user said what is public).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from dataclasses import dataclass
 from sip.auth import DigestClient
 from sip.core import destination_for
 from sip.errors import SipParseError
-from sip.locate import LocateError
+from sip.locate import LocateError, is_ip
 from sip.message import Headers, Response
 from sip.uri import NameAddr, SipUri, new_call_id, new_tag
 from sip.useragent import UserAgent, answered_by_peer
@@ -113,6 +121,8 @@ class Registration:
         retry_base: float = 30.0,
         retry_cap: float = 1800.0,
         invites_only_from_registrar: bool = False,
+        rewrite_contact: bool = True,
+        nat_keepalive_interval: float = 15.0,
     ) -> None:
         self.ua = ua
         self.registrar = (
@@ -151,6 +161,12 @@ class Registration:
         self._keepalive: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._register_now = False
+        self.rewrite_contact = rewrite_contact and self.transport == "udp" and not ua.advertised
+        self.nat_keepalive_interval = nat_keepalive_interval
+        #: The address the registrar reported for us (``received``/``rport``), once it differed from ours.
+        self.public_address: tuple[str, int] | None = None
+        #: Contacts registered before a NAT rewrite, removed (``expires=0``) by the next REGISTER.
+        self._stale_contacts: list[NameAddr] = []
 
     @property
     def _contact(self) -> NameAddr:
@@ -168,10 +184,14 @@ class Registration:
         if targets and self.invites_only_from_registrar:
             config = self.ua.core.config
             config.invite_allow_list = frozenset(config.invite_allow_list or ()) | {t[1] for t in targets}
-        for _ in range(3):
+        for _ in range(5):
             self.cseq += 1
             contact = self._contact
-            h = Headers([("Contact", f"{contact};expires={want}"), ("Expires", str(want))])
+            stale = [c for c in self._stale_contacts if c.uri != contact.uri]
+            h = Headers([("Contact", f"{contact};expires={want}")])
+            for old in stale:
+                h.add("Contact", f"{old};expires=0")
+            h.add("Expires", str(want))
             from_ = self.aor.copy()
             from_.tag = self.from_tag
             started = time.perf_counter()
@@ -188,12 +208,50 @@ class Registration:
                 if min_expires and min_expires.strip().isdigit() and int(min_expires) > want:
                     want = int(min_expires)
                     continue
+            if 200 <= resp.status < 300:
+                self._stale_contacts = [c for c in self._stale_contacts if c not in stale]
+                if want and self._mapping_changed(resp):
+                    continue  # registered the address the NAT showed (the stale one removed)
             granted = self._granted(resp, contact, want) if 200 <= resp.status < 300 else 0
             result = RegistrationResult(resp.status, resp.reason, granted, str(contact.uri), rtt, resp)
             self.last_rtt_ms = rtt
             self.last_result = result
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _mapping_changed(self, resp: Response) -> bool:
+        """Whether the answer shows us at another address than our Contact (a NAT between us): then that
+        address becomes our Via/Contact and the old Contact is queued for removal."""
+        if not self.rewrite_contact:
+            return False
+        try:
+            via = resp.via
+        except SipParseError:
+            return False
+        if via.received is None and via.rport is None:
+            return False  # the registrar did not say (no RFC 3581): nothing to learn
+        seen = via.response_address()
+        if not is_ip(seen[0]):
+            return False
+        contact = self._contact
+        if (contact.uri.host_ip, contact.uri.port or 5060) == seen:
+            return False
+        log.info(
+            "%s: registrar %s sees us at %s:%d, not %s:%s (NAT): registering that address",
+            self.user, self.registrar, seen[0], seen[1], contact.uri.host_ip, contact.uri.port,
+        )  # fmt: skip
+        if contact not in self._stale_contacts:
+            self._stale_contacts.append(contact)
+        self.public_address = seen
+        self.ua.set_public_address(self.transport, *seen)
+        if not self.keepalive_interval and self.nat_keepalive_interval:
+            self.keepalive, self.keepalive_interval = "crlf", self.nat_keepalive_interval
+        return True
+
+    def _ensure_keepalive(self) -> None:
+        """Keep-alives run while we keep the registration (configured, or begun because of a NAT)."""
+        if self.keepalive_interval and self._keepalive is None:
+            self._keepalive = asyncio.ensure_future(self._keepalives())
 
     @staticmethod
     def _granted(resp: Response, contact: NameAddr, asked: int) -> int:
@@ -222,8 +280,7 @@ class Registration:
         result = await self.register_once()
         self._apply(result)
         self._task = asyncio.ensure_future(self._run())
-        if self.keepalive_interval:
-            self._keepalive = asyncio.ensure_future(self._keepalives())
+        self._ensure_keepalive()
         return result
 
     async def _restrict_invites(self) -> None:
@@ -274,6 +331,7 @@ class Registration:
                 log.exception("REGISTER refresh failed")
                 result = RegistrationResult(500, "Internal Error", 0, self.contact, 0.0)
             self._apply(result)
+            self._ensure_keepalive()
 
     def _lost(self, why: str) -> None:
         """The registrar stopped answering: we cannot claim to be registered (calls to us go nowhere)."""
@@ -314,6 +372,11 @@ class Registration:
                 answer = await self.ping(limit)
             except Exception:
                 log.exception("keep-alive OPTIONS failed")
+                continue
+            registered = self.state is RegistrationState.REGISTERED
+            if answer is not None and registered and self._mapping_changed(answer):
+                self._register_now = True  # the NAT moved our binding: register the new address now
+                self._wake.set()
                 continue
             if answer is None:
                 if self.state is RegistrationState.REGISTERED:

@@ -300,6 +300,9 @@ class UserAgent:
         #: RFC 3263 (NAPTR, SRV, A/AAAA) for names in request targets; made on first use from the system's
         #: resolv.conf unless set (``Locator(nameservers=...)``).
         self.locator: Locator | None = None
+        #: Via/Contact name an address given by the user (``advertise_host``), not the bound one: a NAT
+        #: rewrite from a registrar's answer is then not done (sip.registration).
+        self.advertised = False
         self._timer = _Pending()
         self._closed = False
 
@@ -317,12 +320,15 @@ class UserAgent:
         tls_port: int = 0,
         allow_invite_from: Iterable[str] | None = None,
         advertise_host: str | None = None,
+        advertise_port: int | None = None,
         **overrides: Any,
     ) -> UserAgent:
         """Bind the sockets and start; ``overrides`` set ``CoreConfig`` fields (``session_expires=...``).
 
-        ``advertise_host`` is the address written in Via and Contact; it is needed when binding to a
-        wildcard address (``0.0.0.0``, ``::``), which peers cannot send to.
+        ``advertise_host`` is the address written in Via and Contact (and, by vfax, in SDP): the public
+        address of a host behind a NAT with forwarded ports, or the host's address when binding to a
+        wildcard address (``0.0.0.0``, ``::``), which peers cannot send to. ``advertise_port`` replaces the
+        bound port there (a NAT forwarding another public port).
         """
         config = config or CoreConfig()
         config.contact_user = contact_user
@@ -342,8 +348,9 @@ class UserAgent:
             log.warning(
                 "bound to %r without advertise_host: Via and Contact will not be reachable", local_host
             )
+        ua.advertised = advertise_host is not None
         ua.core.local_addresses = {
-            name: (advertise_host or host, port)
+            name: (advertise_host or host, advertise_port or port)
             for name, (host, port) in ua.transports.local_addresses.items()
         }
         if tls_client is not None and "tls" not in ua.core.local_addresses:
@@ -361,6 +368,20 @@ class UserAgent:
         """(host, port) of the first transport (UDP when there is one)."""
         addrs = self.transports.local_addresses
         return addrs.get("udp") or next(iter(addrs.values()))
+
+    @property
+    def media_host(self) -> str:
+        """The address to write in SDP: the advertised one if given, else the one the sockets are bound to."""
+        if self.advertised:
+            return next(iter(self.core.local_addresses.values()))[0]
+        return self.local_address[0]
+
+    def set_public_address(self, transport: str, host: str, port: int) -> None:
+        """Write ``host:port`` in the Via and Contact of ``transport`` from now on: the address a NAT maps us
+        to, as a registrar reported it (RFC 3581 ``received``/``rport``; see sip.registration)."""
+        if transport not in self.core.local_addresses:
+            raise ValueError(f"no local {transport} transport")
+        self.core.local_addresses[transport] = (host, port)
 
     def contact_uri(self, transport: str = "udp") -> SipUri:
         return self.core.contact(transport).uri

@@ -138,6 +138,9 @@ def test_defaults_fill_paths_under_data_dir_and_relative_paths_follow_the_file(t
         (minimal(sinks=[{"type": "jsonl"}]), "sinks[0].path: required for a jsonl sink"),
         (minimal(sinks=[{"type": "stdout", "path": "x"}]), "sinks[0].path: not used by a stdout sink"),
         (minimal(log_level="loud"), "log_level: must be one of debug, info, warning, error"),
+        (minimal(devices=[{"name": "a", "advertise": "pbx.example"}]), "devices[0].advertise: must be an IP"),
+        (minimal(devices=[{"name": "a", "advertise": "0.0.0.0"}]), "devices[0].advertise: 0.0.0.0 cannot"),
+        (minimal(devices=[{"name": "a", "advertise": "192.0.2.7:0"}]), "devices[0].advertise: port must be"),
         ({"devices": []}, "data_dir: required"),
     ],
 )
@@ -260,11 +263,13 @@ def test_device_line_config_carries_every_device_setting(tmp_path: Path) -> None
                 "allow_invite_from": ["127.0.0.1"],
                 "media_timeout": 12.5,
                 "max_call_seconds": 600,
+                "advertise": "[2001:db8::7]:5070",
             }
         ]
     )
     dev = parse_config(data, environ={}).devices[0]
     line = device_line_config(dev, tmp_path)
+    assert line.advertise == ("2001:db8::7", 5070)
     assert (line.name, line.listen_host, line.listen_port, line.transports) == (
         "line1",
         "::1",

@@ -350,3 +350,12 @@ def test_two_workers_placing_faxes_in_one_inbox_at_once_never_overwrite_one_anot
         "fax-20261204-120000-2.tif", "fax-20261204-120000.tif",
     ]  # fmt: skip
     assert not list(box.directory.glob(".*.lock"))
+
+
+def test_an_advertised_port_moves_with_the_worker_listen_port() -> None:
+    from vfax.service.workers import worker_advertise
+
+    assert worker_advertise("192.0.2.7:5060", 0, 10) == "192.0.2.7:5060"
+    assert worker_advertise("192.0.2.7:5060", 2, 10) == "192.0.2.7:5080"
+    assert worker_advertise("192.0.2.7", 3, 10) == "192.0.2.7"  # no port: each worker's own
+    assert worker_advertise(None, 1, 10) is None

@@ -154,8 +154,10 @@ class FaxCall:
         self.sending = send_file is not None
         self.send_file = send_file
         self.receive_file = receive_file
-        self.host = ua.local_address[0]
-        self.sdp_session = LocalSession(self.host)
+        self.host = ua.local_address[0]  # media sockets bind here
+        #: the address our SDP names: the advertised (public) one when the line has one (ua.media_host)
+        self.sdp_host = ua.media_host
+        self.sdp_session = LocalSession(self.sdp_host)
         self.session: FaxSession | None = None
         self.sip: CallSession | None = None
         self.rtp: RtpEndpoint | None = None
@@ -211,7 +213,7 @@ class FaxCall:
             if not result.ok and direct and result.status in T38_REFUSALS:
                 self._note("T.38 refused in the INVITE: calling again with audio", status=result.status)
                 self._release_ports()
-                self.sdp_session = LocalSession(self.host)  # a new INVITE is a new dialog
+                self.sdp_session = LocalSession(self.sdp_host)  # a new INVITE is a new dialog
                 offer = self._offer(image=False, audio=True)
                 result = await self._invite(target, offer, proxy, credentials, from_uri, targets)
             self.sip_status, self.sip_reason = result.status, result.reason
@@ -318,7 +320,7 @@ class FaxCall:
         if image and self.image_port is None:
             self.image_port = _UdpReservation(self.host)
         return build_offer(
-            self.host,
+            self.sdp_host,
             audio_port=self.audio_port.port if audio and self.audio_port else None,
             image_port=self.image_port.port if image and self.image_port else None,
             codecs=self.options.codecs,
@@ -353,7 +355,7 @@ class FaxCall:
         try:
             answer = sdp_answer_offer(
                 offer,
-                local_addr=self.host,
+                local_addr=self.sdp_host,
                 accept_audio=True,
                 audio_port=audio_port,
                 codecs=self.options.codecs,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -81,6 +82,33 @@ def dial_uri(to: str, server: str | None, line: str = "the line") -> str:
     return f"sip:{to}@{host}"
 
 
+def parse_advertise(text: str) -> tuple[str, int | None]:
+    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` → (host, port or None); the host must be an IP address (it
+    goes into SDP, where a name would need the peer to resolve it). Raises ValueError saying why."""
+    text = text.strip()
+    port: str | None = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"must be an IP address, IP:PORT or [IPv6]:PORT, not {text!r}")
+        port = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host = text
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"must be an IP address (optionally with :PORT), not {text!r}") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise ValueError(f"{host} cannot be advertised: peers cannot send to it")
+    if port is None:
+        return str(ip), None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be 1..65535, not {port!r}")
+    return str(ip), int(port)
+
+
 @dataclass
 class LineConfig:
     name: str = "line"
@@ -102,6 +130,9 @@ class LineConfig:
     nameservers: tuple[tuple[str, int], ...] = ()
     #: SIP over TLS (vfax.call.tls): the peer's certificate is verified unless ``verify=False``.
     tls: TlsSettings = field(default_factory=TlsSettings)
+    #: Our public address behind a NAT with forwarded ports (HOST, or HOST and PORT): written in Via,
+    #: Contact and SDP instead of the bound address; then no Contact rewriting from the registrar's answer.
+    advertise: tuple[str, int | None] | None = None
 
 
 def _uses_tls(config: LineConfig) -> bool:
@@ -157,6 +188,8 @@ class FaxLine:
             allow_invite_from=allow,
             tls_client=tls_client,
             tls_server=tls_server,
+            advertise_host=config.advertise[0] if config.advertise else None,
+            advertise_port=config.advertise[1] if config.advertise else None,
         )
         if config.nameservers:
             ua.locator = Locator(config.nameservers)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from vfax.call.line import (
     LineConfig,
     Reception,
     dial_uri,
+    parse_advertise,
 )
 from vfax.call.media import T38Policy
 from vfax.cli.common import (
@@ -127,6 +129,22 @@ class _CallProgress:
             p.update(self.progress.task, completed=event.page)
 
 
+AdvertiseOpt = Annotated[
+    str | None,
+    typer.Option(help="Behind a NAT that forwards our ports: the public IP or IP:PORT to write in Via,"
+                 " Contact and SDP. Without it a registered line learns it from the registrar."),
+]
+
+
+def _advertise(value: str | None) -> tuple[str, int | None] | None:
+    if value is None:
+        return None
+    try:
+        return parse_advertise(value)
+    except ValueError as exc:
+        raise _SendInputError(f"--advertise {exc}") from None
+
+
 def send_command(
     document: Annotated[Path, typer.Argument(help="PDF, PNG, JPEG or TIFF to fax.")],
     to: Annotated[str, typer.Option(help="Destination, sip:USER@HOST[:PORT] (or USER with --server).")],
@@ -152,6 +170,7 @@ def send_command(
     tls_verify: TlsVerifyOpt = True,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    advertise: AdvertiseOpt = None,
 ) -> None:
     """Fax DOCUMENT to a SIP destination, in T.38 or G.711; exits 1 unless every page was confirmed.
 
@@ -166,6 +185,7 @@ def send_command(
         host, port = _send_host_port(listen)
         nameservers = (_dns_server(dns),) if dns else ()
         tls = tls_settings(tls_ca, tls_verify, tls_cert, tls_key)
+        public = _advertise(advertise)
         if (user or password) and not server:
             raise _SendInputError("--user and --password go with --server")
         if register and not (server and user and password is not None):
@@ -187,7 +207,7 @@ def send_command(
             _send_failed(str(exc), as_json, EXIT_BAD_INPUT)
         config = LineConfig(
             name="send", listen_host=host, listen_port=port, server=server, user=user, password=password,
-            call=options, nameservers=nameservers, tls=tls,
+            call=options, nameservers=nameservers, tls=tls, advertise=public,
         )  # fmt: skip
         with PageProgress(prepared.pages, enabled=not as_json, label="send") as progress:
             on_event = _CallProgress(progress, True)
@@ -236,6 +256,20 @@ def _send_host_port(value: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise _SendInputError(f"--listen must be HOST:PORT with a port 0..65535, not {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether ``port`` is free on ``host`` for both UDP and TCP (what a SIP listener binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(family, kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
 
 
 def _dns_server(value: str) -> tuple[str, int]:
@@ -293,7 +327,11 @@ async def _send(
 
 def receive_command(
     inbox: Annotated[Path, typer.Option(help="Folder where received faxes land (TIFF, PDF, report).")],
-    listen: Annotated[str, typer.Option(help="Local SIP address, HOST:PORT.")] = "127.0.0.1:5060",
+    listen: Annotated[
+        str | None,
+        typer.Option(help="Local SIP address, HOST:PORT (default 127.0.0.1:5060; with --server, a free port"
+                     " when 5060 is taken, since the registrar learns it)."),
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Exit after the first call: 0 if it delivered a fax, 1 if not.")
     ] = False,
@@ -313,10 +351,18 @@ def receive_command(
     tls_verify: TlsVerifyOpt = True,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    advertise: AdvertiseOpt = None,
 ) -> None:
     """Answer fax calls and write each fax atomically into INBOX (TIFF, PDF and the call report)."""
     policy = _policy(t38)
-    host, port = _host_port(listen, "--listen", 5060)
+    host, port = _host_port(listen or "127.0.0.1:5060", "--listen", 5060)
+    if listen is None and server and not _port_free(host, port):
+        err.print(f"vfax receive: port {port} on {host} is taken: listening on a free port (we register it)")
+        port = 0
+    try:
+        public = _advertise(advertise)
+    except ValueError as exc:
+        fail(str(exc))
     if (user or password) and not server:
         fail("--user and --password go with --server")
     if 0 < keepalive < 1:
@@ -332,7 +378,7 @@ def receive_command(
     config = LineConfig(
         name="receive", listen_host=host, listen_port=port, server=server, user=user, password=password,
         channels=channels, inbox=inbox, call=options, keepalive_interval=keepalive, tls=tls,
-        transports=transports,
+        transports=transports, advertise=public,
     )  # fmt: skip
     try:
         code = asyncio.run(_receive(config, once, as_json))
@@ -358,6 +404,10 @@ async def _receive(config: LineConfig, once: bool, as_json: bool) -> int:
         host, port = line.address
         if not as_json:
             err.print(f"vfax receive: listening on {host}:{port} ({line.uri}), inbox {config.inbox}")
+            public = line.registration.public_address if line.registration else None
+            if public is not None:
+                err.print(f"vfax receive: behind a NAT: registered as {public[0]}:{public[1]},"
+                          " as the registrar sees us")  # fmt: skip
         code = 0
         while not stop.is_set():
             getter = asyncio.ensure_future(line.receptions.get())

@@ -19,7 +19,7 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
                worker_port_stride (vfax serve --workers: worker K's devices listen on port + K * stride)
     [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
                 channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
-                max_call_seconds, tls_ca, tls_verify, tls_cert, tls_key
+                max_call_seconds, tls_ca, tls_verify, tls_cert, tls_key, advertise
     [[sinks]]  type = "jsonl" (path) | "webhook" (url, secret) | "stdout"; optional name
 
 Environment overrides (applied after the file, before validation; values are parsed as the key's type:
@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from vfax.call.fax_call import CallOptions
-from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, LineConfig
+from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, LineConfig, parse_advertise
 from vfax.call.media import T38Policy
 from vfax.call.tls import TlsConfigError, TlsSettings, check_tls_settings
 from vfax.service.events import JsonLinesSink, Sink, WebhookSink
@@ -156,6 +156,10 @@ class DeviceConfig:
     tls_verify: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Public address behind a NAT with forwarded ports: ``IP`` or ``IP:PORT``, written in Via, Contact
+    #: and SDP (vfax.call.line.parse_advertise). Without it a registering device learns its public
+    #: SIP address from the registrar (RFC 3581) and relies on symmetric media at the far end.
+    advertise: str | None = None
 
     def __repr__(self) -> str:  # never print the SIP password into a log
         shown = "***" if self.password else None
@@ -378,6 +382,7 @@ _DEVICE_KEYS = (
     "tls_verify",
     "tls_cert",
     "tls_key",
+    "advertise",
 )
 _SINK_KEYS = ("type", "name", "path", "url", "secret")
 
@@ -617,6 +622,12 @@ def _device(key: str, table: dict[str, Any], base: Path) -> DeviceConfig:
     )  # fmt: skip
     if "tls" in transports and tls.cert is None:
         raise ConfigError(f"{key}.tls_cert", "required when transports lists tls")
+    advertise = opt_str("advertise") or None
+    if advertise is not None:
+        try:
+            parse_advertise(advertise)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.advertise", str(exc)) from None
     try:  # the files are read now: a bad one is a config error naming its key, not a failure at start
         check_tls_settings(tls)
     except TlsConfigError as exc:
@@ -638,6 +649,7 @@ def _device(key: str, table: dict[str, Any], base: Path) -> DeviceConfig:
         ident=ident,
         page_header=opt_str("page_header", max_len=100),
         allow_invite_from=None if allow is None else _str_list(f"{key}.allow_invite_from", allow),
+        advertise=advertise,
         media_timeout=_float(f"{key}.media_timeout", table.get("media_timeout", d.media_timeout), 1.0, 3600),
         max_call_seconds=_float(
             f"{key}.max_call_seconds", table.get("max_call_seconds", d.max_call_seconds), 10.0, 86400
@@ -904,6 +916,7 @@ def device_line_config(dev: DeviceConfig, inbox: Path | None) -> LineConfig:
         inbox=inbox,
         call=device_call_options(dev),
         tls=TlsSettings(ca=dev.tls_ca, verify=dev.tls_verify, cert=dev.tls_cert, key=dev.tls_key),
+        advertise=parse_advertise(dev.advertise) if dev.advertise else None,
     )
 
 

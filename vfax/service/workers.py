@@ -48,6 +48,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_any
 from typing import TYPE_CHECKING, Any
 
+from vfax.call.line import parse_advertise
 from vfax.process import EXIT_BAD_INPUT, EXIT_FAILED, JsonLogFormatter
 from vfax.service.config import ConfigError, ServiceConfig, parse_listen
 
@@ -103,6 +104,17 @@ def worker_listen(listen: str, index: int, stride: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def worker_advertise(advertise: str | None, index: int, stride: int) -> str | None:
+    """A device's advertised address in worker ``index``: a forwarded port moves with the listen port."""
+    if advertise is None or index == 0:
+        return advertise
+    host, port = parse_advertise(advertise)
+    if port is None:
+        return advertise
+    port += index * stride
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _overlap(a: str, b: str) -> bool:
     wildcard = ("0.0.0.0", "::", "")
     return a == b or a in wildcard or b in wildcard
@@ -141,7 +153,8 @@ def worker_config(config: ServiceConfig, index: int, base_id: str) -> ServiceCon
     worker 0."""
     stride = config.node.worker_port_stride
     devices = tuple(
-        replace(d, listen=worker_listen(d.listen, index, stride), register=d.register and index == 0)
+        replace(d, listen=worker_listen(d.listen, index, stride), register=d.register and index == 0,
+                advertise=worker_advertise(d.advertise, index, stride))
         for d in config.devices
     )
     return replace(
