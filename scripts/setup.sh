@@ -53,8 +53,9 @@ fi
 # gcc and libc6-dev build the native G.711 hot path (t38/native/, see README "Performance")
 apt_pkgs=(gcc libc6-dev)
 # the tests start their own Kamailio, PostgreSQL and dnsmasq (DNS: NAPTR/SRV) servers (tests/peers/) on
-# ports they choose, and make network namespaces with iproute2 for the cluster tests
-[ "$want_test" = 1 ] && apt_pkgs+=(kamailio kamailio-tls-modules postgresql iproute2 dnsmasq)
+# ports they choose, and make network namespaces with iproute2 for the cluster tests; the NAT tests
+# make a masquerading router namespace with nftables and move its bindings with conntrack
+[ "$want_test" = 1 ] && apt_pkgs+=(kamailio kamailio-tls-modules postgresql iproute2 dnsmasq nftables conntrack)
 for p in "${apt_pkgs[@]}"; do
     installed "$p" || missing+=("$p")
 done
