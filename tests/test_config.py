@@ -141,6 +141,7 @@ def test_defaults_fill_paths_under_data_dir_and_relative_paths_follow_the_file(t
         (minimal(devices=[{"name": "a", "advertise": "pbx.example"}]), "devices[0].advertise: must be an IP"),
         (minimal(devices=[{"name": "a", "advertise": "0.0.0.0"}]), "devices[0].advertise: 0.0.0.0 cannot"),
         (minimal(devices=[{"name": "a", "advertise": "192.0.2.7:0"}]), "devices[0].advertise: port must be"),
+        (minimal(devices=[{"name": "a", "nameservers": ["dns.example"]}]), "nameservers[0]: must be"),
         ({"devices": []}, "data_dir: required"),
     ],
 )
@@ -264,12 +265,14 @@ def test_device_line_config_carries_every_device_setting(tmp_path: Path) -> None
                 "media_timeout": 12.5,
                 "max_call_seconds": 600,
                 "advertise": "[2001:db8::7]:5070",
+                "nameservers": ["127.0.0.1:5353", "::1"],
             }
         ]
     )
     dev = parse_config(data, environ={}).devices[0]
     line = device_line_config(dev, tmp_path)
     assert line.advertise == ("2001:db8::7", 5070)
+    assert line.nameservers == (("127.0.0.1", 5353), ("::1", 53))
     assert (line.name, line.listen_host, line.listen_port, line.transports) == (
         "line1",
         "::1",

@@ -21,7 +21,8 @@ from sip.useragent import IncomingInvite, UserAgent
 from tests import docfactory
 from tests.peers import dnsmasq as dm
 from tests.peers.dnsmasq import dnsmasq, host, naptr, srv
-from tests.serve_process import free_port
+from tests.peers.kamailio import KamailioServer
+from tests.serve_process import free_port, wait_for
 from tests.test_cli_fax import finish, start_receiver, vfax, wait_listening
 from tests.test_sip_core import SDP_A, SDP_B, Net
 from vfax.status import FaxStatus
@@ -161,3 +162,31 @@ def test_vfax_send_to_a_receiver_named_only_by_naptr_and_srv(tmp_path: Path) -> 
     assert bad.returncode == 2 and "nosuch.test" in bad.stderr and "NXDOMAIN" in bad.stderr
     assert json.loads(bad.stdout)["status"] == FaxStatus.FS_BAD_ADDRESS.string_id
 
+
+
+@needs_dnsmasq
+def test_vfax_receive_registers_at_kamailio_found_by_srv_after_a_dead_target(
+    tmp_path: Path, kamailio: KamailioServer
+) -> None:
+    """`vfax receive --server pbx.test --dns ...`: NAPTR prefers TCP, whose SRV names a port that refuses
+    connections; the REGISTER fails over to the UDP SRV target, Kamailio, and the binding is made. (A
+    dead UDP target costs Timer F, 32 s, before the failover: UDP says nothing about a closed port.)"""
+    port, dead = free_port(), free_port()
+    records = [
+        naptr("pbx.test", 10, 10, "SIP+D2T", "_sip._tcp.pbx.test"),
+        naptr("pbx.test", 20, 10, "SIP+D2U", "_sip._udp.pbx.test"),
+        srv("_sip._tcp.pbx.test", "dead.pbx.test", dead, 10),
+        srv("_sip._udp.pbx.test", "kam.pbx.test", kamailio.udp_port, 10),
+        host("dead.pbx.test"), host("kam.pbx.test"),
+    ]  # fmt: skip
+    with dnsmasq(records, tmp_path / "dns.log") as (ip, dns_port):
+        rx = start_receiver("--listen", f"127.0.0.1:{port}", "--inbox", str(tmp_path / "inbox"),
+                            "--server", "pbx.test", "--user", "1001", "--password", "secret1001",
+                            "--dns", f"{ip}:{dns_port}")  # fmt: skip
+        try:
+            wait_listening(port, rx)
+            contacts = wait_for(lambda: kamailio.registered_contacts("1001"), 20, "1001 registered")
+        finally:
+            rx.terminate()
+            rx.wait(20)
+    assert contacts == [f"sip:1001@127.0.0.1:{port}"]

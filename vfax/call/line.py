@@ -82,7 +82,13 @@ def dial_uri(to: str, server: str | None, line: str = "the line") -> str:
     return f"sip:{to}@{host}"
 
 
-def parse_advertise(text: str) -> tuple[str, int | None]:
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT`` or ``[V6]:PORT`` of a DNS server (port 53 by default); ValueError saying why."""
+    host, port = parse_advertise(text, what="a DNS server")
+    return host, 53 if port is None else port
+
+
+def parse_advertise(text: str, what: str = "") -> tuple[str, int | None]:
     """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` → (host, port or None); the host must be an IP address (it
     goes into SDP, where a name would need the peer to resolve it). Raises ValueError saying why."""
     text = text.strip()
@@ -101,7 +107,7 @@ def parse_advertise(text: str) -> tuple[str, int | None]:
     except ValueError:
         raise ValueError(f"must be an IP address (optionally with :PORT), not {text!r}") from None
     if ip.is_unspecified or ip.is_multicast:
-        raise ValueError(f"{host} cannot be advertised: peers cannot send to it")
+        raise ValueError(f"{host} cannot be {what or 'advertised'}: nothing can be sent to it")
     if port is None:
         return str(ip), None
     if not port.isdigit() or not 1 <= int(port) <= 65535:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import signal
 import socket
 import tempfile
@@ -26,6 +25,7 @@ from vfax.call.line import (
     Reception,
     dial_uri,
     parse_advertise,
+    parse_nameserver,
 )
 from vfax.call.media import T38Policy
 from vfax.cli.common import (
@@ -129,6 +129,12 @@ class _CallProgress:
             p.update(self.progress.task, completed=event.page)
 
 
+DnsOpt = Annotated[
+    str | None,
+    typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
+]
+
+
 AdvertiseOpt = Annotated[
     str | None,
     typer.Option(help="Behind a NAT that forwards our ports: the public IP or IP:PORT to write in Via,"
@@ -162,10 +168,7 @@ def send_command(
     ] = "127.0.0.1:0",
     report: Annotated[Path | None, typer.Option(help="Write the call report (JSON) here.")] = None,
     as_json: JsonOpt = False,
-    dns: Annotated[
-        str | None,
-        typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
-    ] = None,
+    dns: DnsOpt = None,
     tls_ca: TlsCaOpt = None,
     tls_verify: TlsVerifyOpt = True,
     tls_cert: TlsCertOpt = None,
@@ -274,16 +277,10 @@ def _port_free(host: str, port: int) -> bool:
 
 def _dns_server(value: str) -> tuple[str, int]:
     """``IP[:PORT]`` (``[v6]:PORT``) of the --dns server; port 53 by default."""
-    host, sep, port = value.rpartition(":") if "]" in value or value.count(":") == 1 else ("", "", "")
-    host, port = (host, port) if sep else (value, "53")
-    host = host.strip("[]")
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise _SendInputError(f"--dns must be an IP address with an optional :PORT, not {value!r}") from None
-    if not port.isdigit() or not 0 < int(port) <= 65535:
-        raise _SendInputError(f"--dns port must be 1..65535, not {value!r}")
-    return host, int(port)
+        return parse_nameserver(value)
+    except ValueError as exc:
+        raise _SendInputError(f"--dns {exc}") from None
 
 
 def _send_failed(
@@ -352,6 +349,7 @@ def receive_command(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     advertise: AdvertiseOpt = None,
+    dns: DnsOpt = None,
 ) -> None:
     """Answer fax calls and write each fax atomically into INBOX (TIFF, PDF and the call report)."""
     policy = _policy(t38)
@@ -361,6 +359,7 @@ def receive_command(
         port = 0
     try:
         public = _advertise(advertise)
+        nameservers = (_dns_server(dns),) if dns else ()
     except ValueError as exc:
         fail(str(exc))
     if (user or password) and not server:
@@ -378,7 +377,7 @@ def receive_command(
     config = LineConfig(
         name="receive", listen_host=host, listen_port=port, server=server, user=user, password=password,
         channels=channels, inbox=inbox, call=options, keepalive_interval=keepalive, tls=tls,
-        transports=transports, advertise=public,
+        transports=transports, advertise=public, nameservers=nameservers,
     )  # fmt: skip
     try:
         code = asyncio.run(_receive(config, once, as_json))

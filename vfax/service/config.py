@@ -19,7 +19,7 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
                worker_port_stride (vfax serve --workers: worker K's devices listen on port + K * stride)
     [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
                 channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
-                max_call_seconds, tls_ca, tls_verify, tls_cert, tls_key, advertise
+                max_call_seconds, tls_ca, tls_verify, tls_cert, tls_key, advertise, nameservers
     [[sinks]]  type = "jsonl" (path) | "webhook" (url, secret) | "stdout"; optional name
 
 Environment overrides (applied after the file, before validation; values are parsed as the key's type:
@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from vfax.call.fax_call import CallOptions
-from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, LineConfig, parse_advertise
+from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, LineConfig, parse_advertise, parse_nameserver
 from vfax.call.media import T38Policy
 from vfax.call.tls import TlsConfigError, TlsSettings, check_tls_settings
 from vfax.service.events import JsonLinesSink, Sink, WebhookSink
@@ -160,6 +160,9 @@ class DeviceConfig:
     #: and SDP (vfax.call.line.parse_advertise). Without it a registering device learns its public
     #: SIP address from the registrar (RFC 3581) and relies on symmetric media at the far end.
     advertise: str | None = None
+    #: DNS servers (``IP`` or ``IP:PORT``) for RFC 3263 lookups of names in server/destinations; empty:
+    #: the system's resolv.conf.
+    nameservers: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never print the SIP password into a log
         shown = "***" if self.password else None
@@ -383,6 +386,7 @@ _DEVICE_KEYS = (
     "tls_cert",
     "tls_key",
     "advertise",
+    "nameservers",
 )
 _SINK_KEYS = ("type", "name", "path", "url", "secret")
 
@@ -404,6 +408,7 @@ _ENV_KINDS: dict[str, str] = {
     "ecm": "bool",
     "max_bit_rate": "int",
     "allow_invite_from": "list",
+    "nameservers": "list",
     "media_timeout": "float",
     "max_call_seconds": "float",
     "tls_verify": "bool",
@@ -628,6 +633,12 @@ def _device(key: str, table: dict[str, Any], base: Path) -> DeviceConfig:
             parse_advertise(advertise)
         except ValueError as exc:
             raise ConfigError(f"{key}.advertise", str(exc)) from None
+    nameservers = _str_list(f"{key}.nameservers", table.get("nameservers", []))
+    for i, dns in enumerate(nameservers):
+        try:
+            parse_nameserver(dns)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.nameservers[{i}]", str(exc)) from None
     try:  # the files are read now: a bad one is a config error naming its key, not a failure at start
         check_tls_settings(tls)
     except TlsConfigError as exc:
@@ -650,6 +661,7 @@ def _device(key: str, table: dict[str, Any], base: Path) -> DeviceConfig:
         page_header=opt_str("page_header", max_len=100),
         allow_invite_from=None if allow is None else _str_list(f"{key}.allow_invite_from", allow),
         advertise=advertise,
+        nameservers=tuple(nameservers),
         media_timeout=_float(f"{key}.media_timeout", table.get("media_timeout", d.media_timeout), 1.0, 3600),
         max_call_seconds=_float(
             f"{key}.max_call_seconds", table.get("max_call_seconds", d.max_call_seconds), 10.0, 86400
@@ -917,6 +929,7 @@ def device_line_config(dev: DeviceConfig, inbox: Path | None) -> LineConfig:
         call=device_call_options(dev),
         tls=TlsSettings(ca=dev.tls_ca, verify=dev.tls_verify, cert=dev.tls_cert, key=dev.tls_key),
         advertise=parse_advertise(dev.advertise) if dev.advertise else None,
+        nameservers=tuple(parse_nameserver(n) for n in dev.nameservers),
     )
 
 
