@@ -288,7 +288,8 @@ def test_trunk_keys_reach_the_line(tmp_path: Path) -> None:
     """SIP trunk keys (issue 14.2): outbound proxy, caller identity, dial plan; a typed number is
     normalised, "" is unset (but a dial_prefix of "" drops the +)."""
     trunk = {
-        "name": "trunk", "server": "carrier.example", "outbound_proxy": "sip:sbc.carrier.example;transport=tcp",
+        "name": "trunk", "server": "carrier.example",
+        "outbound_proxy": "sip:sbc.carrier.example;transport=tcp",
         "caller_name": 'ACME "Fax"', "caller_number": "+49 (30) 123-456",
         "asserted_identity": "tel:+4930123456", "dial_prefix": "00", "user_phone": True,
     }  # fmt: skip
@@ -311,9 +312,9 @@ def test_trunk_keys_reach_the_line(tmp_path: Path) -> None:
         ({"outbound_proxy": "sip:bad host"}, "devices[0].outbound_proxy: must be HOST[:PORT] or a SIP URI"),
         ({"caller_name": "ACME\nX-Evil: 1"}, "devices[0].caller_name: must not contain control characters"),
         ({"caller_number": "+49 30 / fax"}, "devices[0].caller_number: a SIP user part may hold"),
-        ({"caller_number": "+1234567890123456"}, "devices[0].caller_number: '+1234567890123456' has 16 digits"),
+        ({"caller_number": "+1234567890123456"}, "devices[0].caller_number: '+1234567890123456' has 16"),
         ({"asserted_identity": "mailto:x@y"}, "devices[0].asserted_identity: an asserted identity is a sip:"),
-        ({"asserted_identity": "tel:030123"}, "devices[0].asserted_identity: a tel: identity must be a global number"),
+        ({"asserted_identity": "tel:030123"}, "devices[0].asserted_identity: a tel: identity must be a"),
         ({"dial_prefix": "x0"}, "devices[0].dial_prefix: a dial prefix is '+' or up to 8 digits"),
         ({"user_phone": "yes"}, "devices[0].user_phone: must be true or false"),
     ],
