@@ -347,9 +347,13 @@ class Registration:
         """OPTIONS to the registrar (through the proxy); its answer, or None when none came in ``timeout``."""
         from_ = self.aor.copy()
         from_.tag = new_tag()
+        try:  # RFC 3263 for a name (the outbound proxy's or the registrar's), as the REGISTER does
+            targets = await self.ua.locate(self.registrar, proxy=self.proxy, transport=self.transport)
+        except LocateError:
+            return None
         oreq = self.ua.start_request(
             "OPTIONS", self.registrar, proxy=self.proxy, credentials=self.auth, from_=from_,
-            to=NameAddr(SipUri.parse(str(self.registrar))), transport=self.transport,
+            to=NameAddr(SipUri.parse(str(self.registrar))), transport=self.transport, targets=targets,
         )  # fmt: skip
         future: asyncio.Future[Response] = oreq.user_data
         try:

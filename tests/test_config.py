@@ -292,6 +292,45 @@ def test_device_line_config_carries_every_device_setting(tmp_path: Path) -> None
     assert (call.media_timeout, call.max_call_seconds) == (12.5, 600.0)
 
 
+def test_trunk_keys_reach_the_line(tmp_path: Path) -> None:
+    """SIP trunk keys (issue 14.2): outbound proxy, caller identity, dial plan; a typed number is
+    normalised, "" is unset (but a dial_prefix of "" drops the +)."""
+    trunk = {
+        "name": "trunk", "server": "carrier.example",
+        "outbound_proxy": "sip:sbc.carrier.example;transport=tcp",
+        "caller_name": 'ACME "Fax"', "caller_number": "+49 (30) 123-456",
+        "asserted_identity": "tel:+4930123456", "dial_prefix": "00", "user_phone": True,
+    }  # fmt: skip
+    plain = {"name": "plain", "caller_name": "", "asserted_identity": "", "dial_prefix": ""}
+    config = parse_config(minimal(devices=[trunk, plain]), environ={"VFAX_DEVICE_PLAIN_USER_PHONE": "yes"})
+    line = device_line_config(config.device("trunk"), tmp_path)
+    assert line.proxy_uri == "sip:sbc.carrier.example;transport=tcp"
+    assert (line.caller.name, line.caller.user, line.caller.asserted) == (
+        'ACME "Fax"', "+4930123456", "tel:+4930123456"
+    )
+    assert (line.dial.prefix, line.dial.user_phone) == ("00", True)
+    other = device_line_config(config.device("plain"), tmp_path)
+    assert not other.caller and other.outbound_proxy is None
+    assert (other.dial.prefix, other.dial.user_phone) == ("", True)
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [
+        ({"outbound_proxy": "sip:bad host"}, "devices[0].outbound_proxy: must be HOST[:PORT] or a SIP URI"),
+        ({"caller_name": "ACME\nX-Evil: 1"}, "devices[0].caller_name: must not contain control characters"),
+        ({"caller_number": "+49 30 / fax"}, "devices[0].caller_number: a SIP user part may hold"),
+        ({"caller_number": "+1234567890123456"}, "devices[0].caller_number: '+1234567890123456' has 16"),
+        ({"asserted_identity": "mailto:x@y"}, "devices[0].asserted_identity: an asserted identity is a sip:"),
+        ({"asserted_identity": "tel:030123"}, "devices[0].asserted_identity: a tel: identity must be a"),
+        ({"dial_prefix": "x0"}, "devices[0].dial_prefix: a dial prefix is '+' or up to 8 digits"),
+        ({"user_phone": "yes"}, "devices[0].user_phone: must be true or false"),
+    ],
+)
+def test_bad_trunk_keys_are_refused_naming_the_key(device: dict[str, Any], expected: str) -> None:
+    assert expected in config_error(minimal(devices=[{"name": "t", **device}]))
+
+
 def test_sinks_are_built_with_their_configured_names(tmp_path: Path) -> None:
     data = minimal(
         sinks=[

@@ -240,7 +240,8 @@ def test_a_final_response_outside_the_sip_classes_is_a_fatal_error() -> None:
         ("sip:2000@10.0.0.1", None, "sip:2000@10.0.0.1"),
         ("2000", None, None),
         ("sip:bad uri@", None, None),
-        ("20 00", "pbx.example", None),
+        ("20 00", "pbx.example", "sip:2000@pbx.example"),  # a typed number: separators dropped
+        ("20 0x", "pbx.example", None),
         ("", "pbx.example", None),
     ],
 )

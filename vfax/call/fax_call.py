@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sip.identity import caller_of
 from sip.sdp import LocalSession, SdpError, SessionDescription, build_offer, parse_sdp, process_answer
 from sip.sdp import answer_offer as sdp_answer_offer
 from sip.transaction import Address
@@ -175,6 +176,9 @@ class FaxCall:
         #: T.38 offer got 488 has two, and the report's ladder shows both
         self.attempts: list[SipAttempt] = []
         self.remote_party = ""
+        #: What the INVITE said about its caller (From, P-Asserted-Identity, Via, Record-Route): receiving.
+        self.caller: dict[str, Any] | None = None
+        self._invite_headers: list[tuple[str, str]] | None = None
         self.answered = False
         self.started = time.monotonic()
         self.started_wall = time.time()
@@ -202,10 +206,13 @@ class FaxCall:
         credentials: tuple[str, str] | None = None,
         from_uri: str | None = None,
         targets: list[Address] | None = None,
+        headers: list[tuple[str, str]] | None = None,
     ) -> CallOutcome:
         """Call ``target`` and send the document; returns when the call is over. ``targets`` are where
-        the next hop resolved to (``UserAgent.locate``), tried in turn on a timeout or a 503."""
+        the next hop resolved to (``UserAgent.locate``), tried in turn on a timeout or a 503; ``headers``
+        go into the INVITE (P-Asserted-Identity)."""
         self.remote_party = target
+        self._invite_headers = headers
         try:
             direct = self.options.t38 is T38Policy.DIRECT
             offer = self._offer(image=direct, audio=not direct)
@@ -261,7 +268,7 @@ class FaxCall:
     ) -> Any:
         pending = self.ua.invite(
             target, bytes(offer), proxy=proxy, credentials=credentials, from_=from_uri,
-            timeout=self.options.ring_timeout, targets=targets,
+            timeout=self.options.ring_timeout, targets=targets, headers=self._invite_headers,
         )  # fmt: skip
         self.call_id = pending.call_id
         attempt = SipAttempt(pending.call_id)
@@ -280,6 +287,8 @@ class FaxCall:
         """Answer an offered call and receive the fax; returns when the call is over."""
         self.call_id = incoming.call_id
         self.remote_party = str(incoming.from_.uri)
+        self.caller = caller_of(incoming.request)
+        log.info("%s: call %s from %s", self.name, self.call_id, self.caller)
         self.sip = incoming.session
         self.sip.on_reinvite = self._on_reinvite
         try:
@@ -740,6 +749,7 @@ class FaxCall:
             "call_id": self.call_id,
             "direction": "send" if self.sending else "receive",
             "remote": self.remote_party,
+            "caller": self.caller,
             "started_at": self.started_wall,
             "duration_seconds": round((self.ended or time.monotonic()) - self.started, 2),
             "policy": str(self.options.t38),

@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sip.errors import SipError
+from sip.identity import CallerIdentity
 from sip.locate import LocateError, Locator
 from sip.registration import Registration, RegistrationResult, normalize_registrar
-from sip.uri import SipUri
 from sip.useragent import IncomingInvite, UserAgent
 from t38.engine import FaxEvent
+from vfax.call.dialing import BadDestination, DialPlan, dial_uri
 from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
 from vfax.call.tls import TlsConfigError, TlsSettings, client_context, server_context
 from vfax.inbox import Inbox, PlacedFax
@@ -55,31 +55,8 @@ DEFAULT_KEEPALIVE_SECONDS = 30.0
 DRAIN_RETRY_AFTER_SECONDS = 60
 
 
-class BadDestination(ValueError):
-    """A destination that cannot be dialled (the user's input, not the network's fault)."""
-
-
 class DnsUnavailable(RuntimeError):
     """DNS did not answer for the destination's name (the network's fault; a later try may work)."""
-
-
-def dial_uri(to: str, server: str | None, line: str = "the line") -> str:
-    """``to`` as a SIP URI: an extension alone goes to the line's server (``sip:2000@pbx``).
-    Raises BadDestination for anything that cannot be dialled."""
-    to = to.strip()
-    if to.lower().startswith(("sip:", "sips:")):
-        try:
-            SipUri.parse(to)
-        except SipError as exc:
-            raise BadDestination(f"destination {to!r} is not a valid SIP URI: {exc}") from None
-        return to
-    if not to or any(c in to for c in ' <>@;:"\r\n'):
-        raise BadDestination(f"destination {to!r} is neither a SIP URI nor an extension")
-    if not server:
-        raise BadDestination(f"destination {to!r} is not a SIP URI and {line} has no server")
-    registrar = normalize_registrar(server)
-    host = f"{registrar.host}:{registrar.port}" if registrar.port else registrar.host
-    return f"sip:{to}@{host}"
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -139,6 +116,19 @@ class LineConfig:
     #: Our public address behind a NAT with forwarded ports (HOST, or HOST and PORT): written in Via,
     #: Contact and SDP instead of the bound address; then no Contact rewriting from the registrar's answer.
     advertise: tuple[str, int | None] | None = None
+    #: Outbound proxy (RFC 3261 §8.1.2), HOST[:PORT] or a SIP URI: every out-of-dialog request of the line
+    #: (INVITE, REGISTER, keep-alive OPTIONS) goes there with a ``Route: <proxy;lr>``, the Request-URI
+    #: unchanged; a name is located by RFC 3263. None: requests go to the server (or the destination).
+    outbound_proxy: str | None = None
+    #: From display name/user and P-Asserted-Identity of our calls (a send may override them).
+    caller: CallerIdentity = field(default_factory=CallerIdentity)
+    #: How telephone numbers in a destination are dialled (``+`` replaced, ``;user=phone``).
+    dial: DialPlan = field(default_factory=DialPlan)
+
+    @property
+    def proxy_uri(self) -> str | None:
+        """The outbound proxy as a SIP URI (``sip:host:port;transport=tcp``), or None."""
+        return str(normalize_registrar(self.outbound_proxy)) if self.outbound_proxy else None
 
 
 def _uses_tls(config: LineConfig) -> bool:
@@ -149,6 +139,17 @@ def _uses_tls(config: LineConfig) -> bool:
         or "tls" in config.transports
         or server.startswith("sips:")
         or "transport=tls" in server
+    )
+
+
+def _merge(line: CallerIdentity, send: CallerIdentity | None) -> CallerIdentity:
+    """The caller identity of one send: its own fields, the line's where it gives none."""
+    if send is None:
+        return line
+    return CallerIdentity(
+        name=send.name if send.name is not None else line.name,
+        user=send.user if send.user is not None else line.user,
+        asserted=send.asserted if send.asserted is not None else line.asserted,
     )
 
 
@@ -199,6 +200,8 @@ class FaxLine:
         )
         if config.nameservers:
             ua.locator = Locator(config.nameservers)
+        if config.outbound_proxy:  # the core's default next hop for out-of-dialog requests
+            ua.core.config.outbound_proxy = config.proxy_uri
         line = cls(config, ua)
         return line
 
@@ -208,7 +211,7 @@ class FaxLine:
         if not (c.server and c.user and c.password is not None):
             raise ValueError("registration needs server, user and password")
         self.registration = Registration(
-            self.ua, c.server, c.user, c.password, expires=c.register_expires,
+            self.ua, c.server, c.user, c.password, expires=c.register_expires, proxy=c.proxy_uri,
             keepalive_interval=c.keepalive_interval or None, keepalive="options",
         )  # fmt: skip
         return await self.registration.start()
@@ -242,14 +245,18 @@ class FaxLine:
         options: CallOptions | None = None,
         name: str = "send",
         on_call: Callable[[FaxCall], None] | None = None,
+        caller: CallerIdentity | None = None,
     ) -> CallOutcome:
-        """Send a prepared TIFF-F to ``to``; through the registrar when the line has one."""
+        """Send a prepared TIFF-F to ``to``; through the outbound proxy, else the registrar, when the
+        line has one. ``caller`` replaces the line's caller identity (its unset fields keep the line's)."""
         if len(self.active) >= self.config.channels:
             raise RuntimeError(f"all {self.config.channels} channels of {self.config.name} are busy")
         to = self.target_uri(to)
         c = self.config
         credentials = (c.user, c.password) if c.user and c.password is not None else None
-        proxy = str(normalize_registrar(c.server)) if c.server else None
+        proxy = c.proxy_uri or (str(normalize_registrar(c.server)) if c.server else None)
+        identity = _merge(c.caller, caller)
+        from_ = identity.from_address(c.user or "vfax", self._from_host())
         try:  # RFC 3263: NAPTR, SRV, A/AAAA of the next hop; the INVITE tries each target in turn
             targets = await self.ua.locate(to, proxy=proxy)
         except LocateError as exc:
@@ -262,12 +269,24 @@ class FaxLine:
             on_call(call)
         self.active.add(call)
         try:
-            return await call.place(to, proxy=proxy, credentials=credentials, targets=targets)
+            return await call.place(
+                to, proxy=proxy, credentials=credentials, targets=targets,
+                from_uri=str(from_) if from_ is not None else None, headers=identity.headers(),
+            )  # fmt: skip
         finally:
             self.active.discard(call)
 
     def target_uri(self, to: str) -> str:
-        return dial_uri(to, self.config.server, self.config.name)
+        """``to`` as the Request-URI: numbers and extensions go to the server's (else the proxy's) domain."""
+        c = self.config
+        return dial_uri(to, c.server or c.outbound_proxy, c.name, c.dial)
+
+    def _from_host(self) -> str:
+        """The host of our From: the server's domain (the account's), else our own address."""
+        if self.config.server:
+            return normalize_registrar(self.config.server).host
+        host = self.ua.local_address[0]
+        return f"[{host}]" if ":" in host else host
 
     def _prepare(self, call: FaxCall) -> None:
         call.on_event = self.on_event

@@ -13,8 +13,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from sip.errors import SipError
+from sip.identity import CallerIdentity, IdentityError
+from sip.registration import normalize_registrar
 from t38.engine import FaxEvent, Negotiated, PageDone
 from vfax import documents
+from vfax.call.dialing import DialPlan, normalize_number
 from vfax.call.fax_call import CallOptions, CallOutcome, FaxCall
 from vfax.call.line import (
     DEFAULT_KEEPALIVE_SECONDS,
@@ -51,6 +55,14 @@ PasswordOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 SendServerOpt = Annotated[
     str | None, typer.Option(help="PBX/proxy to call through, HOST[:PORT] (see --register).")
+]
+ProxyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy",
+        help="Outbound proxy, HOST[:PORT] or a SIP URI (sip:sbc.example;transport=tcp): every request "
+        "outside a call goes there with Route: <proxy;lr>, the Request-URI unchanged.",
+    ),
 ]
 RegisterOpt = Annotated[
     bool,
@@ -100,6 +112,7 @@ def outcome_json(outcome: CallOutcome, report_path: Path | None = None) -> dict[
         "remote_ident": r.remote_ident if r else "",
         "t30": {"code": r.code, "text": r.text} if r else None,
         "call_id": outcome.report.get("call_id"),
+        "caller": outcome.report.get("caller"),  # receiving: From, P-Asserted-Identity, Via, Record-Route
         "report": str(report_path) if report_path else None,
     }
 
@@ -174,13 +187,34 @@ def send_command(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     advertise: AdvertiseOpt = None,
+    proxy: ProxyOpt = None,
+    from_name: Annotated[
+        str | None, typer.Option("--from-name", help="Display name in From (and P-Asserted-Identity).")
+    ] = None,
+    from_user: Annotated[
+        str | None, typer.Option("--from-user", help="User part of From, e.g. our number +4930123456.")
+    ] = None,
+    asserted_identity: Annotated[
+        str | None,
+        typer.Option("--asserted-identity", help="P-Asserted-Identity (RFC 3325): sip: URI or tel:+NUMBER."),
+    ] = None,
+    dial_prefix: Annotated[
+        str | None,
+        typer.Option(help="What replaces the + of a number in --to: 00, \"\" (none) or + (default: +)."),
+    ] = None,
+    user_phone: Annotated[
+        bool, typer.Option("--user-phone", help="Add ;user=phone to the Request-URI of a number in --to.")
+    ] = False,
 ) -> None:
     """Fax DOCUMENT to a SIP destination, in T.38 or G.711; exits 1 unless every page was confirmed.
 
     With --server the call goes through that PBX, answering its 401/407 with --user/--password; it
-    registers only with --register. With --json every outcome, a failure before the call included, is one
-    JSON object on stdout (ok=false and the reason); exit 1 for a failed fax, call or registration, 2 for
-    unusable input.
+    registers only with --register. With --proxy every request goes to that outbound proxy (a SIP trunk's
+    SBC). --to may be a SIP URI, an extension or a telephone number (+49 30 123-456 is sent as
+    +4930123456, or as --dial-prefix says).
+
+    With --json every outcome, a failure before the call included, is one JSON object on stdout (ok=false
+    and the reason); exit 1 for a failed fax, call or registration, 2 for unusable input.
     """
     try:
         policy = T38Policy.parse(t38)
@@ -189,14 +223,17 @@ def send_command(
         nameservers = (_dns_server(dns),) if dns else ()
         tls = tls_settings(tls_ca, tls_verify, tls_cert, tls_key)
         public = _advertise(advertise)
-        if (user or password) and not server:
-            raise _SendInputError("--user and --password go with --server")
+        if (user or password) and not (server or proxy):
+            raise _SendInputError("--user and --password go with --server (or --proxy)")
         if register and not (server and user and password is not None):
             raise _SendInputError("--register needs --server, --user and --password")
-        if not to.lower().startswith(("sip:", "sips:")) and not server:
+        if not to.lower().startswith(("sip:", "sips:")) and not (server or proxy):
             raise _SendInputError("--to must be a SIP URI (sip:USER@HOST[:PORT]) when no --server is given")
+        _check_proxy(proxy)
+        plan = _dial_plan(dial_prefix, user_phone)
+        caller = _caller(from_name, from_user, asserted_identity)
         try:
-            target = dial_uri(to, server)
+            target = dial_uri(to, server or proxy, "--server", plan)
         except BadDestination as exc:
             raise _SendInputError(f"--to: {exc}") from None
         options = CallOptions(t38=policy, ecm=ecm, ident=ident, page_header=header)
@@ -210,7 +247,8 @@ def send_command(
             _send_failed(str(exc), as_json, EXIT_BAD_INPUT)
         config = LineConfig(
             name="send", listen_host=host, listen_port=port, server=server, user=user, password=password,
-            call=options, nameservers=nameservers, tls=tls, advertise=public,
+            call=options, nameservers=nameservers, tls=tls, advertise=public, outbound_proxy=proxy,
+            caller=caller, dial=plan,
         )  # fmt: skip
         with PageProgress(prepared.pages, enabled=not as_json, label="send") as progress:
             on_event = _CallProgress(progress, True)
@@ -273,6 +311,36 @@ def _port_free(host: str, port: int) -> bool:
             except OSError:
                 return False
     return True
+
+
+def _check_proxy(proxy: str | None) -> None:
+    if proxy is None:
+        return
+    try:
+        normalize_registrar(proxy)
+    except SipError as exc:
+        raise _SendInputError(f"--proxy must be HOST[:PORT] or a SIP URI, not {proxy!r}: {exc}") from None
+
+
+def _dial_plan(prefix: str | None, user_phone: bool) -> DialPlan:
+    try:
+        return DialPlan(prefix=prefix, user_phone=user_phone)
+    except ValueError as exc:
+        raise _SendInputError(f"--dial-prefix: {exc}") from None
+
+
+_CALLER_OPTIONS = {"name": "--from-name", "user": "--from-user", "asserted": "--asserted-identity"}
+
+
+def _caller(name: str | None, user: str | None, asserted: str | None) -> CallerIdentity:
+    """The caller identity of the options; a number typed with separators is sent without them."""
+    try:
+        number = normalize_number(user) if user is not None else None
+        return CallerIdentity(name, number or user, asserted)
+    except IdentityError as exc:
+        raise _SendInputError(f"{_CALLER_OPTIONS[exc.field]}: {exc}") from None
+    except BadDestination as exc:
+        raise _SendInputError(f"--from-user: {exc}") from None
 
 
 def _dns_server(value: str) -> tuple[str, int]:
@@ -350,8 +418,12 @@ def receive_command(
     tls_key: TlsKeyOpt = None,
     advertise: AdvertiseOpt = None,
     dns: DnsOpt = None,
+    proxy: ProxyOpt = None,
 ) -> None:
-    """Answer fax calls and write each fax atomically into INBOX (TIFF, PDF and the call report)."""
+    """Answer fax calls and write each fax atomically into INBOX (TIFF, PDF and the call report).
+
+    With --server the line registers there (through --proxy when given); each report names the caller
+    (From, P-Asserted-Identity) and the proxies the INVITE came through."""
     policy = _policy(t38)
     host, port = _host_port(listen or "127.0.0.1:5060", "--listen", 5060)
     if listen is None and server and not _port_free(host, port):
@@ -364,6 +436,10 @@ def receive_command(
         fail(str(exc))
     if (user or password) and not server:
         fail("--user and --password go with --server")
+    try:
+        _check_proxy(proxy)
+    except ValueError as exc:
+        fail(str(exc))
     if 0 < keepalive < 1:
         fail(f"--keepalive must be 0 (off) or at least 1 second, not {keepalive:g}")
     try:
@@ -377,7 +453,7 @@ def receive_command(
     config = LineConfig(
         name="receive", listen_host=host, listen_port=port, server=server, user=user, password=password,
         channels=channels, inbox=inbox, call=options, keepalive_interval=keepalive, tls=tls,
-        transports=transports, advertise=public, nameservers=nameservers,
+        transports=transports, advertise=public, nameservers=nameservers, outbound_proxy=proxy,
     )  # fmt: skip
     try:
         code = asyncio.run(_receive(config, once, as_json))

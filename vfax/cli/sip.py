@@ -62,13 +62,27 @@ def _bad_input(message: str) -> None:
 
 
 async def _register(
-    server: str, user: str, password: str, transport: str, expires: int, domain: str | None, bind: str | None
+    server: str,
+    user: str,
+    password: str,
+    transport: str,
+    expires: int,
+    domain: str | None,
+    bind: str | None,
+    proxy: str | None = None,
 ) -> dict[str, Any]:
     registrar = normalize_registrar(server, transport)
-    local = bind or _local_host_for(registrar.host_ip, registrar.port or 5060)
-    ua = await UserAgent.create(local, 0, (transport,), contact_user=user)
+    outbound = normalize_registrar(proxy) if proxy else None
+    hop = outbound or registrar
+    local = bind or _local_host_for(hop.host_ip, hop.port or 5060)
+    # the proxy's own transport (sip:sbc;transport=tcp) needs that socket too
+    transports = tuple(dict.fromkeys([transport, (outbound.transport if outbound else None) or transport]))
+    ua = await UserAgent.create(local, 0, transports, contact_user=user)
     try:
-        reg = Registration(ua, registrar, user, password, expires=expires, domain=domain, transport=transport)
+        reg = Registration(
+            ua, registrar, user, password, expires=expires, domain=domain, transport=transport,
+            proxy=str(outbound) if outbound else None,
+        )  # fmt: skip
         result = await reg.register_once()
         data: dict[str, Any] = {
             "status": result.status,
@@ -78,6 +92,7 @@ async def _register(
             "contact": result.contact,
             "rtt_ms": round(result.rtt_ms, 1),
             "registrar": str(registrar),
+            "proxy": str(outbound) if outbound else None,
             "user": user,
         }
         if result.ok:
@@ -102,14 +117,32 @@ def register_command(
     ] = None,
     bind: Annotated[str | None, typer.Option("--bind", help="Local IP address to use.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 40.0,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy",
+            help="Outbound proxy, HOST[:PORT] or a sip: URI (;transport=udp/tcp): the REGISTER goes "
+            "there with Route: <proxy;lr>, its Request-URI still the registrar.",
+        ),
+    ] = None,
 ) -> None:
     """Register a SIP account, print status, expiry, contact and round-trip time, then unregister."""
     transport = transport.lower()
     if transport not in ("udp", "tcp"):
         _bad_input(f"unsupported transport {transport!r} (use udp or tcp)")
+    if proxy is not None:
+        try:
+            proxy_transport = normalize_registrar(proxy).transport
+        except SipError as exc:
+            _bad_input(f"--proxy must be HOST[:PORT] or a SIP URI, not {proxy!r}: {exc}")
+            return
+        if proxy_transport not in (None, "udp", "tcp"):
+            _bad_input(f"--proxy: unsupported transport {proxy_transport!r} (use udp or tcp)")
     try:
         data = asyncio.run(
-            asyncio.wait_for(_register(server, user, password, transport, expires, domain, bind), timeout)
+            asyncio.wait_for(
+                _register(server, user, password, transport, expires, domain, bind, proxy), timeout
+            )
         )
     except TimeoutError:
         data = {"status": 408, "reason": "Request Timeout", "registered": False, "user": user}

@@ -19,7 +19,8 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
                worker_port_stride (vfax serve --workers: worker K's devices listen on port + K * stride)
     [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
                 channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
-                max_call_seconds, tls_ca, tls_verify, tls_cert, tls_key, advertise, nameservers
+                max_call_seconds, tls_ca, tls_verify, tls_cert, tls_key, advertise, nameservers,
+                outbound_proxy, caller_name, caller_number, asserted_identity, dial_prefix, user_phone
     [[sinks]]  type = "jsonl" (path) | "webhook" (url, secret) | "stdout"; optional name
 
 Environment overrides (applied after the file, before validation; values are parsed as the key's type:
@@ -53,6 +54,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from sip.errors import SipError
+from sip.identity import CallerIdentity, IdentityError
+from sip.registration import normalize_registrar
+from vfax.call.dialing import BadDestination, DialPlan, normalize_number
 from vfax.call.fax_call import CallOptions
 from vfax.call.line import DEFAULT_KEEPALIVE_SECONDS, LineConfig, parse_advertise, parse_nameserver
 from vfax.call.media import T38Policy
@@ -163,6 +168,14 @@ class DeviceConfig:
     #: DNS servers (``IP`` or ``IP:PORT``) for RFC 3263 lookups of names in server/destinations; empty:
     #: the system's resolv.conf.
     nameservers: tuple[str, ...] = ()
+    #: SIP trunk: the outbound proxy (HOST[:PORT] or a SIP URI), the From display name and user, the
+    #: P-Asserted-Identity (sip:/tel: URI), what replaces the + of an E.164 number, and ;user=phone.
+    outbound_proxy: str | None = None
+    caller_name: str | None = None
+    caller_number: str | None = None
+    asserted_identity: str | None = None
+    dial_prefix: str | None = None
+    user_phone: bool = False
 
     def __repr__(self) -> str:  # never print the SIP password into a log
         shown = "***" if self.password else None
@@ -387,6 +400,12 @@ _DEVICE_KEYS = (
     "tls_key",
     "advertise",
     "nameservers",
+    "outbound_proxy",
+    "caller_name",
+    "caller_number",
+    "asserted_identity",
+    "dial_prefix",
+    "user_phone",
 )
 _SINK_KEYS = ("type", "name", "path", "url", "secret")
 
@@ -412,6 +431,7 @@ _ENV_KINDS: dict[str, str] = {
     "media_timeout": "float",
     "max_call_seconds": "float",
     "tls_verify": "bool",
+    "user_phone": "bool",
     "lease_seconds": "float",
     "heartbeat_seconds": "float",
     "give_up_seconds": "float",
@@ -643,6 +663,7 @@ def _device(key: str, table: dict[str, Any], base: Path) -> DeviceConfig:
         check_tls_settings(tls)
     except TlsConfigError as exc:
         raise ConfigError(f"{key}.{exc.key}", str(exc).removeprefix(f"{exc.key}: ")) from None
+    trunk = _trunk(key, opt_str)
     return DeviceConfig(
         name=name,
         listen=listen,
@@ -670,7 +691,39 @@ def _device(key: str, table: dict[str, Any], base: Path) -> DeviceConfig:
         tls_verify=tls.verify,
         tls_cert=tls.cert,
         tls_key=tls.key,
+        user_phone=_bool(f"{key}.user_phone", table.get("user_phone", False)),
+        **trunk,
     )
+
+
+_IDENTITY_KEYS = {"name": "caller_name", "user": "caller_number", "asserted": "asserted_identity"}
+
+
+def _trunk(key: str, opt_str: Callable[..., str | None]) -> dict[str, Any]:
+    """The SIP trunk keys of a device, each checked as the line will use it ("" is the same as unset)."""
+    values = {k: opt_str(k, max_len=256) or None for k in (*_IDENTITY_KEYS.values(), "outbound_proxy")}
+    prefix = opt_str("dial_prefix", max_len=16)
+    proxy = values["outbound_proxy"]
+    if proxy is not None:
+        try:
+            normalize_registrar(proxy)
+        except SipError as exc:
+            raise ConfigError(f"{key}.outbound_proxy", f"must be HOST[:PORT] or a SIP URI: {exc}") from None
+    number = values["caller_number"]
+    if number is not None:
+        try:  # a number as people write it ("+49 30 123-456") is sent without its separators
+            values["caller_number"] = normalize_number(number) or number
+        except BadDestination as exc:
+            raise ConfigError(f"{key}.caller_number", str(exc)) from None
+    try:
+        CallerIdentity(values["caller_name"], values["caller_number"], values["asserted_identity"])
+    except IdentityError as exc:
+        raise ConfigError(f"{key}.{_IDENTITY_KEYS[exc.field]}", str(exc)) from None
+    try:
+        DialPlan(prefix=prefix)
+    except ValueError as exc:
+        raise ConfigError(f"{key}.dial_prefix", str(exc)) from None
+    return values | {"dial_prefix": prefix}
 
 
 def _sink(key: str, table: dict[str, Any], base: Path) -> SinkConfig:
@@ -930,6 +983,9 @@ def device_line_config(dev: DeviceConfig, inbox: Path | None) -> LineConfig:
         tls=TlsSettings(ca=dev.tls_ca, verify=dev.tls_verify, cert=dev.tls_cert, key=dev.tls_key),
         advertise=parse_advertise(dev.advertise) if dev.advertise else None,
         nameservers=tuple(parse_nameserver(n) for n in dev.nameservers),
+        outbound_proxy=dev.outbound_proxy,
+        caller=CallerIdentity(dev.caller_name, dev.caller_number, dev.asserted_identity),
+        dial=DialPlan(prefix=dev.dial_prefix, user_phone=dev.user_phone),
     )
 
 
