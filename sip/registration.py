@@ -228,6 +228,8 @@ class Registration:
             via = resp.via
         except SipParseError:
             return False
+        if via.transport != "UDP":
+            return False  # a connection (TCP/TLS, perhaps to an outbound proxy) is not a UDP NAT binding
         if via.received is None and via.rport is None:
             return False  # the registrar did not say (no RFC 3581): nothing to learn
         seen = via.response_address()
