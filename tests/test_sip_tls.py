@@ -31,7 +31,7 @@ from vfax.call.fax_call import CallOptions
 from vfax.call.line import FaxLine, LineConfig
 from vfax.call.media import T38Policy
 from vfax.call.tls import TlsConfigError, TlsSettings
-from vfax.cli.sip import options_command
+from vfax.cli.sip import options_command, register_command
 from vfax.service.config import ConfigError, device_line_config, parse_config
 
 pytestmark = pytest.mark.skipif(
@@ -262,3 +262,31 @@ def test_config_unreadable_ca_is_an_error_naming_the_key(pki: Pki) -> None:
     with pytest.raises(ConfigError) as err:
         _device_config({"name": "a", "tls_ca": str(pki.client_key)})  # a key, not a certificate
     assert str(err.value).startswith("devices[0].tls_ca: "), str(err.value)
+
+
+def _register_cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("register")(register_command)
+    app.command("other")(lambda: None)
+    return app
+
+
+def test_cli_register_over_tls_verifies_the_registrar(
+    pki: Pki, kamailio_tls: KamailioTls, nameserver: tuple[str, int]
+) -> None:
+    """`vfax register` over TLS: by name (found through --dns) the certificate is verified and the REGISTER
+    made; by address the certificate's name does not match and the reason says so."""
+    kam = kamailio_tls
+    args = ["register", "--user", "1001", "--password", kam.users["1001"], "--json"]
+    dns = f"{nameserver[0]}:{nameserver[1]}"
+    ok = CliRunner().invoke(_register_cli(), [*args, "--server", f"sips:{REALM}:{kam.tls_port}",
+                                              "--tls-ca", str(pki.ca), "--dns", dns])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.output)
+    assert data["registered"] and data["unregistered"], data
+    assert "from tls:127.0.0.1" in kam.log_text()
+    by_address = ["--server", f"127.0.0.1:{kam.tls_port}", "--transport", "tls", "--tls-ca", str(pki.ca)]
+    refused = CliRunner().invoke(_register_cli(), [*args, *by_address])
+    assert refused.exit_code == 1, refused.output
+    data = json.loads(refused.output)
+    assert data["status"] == 503 and "mismatch" in data["reason"], data

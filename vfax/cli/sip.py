@@ -22,9 +22,11 @@ from typing import Annotated, Any
 import typer
 
 from sip.errors import SipError
+from sip.locate import LocateError, Locator, is_ip
 from sip.registration import Registration, normalize_registrar
 from sip.uri import SipUri
 from sip.useragent import UserAgent, answered_by_peer
+from vfax.call.line import parse_nameserver
 from vfax.call.tls import TlsSettings, client_context
 from vfax.cli.tls_options import TlsCaOpt, TlsCertOpt, TlsKeyOpt, TlsVerifyOpt, tls_settings
 
@@ -49,6 +51,27 @@ def _local_host_for(host: str, port: int) -> str:
             return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
+async def _local_toward(uri: SipUri, transport: str, port: int, nameserver: tuple[str, int] | None) -> str:
+    """The local address towards ``uri``'s host; a name is located first (with ``nameserver`` if given,
+    so that a test's names never reach the system's resolver)."""
+    host = uri.host_ip
+    if not is_ip(host):
+        try:
+            targets = await Locator([nameserver] if nameserver else None).locate(uri, [transport])
+        except LocateError:
+            return "127.0.0.1"  # the request itself will fail, naming the host
+        host, port = targets[0][1], targets[0][2]
+    return _local_host_for(host, port)
+
+
+def _nameserver(dns: str | None) -> tuple[str, int] | None:
+    try:
+        return parse_nameserver(dns) if dns else None
+    except ValueError as exc:
+        _bad_input(f"--dns {exc}")
+        raise AssertionError("unreachable") from None
+
+
 def _emit(data: dict[str, Any], as_json: bool, line: str) -> None:
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
@@ -70,14 +93,24 @@ async def _register(
     domain: str | None,
     bind: str | None,
     proxy: str | None = None,
+    tls: TlsSettings | None = None,
+    nameserver: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     registrar = normalize_registrar(server, transport)
     outbound = normalize_registrar(proxy) if proxy else None
     hop = outbound or registrar
-    local = bind or _local_host_for(hop.host_ip, hop.port or 5060)
+    default_port = 5061 if transport == "tls" or hop.scheme == "sips" else 5060
+    local = bind or await _local_toward(hop, transport, hop.port or default_port, nameserver)
     # the proxy's own transport (sip:sbc;transport=tcp) needs that socket too
     transports = tuple(dict.fromkeys([transport, (outbound.transport if outbound else None) or transport]))
-    ua = await UserAgent.create(local, 0, transports, contact_user=user)
+    if "tls" in transports:  # a client only: the TLS connection is ours; Contact names its TCP port
+        transports = tuple(dict.fromkeys(["tcp" if t == "tls" else t for t in transports]))
+        context = client_context(tls or TlsSettings(), "register")
+        ua = await UserAgent.create(local, 0, transports, contact_user=user, tls_client=context)
+    else:
+        ua = await UserAgent.create(local, 0, transports, contact_user=user)
+    if nameserver is not None:
+        ua.locator = Locator([nameserver])
     try:
         reg = Registration(
             ua, registrar, user, password, expires=expires, domain=domain, transport=transport,
@@ -106,7 +139,7 @@ def register_command(
     server: Annotated[str, typer.Option("--server", help="Registrar as HOST[:PORT] or a sip: URI.")],
     user: Annotated[str, typer.Option("--user", help="SIP user name (also the digest user name).")],
     password: Annotated[str, typer.Option("--password", help="SIP password for digest authentication.")],
-    transport: Annotated[str, typer.Option("--transport", help="udp or tcp.")] = "udp",
+    transport: Annotated[str, typer.Option("--transport", help="udp, tcp or tls.")] = "udp",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
     expires: Annotated[
         int, typer.Option("--expires", help="Requested registration interval, seconds.")
@@ -125,11 +158,30 @@ def register_command(
             "there with Route: <proxy;lr>, its Request-URI still the registrar.",
         ),
     ] = None,
+    tls_ca: TlsCaOpt = None,
+    tls_verify: TlsVerifyOpt = True,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    dns: Annotated[
+        str | None,
+        typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
+    ] = None,
 ) -> None:
-    """Register a SIP account, print status, expiry, contact and round-trip time, then unregister."""
+    """Register a SIP account, print status, expiry, contact and round-trip time, then unregister.
+
+    Over TLS (--transport tls, or a sips: server) the registrar's certificate is verified against --tls-ca
+    and must name the server's host; --tls-cert/--tls-key present a client certificate."""
     transport = transport.lower()
-    if transport not in ("udp", "tcp"):
-        _bad_input(f"unsupported transport {transport!r} (use udp or tcp)")
+    if server.lower().startswith("sips:") and transport == "udp":
+        transport = "tls"
+    if transport not in ("udp", "tcp", "tls"):
+        _bad_input(f"unsupported transport {transport!r} (use udp, tcp or tls)")
+    try:
+        tls = tls_settings(tls_ca, tls_verify, tls_cert, tls_key)
+    except ValueError as exc:
+        _bad_input(str(exc))
+        return
+    nameserver = _nameserver(dns)
     if proxy is not None:
         try:
             proxy_transport = normalize_registrar(proxy).transport
@@ -141,7 +193,8 @@ def register_command(
     try:
         data = asyncio.run(
             asyncio.wait_for(
-                _register(server, user, password, transport, expires, domain, bind, proxy), timeout
+                _register(server, user, password, transport, expires, domain, bind, proxy, tls, nameserver),
+                timeout,
             )
         )
     except TimeoutError:
@@ -181,9 +234,10 @@ async def _options(
     user: str | None,
     password: str | None,
     tls: TlsSettings | None = None,
+    nameserver: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     tr = transport or uri.transport or ("tls" if uri.scheme == "sips" else "udp")
-    local = bind or _local_host_for(uri.host_ip, uri.port or (5061 if tr == "tls" else 5060))
+    local = bind or await _local_toward(uri, tr, uri.port or (5061 if tr == "tls" else 5060), nameserver)
     if tr == "tls":  # a client only: the TLS connection is ours, the answer comes back on it
         ua = await UserAgent.create(
             local, 0, ("tcp",), contact_user=user or "vfax",
@@ -191,6 +245,8 @@ async def _options(
         )  # fmt: skip
     else:
         ua = await UserAgent.create(local, 0, (tr,), contact_user=user or "vfax")
+    if nameserver is not None:
+        ua.locator = Locator([nameserver])
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -254,6 +310,10 @@ def options_command(
     tls_verify: TlsVerifyOpt = True,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    dns: Annotated[
+        str | None,
+        typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
+    ] = None,
 ) -> None:
     """Send a SIP OPTIONS ping; print the status, the round-trip time and whether the peer is reachable.
 
@@ -276,8 +336,10 @@ def options_command(
     except ValueError as exc:
         _bad_input(str(exc))
         return
+    nameserver = _nameserver(dns)
     try:
-        data = asyncio.run(asyncio.wait_for(_options(target, tr, bind, user, password, tls), timeout))
+        options = _options(target, tr, bind, user, password, tls, nameserver)
+        data = asyncio.run(asyncio.wait_for(options, timeout))
     except TimeoutError:
         data = {"uri": str(target), "status": 408, "reason": "Request Timeout", "reachable": False,
                 "authorized": None, "challenged": False}  # fmt: skip
