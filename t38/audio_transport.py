@@ -21,6 +21,12 @@ When the native path is built (:mod:`t38.native_rtp`), an endpoint keeps its sen
 in a C struct instead, and one C call per tick does all of the above for every endpoint of the clock;
 Python hears only about what needs it (a media timeout, the fax result, a first error to log). The
 Python tick stays the reference and the fallback; tests run the endpoints on both.
+
+Symmetric RTP (``symmetric=True``, for a peer behind a NAT whose media comes from another address than
+its SDP's): the socket stays unconnected while a :class:`t38.latch.MediaLatch` learns the peer's real
+source from each datagram's address; our packets go to the SDP's address meanwhile. Once it locks, the
+socket is ``connect``-ed to the learned address and everything runs as above. The native path hands the
+learning ticks to Python (the C tick builds the packet, Python sends it and reads the socket).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any, ClassVar, Protocol
 
 from t38 import libc_udp, native_rtp
 from t38.engine import FRAME_SAMPLES
+from t38.latch import DEFAULT_PROBATION, MediaLatch, Verdict, rtp_sequence
 from t38.rtp import (
     HEADER_SIZE,
     MISSING,
@@ -284,6 +291,10 @@ class RtpStats:
     send_errors: int  # datagrams the kernel refused (full socket buffer, unreachable)
     icmp_errors: int
     media_timeout: bool
+    #: symmetric RTP only: what was learned about the peer's source (t38.latch.LatchStats as a dict);
+    #: ``remote_addr`` stays the SDP's address. After the lock the socket is connected, so the kernel
+    #: drops other sources unseen: ``dropped_locked`` counts only what arrived before connect().
+    latch: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -331,6 +342,7 @@ class RtpEndpoint:
     ``None`` until the answer arrives (:meth:`set_remote`); until then nothing is sent and every datagram
     counts as a stranger. No RTP from the peer for ``media_timeout`` seconds calls ``on_media_timeout``
     with a reason, once; so does a local media error. The session is the caller's to close.
+    ``symmetric=True`` learns where the peer's RTP really comes from (see the module's docstring).
     """
 
     def __init__(
@@ -347,6 +359,8 @@ class RtpEndpoint:
         clock: MediaClock | None = None,
         sender: RtpSender | None = None,
         tos: int | None = DSCP_EF,
+        symmetric: bool = False,
+        probation: int = DEFAULT_PROBATION,
     ) -> None:
         if payload_type not in (PT_PCMU, PT_PCMA):
             raise ValueError(f"payload_type must be {PT_PCMU} (PCMU) or {PT_PCMA} (PCMA), not {payload_type}")
@@ -378,6 +392,8 @@ class RtpEndpoint:
         self._rx_view = libc_udp.ffi.buffer(self._rx_buf)
         self._fd = -1
         self._connected = False
+        self._latch = MediaLatch(probation=probation) if symmetric else None
+        self._learning = False  # symmetric, the SDP address known, the source not locked yet
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._local: Address | None = None
@@ -431,7 +447,7 @@ class RtpEndpoint:
         if self._use_native:
             self._start_native()
         if self._remote is not None:
-            self._connect()
+            self._aim()
         if self._clock is None:
             self._clock = MediaClock.shared(loop)
         if self._c is not None:
@@ -526,7 +542,40 @@ class RtpEndpoint:
             self._c.last_rx = self._last_rx
             self._c.timed_out = 0
         if self._sock is not None and not self._closed:
+            self._aim()
+
+    @property
+    def symmetric(self) -> bool:
+        return self._latch is not None
+
+    @property
+    def latch(self) -> MediaLatch | None:
+        return self._latch
+
+    @property
+    def target(self) -> Address | None:
+        """Where our packets go: the SDP's address, or (symmetric) the source learned once locked."""
+        return self._remote if self._latch is None else self._latch.target
+
+    def _aim(self) -> None:
+        """The SDP named ``self._remote``: connect to it, or (symmetric) learn unless a lock still holds."""
+        assert self._remote is not None
+        if self._latch is None:
             self._connect()
+            return
+        if not self._latch.set_sdp(self._remote) and self._latch.locked:
+            return  # the same SDP address (a re-INVITE that changes nothing): what was learned holds
+        if self._connected:
+            err = libc_udp.disconnect(self._fd)
+            if err:
+                log.warning("RTP cannot unconnect its socket to learn again: %s", os.strerror(err))
+        self._set_connected(False)
+        self._set_learning(True)
+
+    def _set_learning(self, learning: bool) -> None:
+        self._learning = learning
+        if self._c is not None:
+            self._c.learning = int(learning)
 
     def _connect(self) -> None:
         """Tie the socket to the peer: the kernel then drops anyone else's datagrams. What is already
@@ -549,6 +598,24 @@ class RtpEndpoint:
         if self._c is not None:
             self._c.connected = int(connected)
 
+    def _lock(self) -> None:
+        """The latch locked: connect to the learned source, after which the C or Python tick runs as it
+        does without symmetric RTP (the kernel drops other sources' datagrams)."""
+        assert self._sock is not None and self._latch is not None
+        target = self._latch.target
+        assert target is not None
+        self._set_learning(False)
+        log.info("RTP %s: peer learned: %s:%d (%s)", self._local, *target, self._latch.learned_by)
+        try:
+            self._sock.connect(target)
+        except OSError as exc:
+            if self._c is not None:
+                self._c.send_errors += 1
+            self.send_errors += 1
+            log.warning("RTP cannot reach %s:%d: %s", target[0], target[1], exc)
+            return
+        self._set_connected(True)
+
     def stats(self) -> RtpStats:
         c = self._c
         if c is not None:  # the native path counts in its C struct
@@ -570,6 +637,7 @@ class RtpEndpoint:
             send_errors=counts.send_errors,
             icmp_errors=counts.icmp_errors,
             media_timeout=timed_out,
+            latch=None if self._latch is None else self._latch.stats().as_dict(),
         )
 
     # --- the native path ------------------------------------------------------------------------------
@@ -577,6 +645,7 @@ class RtpEndpoint:
         """Move this stream's sender and playout state into a C struct (t38.native_rtp) and bind it."""
         c, refs = native_rtp.new_stream(self.sender, self.payload_type, self._playout_ms)
         c.fd = self._fd
+        c.learning = int(self._learning)
         c.g711 = self._g711
         c.media_timeout = -1.0 if self.media_timeout is None else self.media_timeout
         c.last_rx = self._last_rx
@@ -609,6 +678,8 @@ class RtpEndpoint:
         if flags & native_rtp.ATT_MALFORMED:
             reason = native_rtp.BAD_REASONS.get(c.malformed_reason, "malformed")
             log.info("RTP from %s dropped: %s", self._remote, reason)
+        if flags & native_rtp.ATT_LEARNING:
+            self._learn_tick(now)
         if flags & native_rtp.ATT_TIMEOUT:
             self._timed_out = True
             self._report(f"media timeout: no RTP from the peer for {self.media_timeout:g} s")
@@ -621,10 +692,78 @@ class RtpEndpoint:
         self._report(f"media error: {exc!r}")
         self.close()
 
+    # --- learning the peer (symmetric RTP) --------------------------------------------------------------
+    def _learn_tick(self, now: float) -> None:
+        """The native tick built this tick's packet but the socket is unconnected: send it where the
+        latch says and read the socket through the latch."""
+        c = self._c
+        target = self.target
+        if target is not None and self._sock is not None:
+            try:
+                self._sock.sendto(ffi.buffer(c.tx_packet), target)
+            except OSError as exc:
+                c.last_errno = exc.errno or 0
+                c.send_errors += 1
+        self._drain_learning(now, MAX_DATAGRAMS_PER_TICK)
+
+    def _drain_learning(self, now: float, limit: int) -> None:
+        """Read (at most ``limit``) datagrams with their sources; those the latch accepts are filed. When it
+        locks, the socket is connected and what is still queued is read through the latch too."""
+        sock, latch, c = self._sock, self._latch, self._c
+        assert sock is not None and latch is not None
+        if c is not None:
+            buf, view = c.rx_buf, ffi.buffer(c.rx_buf)
+        else:
+            buf, view = None, self._rx_view
+        got = False
+        while limit > 0:
+            limit -= 1
+            try:
+                n, source = sock.recvfrom_into(view)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # an ICMP error for an earlier datagram
+                if c is not None:
+                    c.icmp_errors += 1
+                else:
+                    self.icmp_errors += 1
+                log.debug("RTP socket error: %s", exc)
+                continue
+            data = view[:n]
+            verdict = latch.check(source, rtp_sequence(data))
+            if not verdict.accepted:
+                if verdict is Verdict.FOREIGN and latch.dropped_locked == 1:
+                    log.info("RTP from %s dropped: locked to %s", source, latch.target)
+                continue
+            if verdict is Verdict.LOCKED:
+                self._lock()
+                limit = max(limit, 1024)  # what others queued before connect() must not stay behind
+            if c is not None:
+                if native_rtp.native().vfax_rtp_push_datagram(c, buf, n, now) < 0:
+                    c.malformed += 1
+                    continue
+            else:
+                assert self.playout is not None
+                try:
+                    self.playout.push_datagram(data, now)
+                except RtpError as exc:
+                    self.malformed += 1
+                    if self.malformed == 1:
+                        log.info("RTP from %s dropped: %s", source, exc)
+                    continue
+            got = True
+        if got:
+            self._last_rx = now
+            if c is not None:
+                c.last_rx = now
+
     # --- receiving ------------------------------------------------------------------------------------
     def _drain(self, now: float, limit: int = MAX_DATAGRAMS_PER_TICK) -> None:
         """File what the socket holds (at most ``limit`` datagrams) into the playout buffer, arrival time
         ``now`` (this tick); before the peer is known every datagram is a stranger's and is dropped."""
+        if self._learning:
+            self._drain_learning(now, limit)
+            return
         if self._c is not None:
             native_rtp.native().vfax_rtp_drain(self._c, now, limit)
             return
@@ -674,6 +813,13 @@ class RtpEndpoint:
                 self.send_errors += 1
                 if self.send_errors == 1:
                     log.info("RTP send to %s failed: %s", self._remote, os.strerror(err))
+        elif self._learning:
+            _g711_encode(g711, self._tx_payload, pcm, FRAME_SAMPLES)
+            self.sender.write_header(self._tx_packet)
+            try:
+                self._sock.sendto(self._tx_packet, self.target)  # type: ignore[union-attr, arg-type]
+            except OSError:
+                self.send_errors += 1
         self._drain(now)
         frame = self.playout.pop(now)  # type: ignore[union-attr]  # the Python tick has one
         if frame.__class__ is bytes:

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from cffi import FFI
 
-__all__ = ["EMPTY", "MSG_DONTWAIT", "ffi", "recv_into", "send"]
+__all__ = ["EMPTY", "MSG_DONTWAIT", "disconnect", "ffi", "recv_into", "send"]
 
 ffi: Final = FFI()
 ffi.cdef(
@@ -23,11 +23,13 @@ ffi.cdef(
     typedef long ssize_t;
     ssize_t send(int sockfd, const void *buf, size_t len, int flags);
     ssize_t recv(int sockfd, void *buf, size_t len, int flags);
+    int connect(int sockfd, const void *addr, unsigned int addrlen);
     """
 )
 _libc = ffi.dlopen(None)
 _send = _libc.send
 _recv = _libc.recv
+_UNSPEC = ffi.new("uint8_t[]", 16)  # a sockaddr whose family is AF_UNSPEC (0)
 
 MSG_DONTWAIT: Final = 0x40  # Linux <bits/socket.h>
 EMPTY: Final = -errno.EAGAIN
@@ -49,3 +51,11 @@ def recv_into(fd: int, buf: Any, size: int) -> int:
         return n
     err: int = ffi.errno
     return EMPTY if err == errno.EWOULDBLOCK else -err
+
+
+def disconnect(fd: int) -> int:
+    """Dissolve a UDP socket's association (connect to AF_UNSPEC, connect(2)), which Python's socket
+    module cannot do: it reads from anyone again. Returns 0 or the errno of a failure."""
+    if _libc.connect(fd, _UNSPEC, 16) < 0:
+        return ffi.errno  # type: ignore[no-any-return]
+    return 0

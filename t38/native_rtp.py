@@ -26,6 +26,7 @@ from t38.spandsp import ffi, lib
 
 __all__ = [
     "ATT_ENGINE_STOPPED",
+    "ATT_LEARNING",
     "ATT_MALFORMED",
     "ATT_SEND_ERROR",
     "ATT_SOCKET_ERROR",
@@ -53,6 +54,7 @@ ATT_MALFORMED: Final = 2
 ATT_SEND_ERROR: Final = 4
 ATT_SOCKET_ERROR: Final = 8
 ATT_ENGINE_STOPPED: Final = 16
+ATT_LEARNING: Final = 32
 BAD_REASONS: Final = {
     1: "header: shorter than the 12 octets RTP needs (RFC 3550 §5.1)",
     2: "version: not RTP version 2 (RFC 3550 §5.1)",

@@ -17,6 +17,7 @@ from typing import Protocol, cast
 
 from .audio_transport import MediaClock
 from .impairment import Impairment
+from .latch import DEFAULT_PROBATION, LatchStats, MediaLatch, Verdict, udptl_sequence
 from .udptl import Delivered, Gap, Udptl, UdptlConfig, UdptlError, UdptlSizeError, UdptlStats
 
 __all__ = [
@@ -72,6 +73,8 @@ class TransportStats(UdptlStats):
     """Errors the socket reported (for instance ICMP port unreachable from the peer)."""
     session_errors: int = 0
     """Exceptions raised by the fax session while fed or clocked (logged, the call goes on)."""
+    latch: LatchStats | None = None
+    """Symmetric UDPTL only: what was learned about the peer's source (t38.latch)."""
 
 
 class Ticker:
@@ -124,7 +127,11 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
     order; every 20 ms the session's clock is advanced by 160 samples and the IFP packets it produced
     are sent, each in its own datagram (and the last control datagram repeated while the session stays
     silent). Malformed datagrams and datagrams from anyone but the peer are counted and dropped; nothing
-    else happens to the call."""
+    else happens to the call.
+
+    With ``symmetric=True`` the peer is the source the :class:`t38.latch.MediaLatch` learns (a peer
+    behind a NAT sends from the NAT's address, not the one in its SDP): until then we send to the SDP's
+    address, afterwards to the learned one, and datagrams from anyone else are dropped."""
 
     def __init__(
         self,
@@ -134,6 +141,8 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
         tick: float = TICK_SECONDS,
         samples_per_tick: int = SAMPLES_PER_TICK,
         name: str = "udptl",
+        symmetric: bool = False,
+        probation: int = DEFAULT_PROBATION,
     ) -> None:
         self.session = session
         self.config = config or UdptlConfig()
@@ -143,6 +152,7 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
         self._tick = tick
         self._samples = samples_per_tick
         self._peer: Address | None = None
+        self._latch = MediaLatch(probation=probation) if symmetric else None
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: Ticker | None = None
@@ -181,13 +191,19 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
 
     def set_peer(self, peer_addr: Address) -> None:
         """Send to, and accept only from, this (IP literal, port); starts the clock the first time.
+        Symmetric: the SDP's address, where media goes until the peer's real source is learned (a new
+        address starts learning again).
 
         The session is not clocked before media can flow, so nothing it sends is lost for want of a peer.
         At the standard 20 ms tick the endpoint joins the process's shared media clock (one timer for
         every RTP and UDPTL stream, t38.audio_transport.MediaClock); another tick (tests) gets a timer
         of its own."""
-        self._peer = _normalise(peer_addr)
-        self._peer_raw = None
+        if self._latch is not None:
+            if self._latch.set_sdp(peer_addr) or self._peer is None:
+                self._peer, self._peer_raw = self._latch.target, None
+        else:
+            self._peer = _normalise(peer_addr)
+            self._peer_raw = None
         if self._loop is None or self._closed or self._ticker is not None or self._clock is not None:
             return
         if self._tick == TICK_SECONDS and self._samples == SAMPLES_PER_TICK:
@@ -212,7 +228,16 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
 
     @property
     def peer(self) -> Address | None:
+        """Where our datagrams go (symmetric: the learned source once locked, the SDP's before)."""
         return self._peer
+
+    @property
+    def symmetric(self) -> bool:
+        return self._latch is not None
+
+    @property
+    def latch(self) -> MediaLatch | None:
+        return self._latch
 
     @property
     def local_address(self) -> Address:
@@ -245,6 +270,8 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
         snapshot = TransportStats(**vars(self._udptl.stats))
         for name in ("foreign", "oversize", "send_errors", "session_errors"):
             setattr(snapshot, name, getattr(self._extra, name))
+        if self._latch is not None:
+            snapshot.latch = self._latch.stats()
         return snapshot
 
     # -- asyncio.DatagramProtocol ---------------------------------------------------------------------------
@@ -258,17 +285,36 @@ class UdptlEndpoint(asyncio.DatagramProtocol):
         # The raw tuple the socket reports is compared first: parsing the address of every datagram
         # showed in profiles of hundreds of calls; only an unfamiliar form is normalised.
         if addr is not self._peer_raw and addr != self._peer_raw:
-            if self._peer is None or _normalise(addr) != self._peer:
+            if self._latch is not None:
+                if not self._learn(data, addr):
+                    return
+            elif self._peer is None or _normalise(addr) != self._peer:
                 self._extra.foreign += 1
                 log.debug("%s: dropped %d octets from stranger %s", self.name, len(data), addr)
                 return
-            self._peer_raw = addr
+            else:
+                self._peer_raw = addr
         try:
             events = self._udptl.receive(data, self._loop.time())
         except UdptlError as exc:
             log.debug("%s: dropped malformed datagram from %s: %s", self.name, addr, exc)
             return
         self._feed(events)
+
+    def _learn(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Symmetric UDPTL: whether a datagram from an unfamiliar address is the peer's (t38.latch)."""
+        assert self._latch is not None
+        verdict = self._latch.check(addr, udptl_sequence(data))
+        if not verdict.accepted:
+            self._extra.foreign += 1
+            if verdict is Verdict.FOREIGN and self._latch.dropped_locked == 1:
+                log.info("%s: dropped UDPTL from %s: locked to %s", self.name, addr, self._peer)
+            return False
+        if verdict is Verdict.LOCKED:
+            self._peer = self._latch.target
+            log.info("%s: UDPTL peer learned: %s (%s)", self.name, self._peer, self._latch.learned_by)
+        self._peer_raw = addr
+        return True
 
     def error_received(self, exc: Exception) -> None:
         self._extra.send_errors += 1

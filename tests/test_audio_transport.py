@@ -13,7 +13,7 @@ import pytest
 from PIL import ImageChops
 
 from t38 import native_rtp
-from t38.audio_transport import MediaClock, RtpEndpoint
+from t38.audio_transport import MediaClock, RtpEndpoint, RtpStats
 from t38.engine import FaxConfig, FaxSession
 from t38.rtp import PT_PCMA, PT_PCMU, RtpPacket
 from t38.spandsp import ffi
@@ -451,3 +451,61 @@ def test_an_endpoint_whose_python_side_fails_leaves_the_clock_and_reports_it(rtp
     ep, clock = asyncio.run(main())
     assert ep.closed and clock.clients == 0 and not clock.running
     assert any("media error" in r and "call layer bug" in r for r in reasons)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_symmetric_rtp_learns_a_peer_whose_media_comes_from_another_address_than_its_sdp(
+    sessions: list[FaxSession], tmp_path: Path, symmetric: bool
+) -> None:
+    """A peer behind a NAT: its SDP names one address (``sdp``), its RTP comes from another (``nat``)."""
+
+    async def main() -> dict[str, object]:
+        sdp, nat, stranger, new_sdp = _udp(), _udp(), _udp(), _udp()
+        ep = await RtpEndpoint(
+            _answering(sessions, tmp_path, "a"), ("127.0.0.1", 0), sdp.getsockname(), symmetric=symmetric
+        ).start()
+        assert ep.local_addr is not None
+        await asyncio.sleep(0.1)
+        to_sdp_first = len(await _recv_all(sdp, 0))
+        for k in range(10):
+            nat.sendto(bytes(RtpPacket(PT_PCMU, 100 + k, 160 * k, 55, b"\xff" * 160)), ep.local_addr)
+        await asyncio.sleep(0.1)
+        await _recv_all(sdp, 0)
+        to_nat = await _recv_all(nat, 0.2)
+        to_sdp_later = await _recv_all(sdp, 0)
+        for k in range(5):  # a stray stream once the peer is known
+            stranger.sendto(bytes(RtpPacket(PT_PCMU, 7 + k, 160 * k, 99, b"\x00" * 160)), ep.local_addr)
+        await asyncio.sleep(0.1)
+        learned = ep.stats()
+        ep.set_remote(new_sdp.getsockname())  # a re-INVITE with another address: learn again
+        await _recv_all(nat, 0.1)
+        to_new_sdp = await _recv_all(new_sdp, 0.1)
+        to_nat_after = await _recv_all(nat, 0)
+        relearning = ep.stats()
+        nat_addr = nat.getsockname()
+        ep.close()
+        for s in (sdp, nat, stranger, new_sdp):
+            s.close()
+        return dict(first=to_sdp_first, nat=to_nat, sdp_later=to_sdp_later, learned=learned,
+                    new_sdp=to_new_sdp, nat_after=to_nat_after, relearning=relearning,
+                    nat_addr=nat_addr)  # fmt: skip
+
+    r = asyncio.run(main())
+    learned, relearning = r["learned"], r["relearning"]
+    assert isinstance(learned, RtpStats) and isinstance(relearning, RtpStats)
+    assert r["first"] > 0  # until the peer is learned, our RTP goes to the SDP's address
+    if not symmetric:  # connected to the SDP's address: the NAT's packets never reach the playout
+        assert learned.received.packets_received == 0 and learned.latch is None
+        assert r["nat"] == [] and r["sdp_later"] != []
+        return
+    # the 4th consecutive packet from the NAT's address locks; the three before it were on probation
+    assert learned.latch is not None
+    assert learned.latch["learned_addr"] == r["nat_addr"] and learned.latch["learned_by"] == "latched"
+    assert learned.latch["dropped_learning"] == 3
+    assert learned.received.packets_received == 7 and learned.received.ssrc == 55  # not the stranger's
+    assert len(r["nat"]) > 3 and r["sdp_later"] == []  # then our RTP goes to where theirs comes from
+    sent = [RtpPacket.parse(d) for d in r["nat"]]  # type: ignore[union-attr]
+    assert all(b.sequence_number == (a.sequence_number + 1) & 0xFFFF for a, b in itertools.pairwise(sent))
+    # a new SDP address: learning again, and our RTP goes there until its source speaks
+    assert relearning.latch is not None and relearning.latch["learned_addr"] is None
+    assert relearning.latch["relearns"] == 1 and r["new_sdp"] != [] and r["nat_after"] == []

@@ -237,6 +237,11 @@ def test_through_record_routing_kamailio_with_digest_auth(tmp_path: Path, kamail
         )
         route = [str(r.uri) for r in tx.last_call.sip.dialog.route_set]
         assert any(f":{kamailio.udp_port}" in r for r in route), route
+        # a line with a server has symmetric media by default; the peer's media came from its SDP's
+        # address, which locked at once
+        for report in (sent.report, rec.outcome.report):
+            latch = report["udptl" if media == "t38" else "rtp"]["latch"]
+            assert latch["learned_by"] == "sdp" and latch["learned_addr"] == latch["sdp_addr"], latch
 
 
 def test_pjsua2_refuses_our_t38_reinvite_and_the_call_stays_on_g711(tmp_path: Path, pjsua_peer: Any) -> None:

@@ -432,3 +432,19 @@ def test_node_settings_defaults_validation_and_environment() -> None:
     assert config_error(soon).startswith("service.forget_nodes_after")
     assert config_error(minimal(service={"nodeid": "a"})).startswith("service.nodeid: unknown key")
     assert config_error(minimal(), {"VFAX_SERVICE_LEASE": "3"}).startswith("VFAX_SERVICE_LEASE: unknown key")
+
+
+def test_symmetric_media_is_auto_true_or_false_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    data = minimal(devices=[{"name": "a"}, {"name": "b", "symmetric_media": False}, {"name": "c"}])
+    config = parse_config(
+        data, environ={"VFAX_DEVICE_C_SYMMETRIC_MEDIA": "on", "VFAX_DEVICE_B_SYMMETRIC_MEDIA": "auto"}
+    )
+    # auto (None) leaves it to the line: on with a server, off without (vfax.call.line.FaxLine)
+    assert [config.device(n).symmetric_media for n in "abc"] == [None, None, True]
+    assert device_line_config(config.device("c"), tmp_path).call.symmetric_media is True
+    assert load_config(EXAMPLE, environ={}).device("line1").symmetric_media is None
+    bad = r"devices\[0\].symmetric_media: must be \"auto\", true or false, not 'yes'"
+    with pytest.raises(ConfigError, match=bad):
+        parse_config(minimal(devices=[{"name": "a", "symmetric_media": "yes"}]), environ={})
+    with pytest.raises(ConfigError, match="VFAX_DEVICE_A_SYMMETRIC_MEDIA: must be auto, true or false"):
+        parse_config(minimal(devices=[{"name": "a"}]), environ={"VFAX_DEVICE_A_SYMMETRIC_MEDIA": "maybe"})

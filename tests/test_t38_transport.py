@@ -358,3 +358,46 @@ async def test_oversize_ifp_is_counted_not_sent() -> None:
         eb.close()
     assert ea.stats().oversize == 1
     assert eb.stats().largest_datagram <= 400 and ea.stats().largest_datagram <= 400
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@in_loop
+async def test_symmetric_udptl_learns_a_peer_behind_a_nat_and_ignores_a_sprayer(symmetric: bool) -> None:
+    """B's SDP names its own socket, but its UDPTL reaches A from a relay's (a NAT's public) socket."""
+    a, b = FakeSession(40), FakeSession(40)
+    ea = UdptlEndpoint(a, tick=FAST_TICK, name="a", symmetric=symmetric)
+    eb = UdptlEndpoint(b, tick=FAST_TICK, name="b")
+    await ea.start(LOOPBACK)
+    await eb.start(LOOPBACK)
+    nat = ImpairmentRelay()
+    await nat.start(a_addr=ea.local_address)
+    sprayer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sprayer.bind(LOOPBACK)
+        ea.set_peer(eb.local_address)  # what B's SDP says
+        eb.set_peer(nat.addr_for_b)  # B's datagrams leave through the NAT
+        if not symmetric:
+            with pytest.raises(TimeoutError):  # 40 packets take 0.2 s at the fast tick
+                await asyncio.wait_for(asyncio.gather(ea.wait_done(), eb.wait_done()), timeout=1.0)
+            st = ea.stats()
+            assert st.received == 0 and st.foreign > 0 and st.latch is None and not a.received
+            assert ea.peer == eb.local_address  # still sending where the SDP says, where B drops it
+            return
+        while ea.latch is not None and not ea.latch.locked:
+            await asyncio.sleep(FAST_TICK)
+        forged = [bytes(UdptlPacket(k, bytes([0xD0, 0x01, 0xE0, 0xFF, 0xFF]))) for k in range(30)]
+        for datagram in forged:  # a stray stream, consecutive seq-numbers: it must not move us
+            sprayer.sendto(datagram, ea.local_address)
+        await _wait_both(ea, eb)
+    finally:
+        sprayer.close()
+        nat.close()
+        ea.close()
+        eb.close()
+    st = ea.stats()
+    assert st.latch is not None and st.latch.learned_by == "latched"
+    assert st.latch.learned_addr == nat.addr_for_a and ea.peer == nat.addr_for_a
+    assert st.latch.dropped_learning == 3 and st.latch.dropped_locked == 30 and st.foreign == 33
+    assert a.payload_received() == b.payload  # all of B's, what was dropped on probation recovered
+    assert b.payload_received() == a.payload  # and ours reached B through the NAT
+    assert bytes([0xD0, 0x01, 0xE0, 0xFF, 0xFF]) not in [ifp for _, ifp in a.received]

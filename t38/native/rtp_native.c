@@ -51,6 +51,7 @@
 #define ATT_SEND_ERROR 4
 #define ATT_SOCKET_ERROR 8
 #define ATT_ENGINE_STOPPED 16
+#define ATT_LEARNING 32
 
 /* malformed reasons (t38/native_rtp.py has the texts) */
 #define BAD_SHORT 1
@@ -373,6 +374,10 @@ int vfax_rtp_drain(vfax_rtp_t *s, double now, int limit)
     int got = 0;
     int read = 0;
 
+    if (s->learning) {  /* unconnected: only Python sees each datagram's source */
+        s->attention |= ATT_LEARNING;
+        return 0;
+    }
     while (read < limit) {
         ssize_t n = recv(s->fd, s->rx_buf, RX_SIZE, MSG_DONTWAIT);
 
@@ -457,7 +462,7 @@ static void tick_one(vfax_rtp_t *s, double now)
         n = ops.fax_tx(s->fax, s->pcm, f);
     if (n < f)
         memset(s->pcm + n, 0, (size_t) (f - n) * sizeof(int16_t));
-    if (s->connected) {
+    if (s->connected || s->learning) {
         ops.g711_encode(s->g711, p + HEADER, s->pcm, f);
         p[0] = 0x80;
         p[1] = (uint8_t) (s->tx_marker | s->tx_pt);
@@ -476,7 +481,9 @@ static void tick_one(vfax_rtp_t *s, double now)
         s->tx_ts += f;
         s->packets_sent++;
         s->octets_sent += f;
-        if (send(s->fd, p, PACKET, MSG_DONTWAIT) < 0) {
+        if (!s->connected)
+            s->attention |= ATT_LEARNING;  /* Python sends it to the address learnt so far */
+        else if (send(s->fd, p, PACKET, MSG_DONTWAIT) < 0) {
             s->last_errno = errno;
             if (++s->send_errors == 1)
                 s->attention |= ATT_SEND_ERROR;

@@ -15,6 +15,8 @@ typedef struct vfax_rtp {
     /* wiring, set by Python */
     int fd;                     /* the UDP socket, -1 before start */
     int connected;              /* connect()-ed to the peer: send, and file what arrives */
+    int learning;               /* symmetric RTP still learning the peer (t38.latch): the tick builds the
+                                   packet and leaves sending it and reading the socket to Python */
     void *fax;                  /* fax_state_t *, or NULL: send silence, discard what arrives */
     int64_t *cell;              /* the session's [live flag, samples fed]; NULL when fax is NULL */
     void *g711;                 /* g711_state_t * of the negotiated law */

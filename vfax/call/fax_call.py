@@ -68,6 +68,12 @@ class CallOptions:
     max_call_seconds: float = 1800.0
     ring_timeout: float = 60.0
     playout_ms: int = 100  # fixed delay: fax modems tolerate constant delay, not gaps (jitter + load)
+    #: Symmetric RTP/UDPTL (t38.latch): our media goes to where the peer's really comes from, learned
+    #: with strict-RTP probation, and other sources are dropped. None: decided by the line (FaxLine):
+    #: on when it has a server (a registrar/PBX), whose far ends may be behind a NAT that sends their
+    #: media from another address than their SDP names; off for direct calls (a LAN, loopback tests),
+    #: where the SDP's address is the truth and nothing changes.
+    symmetric_media: bool | None = None
 
     def fax_config(self) -> FaxConfig:
         return FaxConfig(
@@ -189,6 +195,8 @@ class FaxCall:
         self._pending: Any = None
         self.aborted = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: CallOptions.symmetric_media, resolved (the line sets it when the option is None).
+        self.symmetric_media = bool(options.symmetric_media)
         #: Where our media goes for a given (kind, peer address): the peer itself unless a test or a
         #: benchmark routes the stream through an impairment relay.
         self.route_media: Callable[[str, tuple[str, int]], tuple[str, int]] = lambda kind, addr: addr
@@ -537,6 +545,7 @@ class FaxCall:
             playout_ms=self.options.playout_ms,
             media_timeout=self.options.media_timeout,
             on_media_timeout=self._on_media_timeout,
+            symmetric=self.symmetric_media,
         )
         await self.rtp.start(sock=self.audio_port.take())
         self.audio_port = None
@@ -546,6 +555,7 @@ class FaxCall:
             payload_type=payload_type,
             remote=f"{remote[0]}:{remote[1]}",
             fax_engine="started" if engine else "waits for the T.38 re-INVITE",
+            symmetric=self.symmetric_media,
         )
 
     async def _start_t38(self, deal: ImageDeal, remote: tuple[str, int]) -> None:
@@ -557,7 +567,9 @@ class FaxCall:
         self.t38 = deal
         if self.udptl is None:
             assert self.image_port is not None
-            endpoint = UdptlEndpoint(self.session, media.udptl, name=self.name)
+            endpoint = UdptlEndpoint(
+                self.session, media.udptl, name=self.name, symmetric=self.symmetric_media
+            )
             await endpoint.start(sock=self.image_port.take())
             self.image_port = None
             self.udptl = endpoint
@@ -573,6 +585,7 @@ class FaxCall:
             version=deal.session.version,
             ec=deal.session.udp_ec.value,
             peer_max_datagram=deal.session.send_max_datagram,
+            symmetric=self.symmetric_media,
         )
 
     def _on_media_timeout(self, reason: str) -> None:

@@ -291,6 +291,8 @@ class FaxLine:
     def _prepare(self, call: FaxCall) -> None:
         call.on_event = self.on_event
         call.on_progress = self.on_progress
+        if call.options.symmetric_media is None:  # towards a registrar/PBX the peer may be behind a NAT
+            call.symmetric_media = self.config.server is not None
         if self.route_media is not None:
             call.route_media = self.route_media
         self.last_call = call

@@ -53,6 +53,16 @@ PasswordOpt = Annotated[
     str | None, typer.Option(help="SIP password for the registrar.", envvar="VFAX_SIP_PASSWORD")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+SymmetricOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--symmetric-media/--no-symmetric-media",
+        help="Send RTP/UDPTL to where the peer's media really comes from (a peer behind a NAT), learned "
+        "like Asterisk's strictrtp; media from elsewhere is then dropped. Default: on with --server, "
+        "off without.",
+        show_default=False,
+    ),
+]
 SendServerOpt = Annotated[
     str | None, typer.Option(help="PBX/proxy to call through, HOST[:PORT] (see --register).")
 ]
@@ -205,6 +215,7 @@ def send_command(
     user_phone: Annotated[
         bool, typer.Option("--user-phone", help="Add ;user=phone to the Request-URI of a number in --to.")
     ] = False,
+    symmetric_media: SymmetricOpt = None,
 ) -> None:
     """Fax DOCUMENT to a SIP destination, in T.38 or G.711; exits 1 unless every page was confirmed.
 
@@ -236,7 +247,9 @@ def send_command(
             target = dial_uri(to, server or proxy, "--server", plan)
         except BadDestination as exc:
             raise _SendInputError(f"--to: {exc}") from None
-        options = CallOptions(t38=policy, ecm=ecm, ident=ident, page_header=header)
+        options = CallOptions(
+            t38=policy, ecm=ecm, ident=ident, page_header=header, symmetric_media=symmetric_media
+        )
         options.fax_config()
     except ValueError as exc:  # _SendInputError, T38Policy.parse, the fax options
         _send_failed(str(exc), as_json, EXIT_BAD_INPUT)
@@ -419,6 +432,7 @@ def receive_command(
     advertise: AdvertiseOpt = None,
     dns: DnsOpt = None,
     proxy: ProxyOpt = None,
+    symmetric_media: SymmetricOpt = None,
 ) -> None:
     """Answer fax calls and write each fax atomically into INBOX (TIFF, PDF and the call report).
 
@@ -443,7 +457,7 @@ def receive_command(
     if 0 < keepalive < 1:
         fail(f"--keepalive must be 0 (off) or at least 1 second, not {keepalive:g}")
     try:
-        options = CallOptions(t38=policy, ident=ident)
+        options = CallOptions(t38=policy, ident=ident, symmetric_media=symmetric_media)
         options.fax_config()
         tls = tls_settings(tls_ca, tls_verify, tls_cert, tls_key)
     except ValueError as exc:

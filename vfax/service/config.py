@@ -19,8 +19,9 @@ File layout (every key, with its default, is in ``vfax/samples/vfax.example.toml
                worker_port_stride (vfax serve --workers: worker K's devices listen on port + K * stride)
     [[devices]] name, listen, transports, server, user, password, register, expires, keepalive_interval,
                 channels, t38, ecm, max_bit_rate, ident, page_header, allow_invite_from, media_timeout,
-                max_call_seconds, tls_ca, tls_verify, tls_cert, tls_key, advertise, nameservers,
-                outbound_proxy, caller_name, caller_number, asserted_identity, dial_prefix, user_phone
+                max_call_seconds, symmetric_media, tls_ca, tls_verify, tls_cert, tls_key, advertise,
+                nameservers, outbound_proxy, caller_name, caller_number, asserted_identity, dial_prefix,
+                user_phone
     [[sinks]]  type = "jsonl" (path) | "webhook" (url, secret) | "stdout"; optional name
 
 Environment overrides (applied after the file, before validation; values are parsed as the key's type:
@@ -155,6 +156,9 @@ class DeviceConfig:
     allow_invite_from: tuple[str, ...] | None = None
     media_timeout: float = 20.0
     max_call_seconds: float = 1800.0
+    #: Symmetric RTP/UDPTL (send media to where the peer's comes from, learned with strict-RTP probation);
+    #: None ("auto"): on when the device has a server, off otherwise (vfax.call.fax_call.CallOptions).
+    symmetric_media: bool | None = None
     #: SIP over TLS: the CA file trusted for peers (None: the system's trust store), whether to verify
     #: the peer at all, our certificate (client one, and the server one of a ``tls`` listener) and its key.
     tls_ca: Path | None = None
@@ -300,6 +304,16 @@ def _bool(key: str, value: object) -> bool:
     return value
 
 
+def _auto_bool(key: str, value: object) -> bool | None:
+    """``"auto"`` (None: decided elsewhere), true or false."""
+    if value == "auto":
+        return None
+    if not isinstance(value, bool):
+        got = repr(value) if isinstance(value, str) else _type_name(value)
+        raise ConfigError(key, f"must be \"auto\", true or false, not {got}")
+    return value
+
+
 def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
     text = _str(key, value)
     if text not in choices:
@@ -394,6 +408,7 @@ _DEVICE_KEYS = (
     "allow_invite_from",
     "media_timeout",
     "max_call_seconds",
+    "symmetric_media",
     "tls_ca",
     "tls_verify",
     "tls_cert",
@@ -430,6 +445,7 @@ _ENV_KINDS: dict[str, str] = {
     "nameservers": "list",
     "media_timeout": "float",
     "max_call_seconds": "float",
+    "symmetric_media": "autobool",
     "tls_verify": "bool",
     "user_phone": "bool",
     "lease_seconds": "float",
@@ -687,6 +703,7 @@ def _device(key: str, table: dict[str, Any], base: Path) -> DeviceConfig:
         max_call_seconds=_float(
             f"{key}.max_call_seconds", table.get("max_call_seconds", d.max_call_seconds), 10.0, 86400
         ),
+        symmetric_media=_auto_bool(f"{key}.symmetric_media", table.get("symmetric_media", "auto")),
         tls_ca=tls.ca,
         tls_verify=tls.verify,
         tls_cert=tls.cert,
@@ -776,13 +793,15 @@ def _env_value(var: str, key: str, text: str) -> Any:
             return [x.strip() for x in text.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(var, f"{text!r} is not a valid value for {key}") from None
-    if kind == "bool":
+    if kind == "autobool" and text.strip().lower() == "auto":
+        return "auto"
+    if kind in ("bool", "autobool"):
         flag = text.strip().lower()
         if flag in ("1", "true", "yes", "on"):
             return True
         if flag in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(var, f"must be true or false, not {text!r}")
+        raise ConfigError(var, f"must be {'auto, ' if kind == 'autobool' else ''}true or false, not {text!r}")
     return text
 
 
@@ -960,6 +979,7 @@ def device_call_options(dev: DeviceConfig) -> CallOptions:
         page_header=dev.page_header,
         media_timeout=dev.media_timeout,
         max_call_seconds=dev.max_call_seconds,
+        symmetric_media=dev.symmetric_media,
     )
 
 
