@@ -10,7 +10,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from sip.useragent import UserAgent
 from tests import docfactory
 from tests.peers.kamailio import KamailioServer, find_kamailio
 from tests.peers.natnet import NatNetwork, nat_unavailable
-from tests.serve_process import ROOT, spawn, stop_process, vfax_argv, wait_for
+from tests.serve_process import ROOT, Receiver, spawn, stop_process, vfax_argv, wait_for
 
 pytestmark = [
     pytest.mark.skipif(nat_unavailable() is not None, reason=f"no NAT here: {nat_unavailable()}"),
@@ -140,3 +140,65 @@ def test_advertised_address_behind_a_forwarding_router_is_what_peers_use(
     finally:
         stop_process(rx, 15)
         registrar.stop()
+
+
+def _send(nat_side_wrap: Callable[[list[str]], list[str]], doc: Path, to: str, kamailio_at: str, user: str,
+          listen: str, report: Path, *extra: str) -> subprocess.Popen[str]:  # fmt: skip
+    argv = vfax_argv(
+        "send", str(doc), "--to", to, "--server", kamailio_at, "--user", user, "--password", f"secret{user}",
+        "--listen", listen, "--resolution", "standard", "--report", str(report), "--json", *extra,
+    )  # fmt: skip
+    return subprocess.Popen(
+        nat_side_wrap(argv), cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_faxes_both_ways_through_a_masquerading_nat_in_t38_and_g711(
+    nat: NatNetwork, registrar: KamailioServer, tmp_path: Path
+) -> None:
+    """Four real faxes at once through a NAT that gives random ports and a registrar that stores Contacts
+    as given: public → LAN and LAN → public, each in G.711 and in T.38. The LAN side is reachable only
+    through the Contact it learned (RFC 3581); its media, which comes from the router's address and not
+    from the private one in its SDP, is found by the public side's symmetric media (learned, not SDP)."""
+    kamailio_at = f"{registrar.host}:{registrar.udp_port}"
+    rx_lan = Receiver(nat.lan.address, tmp_path, name="lan", port=5060, wrap=nat.lan.wrap, options=(
+        "--server", kamailio_at, "--user", "1001", "--password", "secret1001", "--keepalive", "5"))
+    rx_pub = Receiver(nat.gateway, tmp_path, name="pub", options=(
+        "--server", kamailio_at, "--user", "1002", "--password", "secret1002"))
+    senders: dict[str, subprocess.Popen[str]] = {}
+    try:
+        wait_for(lambda: _contact(registrar, "1001") and _contact(registrar, "1002"), 30,
+                 f"both receivers registered\n{nat.describe()}")  # fmt: skip
+        assert _contact(registrar, "1001")[0] == nat.public  # type: ignore[index]
+        doc = docfactory.text_pdf(tmp_path / "in.pdf", pages=1)
+        to_lan, to_pub = f"sip:1001@{kamailio_at}", f"sip:1002@{kamailio_at}"
+        same = list  # the public side runs in the test's own namespace
+        senders = {
+            "in-g711": _send(same, doc, to_lan, kamailio_at, "1002", f"{nat.gateway}:0",
+                             tmp_path / "in-g711.json", "--t38", "off"),
+            "in-t38": _send(same, doc, to_lan, kamailio_at, "1002", f"{nat.gateway}:0",
+                            tmp_path / "in-t38.json"),
+            "out-g711": _send(nat.lan.wrap, doc, to_pub, kamailio_at, "1003", f"{nat.lan.address}:0",
+                              tmp_path / "out-g711.json", "--register", "--t38", "off"),
+            "out-t38": _send(nat.lan.wrap, doc, to_pub, kamailio_at, "1004", f"{nat.lan.address}:0",
+                             tmp_path / "out-t38.json", "--register"),
+        }  # fmt: skip
+        results = {name: proc.communicate(timeout=180) for name, proc in senders.items()}
+        for name, (out, err) in results.items():
+            assert senders[name].returncode == 0, (name, out, err, nat.describe())
+            data = json.loads(out)
+            assert data["ok"] and data["pages"] == 1, (name, data)
+            assert data["media"] == ("g711" if name.endswith("g711") else "t38"), (name, data)
+        for name in ("in-g711", "in-t38"):  # the public sender learned where the LAN's media comes from
+            report = json.loads((tmp_path / f"{name}.json").read_text())
+            latch = (report["rtp"] if name == "in-g711" else report["udptl"])["latch"]
+            assert latch["learned_by"] == "latched" and latch["learned_addr"][0] == nat.public, (name, latch)
+        wait_for(lambda: len(rx_lan.complete()) == 2 and len(rx_pub.complete()) == 2, 30,
+                 "two complete faxes in each inbox")  # fmt: skip
+    finally:
+        for proc in senders.values():
+            if proc.poll() is None:
+                proc.kill()
+        rx_lan.close()
+        rx_pub.close()
