@@ -266,7 +266,9 @@ class FaxJob:
     server: str
     tiff: str
     workdir: str
-    profile: str = ""  # a file for cProfile's stats of the setup (start barrier to the last 200 OK)
+    profile: str = ""  # where to write where the setup's CPU went (see --profile)
+    role: str = "both"  # "both": calls its own receiver rx<index>; "send": calls rx<target>; "receive"
+    target: int = 0
 
 
 @dataclass
@@ -299,13 +301,12 @@ class _Sampler:
     def _sample(self, _signum: int, frame: Any) -> None:
         self.samples += 1
         seen = set()
-        first = True
+        caller = frame.f_back.f_code if frame.f_back is not None else None
+        inner = f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}"
+        self.own[inner + (f" < {Path(caller.co_filename).name}:{caller.co_name}" if caller else "")] += 1
         while frame is not None:
             code = frame.f_code
             where = f"{Path(code.co_filename).name}:{code.co_name}"
-            if first:
-                self.own[where] += 1
-                first = False
             if where not in seen:
                 seen.add(where)
                 self.cumulative[where] += 1
@@ -321,6 +322,7 @@ class _Sampler:
 
 
 async def _fax_work(job: FaxJob, start: Any, teardown: Any, report: FaxWorkerReport) -> None:
+    """One process's share: its receiving line, its sending line, or both (``job.role``)."""
     from vfax.call.fax_call import CallOptions, FaxCall
     from vfax.call.line import FaxLine, LineConfig
     from vfax.call.media import T38Policy
@@ -329,34 +331,37 @@ async def _fax_work(job: FaxJob, start: Any, teardown: Any, report: FaxWorkerRep
     policy = {"g711": (T38Policy.OFF, T38Policy.OFF), "t38": (T38Policy.AUTO, T38Policy.AUTO),
               "t38direct": (T38Policy.DIRECT, T38Policy.AUTO)}[job.mode]  # fmt: skip
     user = f"rx{job.index}"
-    workdir = Path(job.workdir)
-    rx = await FaxLine.open(
-        LineConfig(
-            name=user, server=job.server, user=user, password=FAX_PASSWORD, channels=job.calls + 16,
-            inbox=workdir / f"inbox-{job.index}", call=CallOptions(t38=policy[1], ecm=True),
-            transports=("udp",),
-        )
-    )  # fmt: skip
-    tx = await FaxLine.open(
-        LineConfig(name=f"tx{job.index}", server=job.server, channels=job.calls + 16,
-                   call=CallOptions(t38=policy[0], ecm=True), transports=("udp",))
-    )  # fmt: skip
+    rx = tx = None
+    if job.role in ("both", "receive"):
+        rx = await FaxLine.open(
+            LineConfig(
+                name=user, server=job.server, user=user, password=FAX_PASSWORD, channels=job.calls + 16,
+                inbox=Path(job.workdir) / f"inbox-{job.index}", call=CallOptions(t38=policy[1], ecm=True),
+                transports=("udp",),
+            )
+        )  # fmt: skip
+    if job.role in ("both", "send"):
+        tx = await FaxLine.open(
+            LineConfig(name=f"tx{job.index}", server=job.server, channels=job.calls + 16,
+                       call=CallOptions(t38=policy[0], ecm=True), transports=("udp",))
+        )  # fmt: skip
     loop = asyncio.get_running_loop()
     try:
-        if not (await rx.register()).ok:
+        if rx is not None and not (await rx.register()).ok:
             report.error = f"{user} could not register"
             start.abort()
             return
         calls: list[FaxCall] = []
         all_up = asyncio.Event()
+        answered: list[float] = report.up if tx is not None else []
 
         def progress(call: FaxCall, what: str) -> None:
             if what == "answered":
-                report.up.append(time.monotonic())
-                if len(report.up) == job.calls:
+                answered.append(time.monotonic())
+                if len(answered) == job.calls:
                     all_up.set()
 
-        tx.on_progress = progress
+        (tx or rx).on_progress = progress  # type: ignore[union-attr]
         tune_for_real_time()  # as vfax serve does
         await loop.run_in_executor(None, start.wait)
         profiler = cProfile.Profile() if job.profile.endswith(".prof") else None
@@ -367,15 +372,16 @@ async def _fax_work(job: FaxJob, start: Any, teardown: Any, report: FaxWorkerRep
             sampler.start()
         report.t0 = time.monotonic()
         cpu0 = time.process_time()
-        target = f"sip:{user}@{job.server}"
+        target = f"sip:rx{job.index if rx is not None else job.target}@{job.server}"
         sends = [
             asyncio.ensure_future(tx.send(Path(job.tiff), target, name=f"send{i}", on_call=calls.append))
-            for i in range(job.calls)
+            for i in range(job.calls if tx is not None else 0)
         ]
-        ended = asyncio.ensure_future(asyncio.wait(sends))
+        waits = {asyncio.ensure_future(all_up.wait())}
+        if sends:
+            waits.add(asyncio.ensure_future(asyncio.wait(sends)))
         with contextlib.suppress(TimeoutError):  # calls that failed: their outcome says why
-            await asyncio.wait({asyncio.ensure_future(all_up.wait()), ended},
-                               timeout=60, return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait(waits, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         report.setup_cpu = time.process_time() - cpu0
         if profiler is not None:
             profiler.disable()
@@ -383,7 +389,7 @@ async def _fax_work(job: FaxJob, start: Any, teardown: Any, report: FaxWorkerRep
         if sampler is not None:
             sampler.stop(job.profile)
         for call in calls:
-            d = _invite_to_200(tx.ua.ladder(call.call_id)) if call.answered else None
+            d = _invite_to_200(call.ua.ladder(call.call_id)) if call.answered else None
             if d is not None:
                 report.invite_to_200.append(d)
         await loop.run_in_executor(None, teardown.wait)
@@ -392,7 +398,7 @@ async def _fax_work(job: FaxJob, start: Any, teardown: Any, report: FaxWorkerRep
         await asyncio.gather(*aborts, return_exceptions=True)
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
         for _ in range(3000):  # the receiving ends: each call ends when its BYE arrives
-            if not rx.active:
+            if rx is None or not rx.active:
                 break
             await asyncio.sleep(0.005)
         report.down = time.monotonic()
@@ -402,8 +408,9 @@ async def _fax_work(job: FaxJob, start: Any, teardown: Any, report: FaxWorkerRep
                 key = repr(o) if isinstance(o, BaseException) else o.end_reason
                 report.reasons[key] = report.reasons.get(key, 0) + 1
     finally:
-        await tx.close()
-        await rx.close()
+        for line in (tx, rx):
+            if line is not None:
+                await line.close()
 
 
 def fax_worker(job: FaxJob, start: Any, teardown: Any, results: Any) -> None:
@@ -423,16 +430,20 @@ def fax_worker(job: FaxJob, start: Any, teardown: Any, results: Any) -> None:
 
 
 def run_fax(
-    kam: KamailioServer, n: int, mode: str, workers: int, tiff: Path, tmp: Path, profile: str = ""
+    kam: KamailioServer, n: int, mode: str, workers: int, tiff: Path, tmp: Path, profile: str = "",
+    split: bool = False,
 ) -> BurstResult:
-    workers = max(1, min(workers, n))
+    """N FaxLine calls at once: each of ``workers`` processes calls its own receiver, or with ``split``
+    process 0 places all N calls to the receiving line of process 1 (two vfax, as two machines would)."""
+    workers = 2 if split else max(1, min(workers, n))
     ctx = multiprocessing.get_context("spawn")
     start, teardown, results = ctx.Barrier(workers + 1), ctx.Barrier(workers), ctx.Queue()
     procs = []
     for w in range(workers):
-        share = n // workers + (1 if w < n % workers else 0)
+        share = n if split else n // workers + (1 if w < n % workers else 0)
         prof = profile.replace("%w", str(w))
-        job = FaxJob(w, share, mode, f"{kam.host}:{kam.udp_port}", str(tiff), str(tmp), prof)
+        role = ("send", "receive")[w] if split else "both"
+        job = FaxJob(w, share, mode, f"{kam.host}:{kam.udp_port}", str(tiff), str(tmp), prof, role, 1)
         p = ctx.Process(target=fax_worker, args=(job, start, teardown, results), daemon=True)
         p.start()
         procs.append(p)
@@ -451,7 +462,7 @@ def run_fax(
         p.join(timeout=30)
         if p.is_alive():
             p.terminate()
-    r = BurstResult(f"fax {mode}", n)
+    r = BurstResult(f"fax {mode}" + (" split" if split else ""), n)
     t0 = min((w.t0 for w in reports if w.t0), default=0.0)
     r.start_to_200 = [t - t0 for w in reports for t in w.up]
     r.invite_to_200 = [d for w in reports for d in w.invite_to_200]
@@ -533,6 +544,8 @@ def main() -> None:
     parser.add_argument("--modes", default="g711", help="media of --fax calls: g711, t38, t38direct")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                         help="processes of --fax (default: CPUs, as bench/calls.py)")  # fmt: skip
+    parser.add_argument("--split", action="store_true",
+                        help="--fax: one process sends all calls, another receives them")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="runs of each burst")
     parser.add_argument("--kamailio-children", type=int, default=4, help="Kamailio's UDP worker processes")
     parser.add_argument("--kamailio-debug", type=int, default=1,
@@ -540,19 +553,24 @@ def main() -> None:
     parser.add_argument("--profile", default="",
                         help="--fax: where the setup's CPU goes, per worker (%%w): cProfile's stats into "
                         "PATH.prof, else stack samples every ms of CPU into PATH as text")  # fmt: skip
+    parser.add_argument("--kamailio-buffer", type=int, default=4 << 20,
+                        help="Kamailio's -b, its largest UDP receive buffer (default 4 MiB; 0: Kamailio's "
+                        "own default, 256 KiB, which drops datagrams of a burst of 400 INVITEs)")  # fmt: skip
     parser.add_argument("-v", action="store_true", help="show the ladder of a failed INVITE")
     args = parser.parse_args()
     if find_kamailio() is None:
         raise SystemExit("kamailio is not installed")
     logging.basicConfig(level=logging.WARNING)
     print(f"code under test: {code_version()}; {os.cpu_count()} CPU(s); Kamailio children "
-          f"{args.kamailio_children}, debug {args.kamailio_debug}", flush=True)  # fmt: skip
+          f"{args.kamailio_children}, debug {args.kamailio_debug}, -b {args.kamailio_buffer}",
+          flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="vfax-bench-") as d:
         tmp = Path(d)
         users = {"1002": "secret1002", **{f"rx{w}": FAX_PASSWORD for w in range(max(args.workers, 1))}}
         kam = KamailioServer(
             tmp / "kamailio", users=users, trusted=["127.0.0.1"], shm_mb=256, pkg_mb=16,
             children=args.kamailio_children, debug=args.kamailio_debug,
+            udp_buffer=args.kamailio_buffer or None,
         )  # fmt: skip
         kam.start()
         try:
@@ -572,7 +590,9 @@ def main() -> None:
                 for n in args.fax:
                     for mode in args.modes.split(","):
                         for _ in range(args.repeat):
-                            r = run_fax(kam, n, mode.strip(), args.workers, tiff, tmp, args.profile)
+                            r = run_fax(
+                                kam, n, mode.strip(), args.workers, tiff, tmp, args.profile, args.split
+                            )
                             print(burst_row(r), flush=True)
                             for reason, count in r.reasons.items():
                                 print(f"  {count} not answered: {reason}")
