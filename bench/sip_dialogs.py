@@ -133,7 +133,6 @@ async def run_size(kam: KamailioServer, n: int, window: int, traced: bool = Fals
     }
 
 
-
 # --- burst: N calls started at once ---------------------------------------------------------------------
 
 
@@ -430,7 +429,13 @@ def fax_worker(job: FaxJob, start: Any, teardown: Any, results: Any) -> None:
 
 
 def run_fax(
-    kam: KamailioServer, n: int, mode: str, workers: int, tiff: Path, tmp: Path, profile: str = "",
+    kam: KamailioServer,
+    n: int,
+    mode: str,
+    workers: int,
+    tiff: Path,
+    tmp: Path,
+    profile: str = "",
     split: bool = False,
 ) -> BurstResult:
     """N FaxLine calls at once: each of ``workers`` processes calls its own receiver, or with ``split``
@@ -492,7 +497,7 @@ def _stats(xs: list[float]) -> str:
 
 
 BURST_COLUMNS = (
-    f"{'what':<9} {'N':>4} {'failed':>6} | "
+    f"{'what':<14} {'N':>4} {'failed':>6} | "
     f"{'start to 200 OK: mean':>21} {'median':>6} {'p95':>6} {'max':>6} | "
     f"{'INVITE to 200: mean':>19} {'median':>6} {'p95':>6} {'max':>6} | {'all up s':>8} {'down s':>6} "
     f"{'cpu up':>6} {'cpu s':>5} {'kam s':>5} {'load':>4} {'other':>5}"
@@ -501,7 +506,7 @@ BURST_COLUMNS = (
 
 def burst_row(r: BurstResult) -> str:
     return (
-        f"{r.what:<9} {r.n:>4} {r.failed:>6} | "
+        f"{r.what:<14} {r.n:>4} {r.failed:>6} | "
         f"{_stats(r.start_to_200):>42} | {_stats(r.invite_to_200):>40} | "
         f"{r.all_up:>8.3f} {r.teardown:>6.3f} {r.setup_cpu:>6.2f} {r.cpu:>5.2f} {r.kamailio_cpu:>5.2f} "
         f"{r.load[0]:>4.1f} {r.other:>5.0%}"
