@@ -488,7 +488,8 @@ def main() -> None:
         tiff = prepare_fax_tiff(src, tmp / "page.tif", resolution=Resolution.STANDARD).path
         users = {f"rx{w}": PASSWORD for w in range(max(args.workers, 1))}
         server = KamailioServer(
-            tmp / "kamailio", users=users, trusted=("127.0.0.1",), debug=1, shm_mb=256, pkg_mb=16, children=4
+            tmp / "kamailio", users=users, trusted=("127.0.0.1",), debug=1, shm_mb=256, pkg_mb=16, children=4,
+            udp_buffer=4 << 20,
         ).start()
         print(f"code under test: {code_version()}")
         print(f"Kamailio {server.host}:{server.udp_port}, {args.workers} worker process(es), "

@@ -13,7 +13,7 @@ TCP/TLS byte stream into messages (Content-Length mandatory) and reports RFC 562
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from sip.errors import InvalidRequest, SipParseError
@@ -215,6 +215,23 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+#: name as written -> (lower-cased canonical name: the key entries are compared by, canonical name).
+#: Every header lookup and every parsed field line needs it; a burst of calls did it 40 times per message.
+_NAME_KEYS: dict[str, tuple[str, str]] = {}
+_NAME_KEYS_SIZE = 2048
+
+
+def _name_key(name: str) -> tuple[str, str]:
+    known = _NAME_KEYS.get(name)
+    if known is None:
+        canon = _CANONICAL.get(name.lower(), name)
+        known = (canon.lower(), canon)
+        if len(_NAME_KEYS) >= _NAME_KEYS_SIZE:  # names from the network: bounded
+            _NAME_KEYS.clear()
+        _NAME_KEYS[name] = known
+    return known
+
+
 class Headers:
     """Ordered multi-dict of header fields with case-insensitive names and compact forms expanded.
 
@@ -236,16 +253,16 @@ class Headers:
         value = str(value)
         if "\r" in value or "\n" in value:
             raise ValueError(f"header {name} value contains CR or LF")
-        canon = canonical_name(name)
-        return canon.lower(), canon, value.strip(" \t")
+        key, canon = _name_key(name)
+        return key, canon, value.strip(" \t")
 
     @classmethod
     def _from_parsed(cls, items: list[tuple[str, str]]) -> Headers:
         h = cls()
         out = h._items
         for name, value in items:
-            canon = _CANONICAL.get(name.lower(), name)
-            out.append((canon.lower(), canon, value))
+            key, canon = _name_key(name)
+            out.append((key, canon, value))
         return h
 
     def add(self, name: str, value: str) -> None:
@@ -273,14 +290,14 @@ class Headers:
 
     def remove(self, name: str) -> int:
         """Remove every field of that name; return how many were removed."""
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         before = len(self._items)
         self._items = [it for it in self._items if it[0] != key]
         return before - len(self._items)
 
     def remove_first(self, name: str) -> str | None:
         """Remove the first *element* of a list header (the top Via, §18.1.2) and return it."""
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         for i, item in enumerate(self._items):
             if item[0] == key:
                 parts = split_header_values(item[2])
@@ -293,7 +310,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first field of that name."""
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         for item in self._items:
             if item[0] == key:
                 return item[2]
@@ -301,7 +318,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """The values of every field line of that name, unsplit (for WWW-Authenticate and the like)."""
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         return [it[2] for it in self._items if it[0] == key]
 
     def values(self, name: str) -> list[str]:
@@ -319,8 +336,13 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = canonical_name(name).lower()
-        return any(it[0] == key for it in self._items)
+        key = _name_key(name)[0]
+        return any(item[0] == key for item in self._items)
+
+    def count(self, name: str) -> int:
+        """How many field lines of that name there are (a request may carry some only once, §7.3.1)."""
+        key = _name_key(name)[0]
+        return sum(1 for item in self._items if item[0] == key)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((it[1], it[2]) for it in self._items)
@@ -391,6 +413,14 @@ class Message:
     @property
     def to(self) -> NameAddr:
         return NameAddr.parse(self._required("To"))
+
+    def _check_vias(self) -> None:
+        """What ``vias`` raises, without building them (validation)."""
+        values = self.headers.values("Via")
+        if not values:
+            raise SipParseError("missing Via header")
+        for v in values:
+            Via.check(v)
 
     @property
     def vias(self) -> list[Via]:
@@ -928,6 +958,18 @@ CSEQ_MISMATCH = "CSeq Method Does Not Match Request"
 _SINGLE_VALUED = frozenset({"From", "To", "Call-ID", "CSeq", "Max-Forwards"})
 
 
+#: What validate_request checks, in order: (header, whether it must be there, the parse that must succeed).
+_REQUEST_CHECKS: tuple[tuple[str, bool, Callable[[Request], object]], ...] = (
+    ("Via", True, lambda r: r._check_vias()),
+    ("From", True, lambda r: NameAddr.check(r._required("From"))),
+    ("To", True, lambda r: NameAddr.check(r._required("To"))),
+    ("Call-ID", True, lambda r: r.call_id),
+    ("CSeq", True, lambda r: r.cseq),
+    ("Max-Forwards", False, lambda r: r.max_forwards),
+    ("Content-Length", False, lambda r: r.content_length),
+)
+
+
 def validate_request(req: Request) -> None:
     """Check what a UAS needs before processing a request (RFC 3261 §8.2); raise ``InvalidRequest``.
 
@@ -942,21 +984,15 @@ def validate_request(req: Request) -> None:
         raise InvalidRequest("Unsupported URI Scheme", 416)
     if req.uri.headers:
         raise InvalidRequest("Header Fields Not Allowed In Request-URI")
-    for name, check in (
-        ("Via", lambda: req.vias),
-        ("From", lambda: req.from_),
-        ("To", lambda: req.to),
-        ("Call-ID", lambda: req.call_id),
-        ("CSeq", lambda: req.cseq),
-        ("Max-Forwards", lambda: req.max_forwards),
-        ("Content-Length", lambda: req.content_length),
-    ):
-        if name not in req.headers and name not in ("Max-Forwards", "Content-Length"):
+    headers = req.headers
+    for name, mandatory, check in _REQUEST_CHECKS:
+        lines = headers.count(name)
+        if not lines and mandatory:
             raise InvalidRequest(f"Missing {name} Header")
-        if name in _SINGLE_VALUED and len(req.headers.get_all(name)) > 1:
+        if lines > 1 and name in _SINGLE_VALUED:
             raise InvalidRequest(f"Multiple {name} Headers")  # §7.3.1: one field line only (RFC 4475 multi01)
         try:
-            check()
+            check(req)
         except SipParseError as exc:
             log.debug("invalid %s in %s request: %s", name, req.method, exc)
             raise InvalidRequest(f"Malformed {name} Header") from exc
@@ -968,9 +1004,9 @@ def validate_request(req: Request) -> None:
 
 def validate_response(resp: Response) -> None:
     """Check the headers a UAC matches a response with (§8.1.3, §18.1.2); raise ``SipParseError``."""
-    resp.vias  # noqa: B018
-    resp.from_  # noqa: B018
-    resp.to  # noqa: B018
+    resp._check_vias()
+    NameAddr.check(resp._required("From"))
+    NameAddr.check(resp._required("To"))
     resp.call_id  # noqa: B018
     resp.cseq  # noqa: B018
     if resp.version != SIP_VERSION:

@@ -336,6 +336,11 @@ class NameAddr:
         return _memoised(_NAME_ADDR_MEMO, text, cls._parse).copy()
 
     @classmethod
+    def check(cls, text: str) -> None:
+        """Raise ``SipParseError`` as ``parse`` would, without the copy (for validators, which only read)."""
+        _memoised(_NAME_ADDR_MEMO, text, cls._parse)
+
+    @classmethod
     def _parse(cls, text: str) -> NameAddr:
         s = text.strip(" \t")
         if not s:
@@ -408,6 +413,11 @@ class Via:
         """Parse one Via value; every call returns a new object the caller may change."""
         known = _memoised(_VIA_MEMO, text, cls._parse)
         return Via(known.transport, known.host, known.port, dict(known.params))
+
+    @classmethod
+    def check(cls, text: str) -> None:
+        """Raise ``SipParseError`` as ``parse`` would, without the copy (for validators, which only read)."""
+        _memoised(_VIA_MEMO, text, cls._parse)
 
     @classmethod
     def _parse(cls, text: str) -> Via:

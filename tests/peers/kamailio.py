@@ -157,6 +157,9 @@ class KamailioServer:
     shm_mb: int = 64
     pkg_mb: int = 8
     children: int = 2
+    #: Kamailio's ``-b``: the largest UDP receive buffer its start-up probing may set (None: its default,
+    #: 256 KiB, which the kernel doubles). Benchmarks starting hundreds of calls at once need more.
+    udp_buffer: int | None = None
     fr_timer_ms: int = 5000
     fr_inv_timer_ms: int = 30000
     binary: str | None = None
@@ -241,6 +244,7 @@ class KamailioServer:
             "-M", str(self.pkg_mb),
             "-Y", str(self._rundir),
             "-P", str(self._rundir / "kamailio.pid"),
+            *(["-b", str(self.udp_buffer)] if self.udp_buffer else []),
         ]  # fmt: skip
 
     def start(self, timeout: float = 30.0) -> KamailioServer:
