@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from sip.auth import AuthVerdict, DigestClient
 from sip.calls import (
@@ -56,8 +54,22 @@ from sip.calls import (
     ReinviteResult,
     RequestCompleted,
 )
-from sip.dialog import Dialog, DialogState
-from sip.errors import InvalidRequest, SipError, SipParseError
+from sip.core_shared import (
+    ACCEPTED_BODIES,
+    ALLOWED_METHODS,
+    MAX_AUTH_ATTEMPTS,
+    SUPPORTED_EXTENSIONS,
+    CoreConfig,
+    UsageError,
+    bad_request_reason,
+    destination_for,
+    loose_route_uri,
+    not_implemented,
+)
+from sip.dialog import DialogState
+from sip.errors import InvalidRequest, SipParseError
+from sip.invite_client import InviteClient
+from sip.invite_server import InviteServer
 from sip.message import (
     CSEQ_MISMATCH,
     Headers,
@@ -69,25 +81,14 @@ from sip.message import (
     validate_request,
     validate_response,
 )
-from sip.reliable import (
-    Arrival,
-    ReliableReceiver,
-    ReliableSender,
-    format_rack,
-    is_reliable_provisional,
-    parse_rack,
-    parse_rseq,
-    requires_100rel,
-)
-from sip.timers import TimerHandle, TimerQueue, TimerValues
+from sip.session_refresh import SessionRefresh
+from sip.timers import TimerHandle, TimerQueue
 from sip.transaction import (
     Address,
     ClientTransaction,
-    InviteClientTransaction,
     ServerTransaction,
     State,
     TransactionLayer,
-    is_reliable,
 )
 from sip.uri import NameAddr, SipUri, Via, new_branch, new_call_id, new_tag
 
@@ -115,95 +116,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "PRACK")
-#: SIP methods we know but do not serve (405, §21.4.6); any other method is not implemented (501, §21.5.2).
-KNOWN_METHODS = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH"}
-)
-#: The body types we take in an INVITE/UPDATE and send in answers (Accept of a 415, §21.4.16).
-ACCEPTED_BODIES = ("application/sdp",)
-SUPPORTED_EXTENSIONS = ("timer", "100rel")
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
-MAX_AUTH_ATTEMPTS = 3
-MAX_GLARE_RETRIES = 4
-#: RFC 3261 §18.1.1: with the MTU unknown, a larger request goes over a congestion-controlled transport.
-LARGE_REQUEST = 1300
-
-
-class UsageError(SipError, RuntimeError):
-    """The application called the core in a way the protocol state does not allow (our fault)."""
-
-
-@dataclass(slots=True)
-class CoreConfig:
-    """Every knob of the UA core, with its default."""
-
-    contact_user: str = "vfax"
-    user_agent: str = "vfax"
-    timers: TimerValues = field(default_factory=TimerValues)
-    default_transport: str = "udp"
-    #: An outgoing INVITE without a final answer after this many seconds is cancelled (0: never).
-    invite_timeout: float = 180.0
-    #: Where out-of-dialog requests go (with a ``Route: <proxy;lr>``) unless a call names its own proxy.
-    outbound_proxy: str | None = None
-    #: Source IPs allowed to send an initial INVITE; None lets anyone in (others get 403).
-    invite_allow_list: frozenset[str] | None = None
-    #: RFC 4028: the interval we ask for (0 turns session timers off) and the smallest we accept.
-    session_expires: int = 1800
-    min_se: int = 90
-    #: The ``refresher`` we ask for in an initial INVITE (``uac``, ``uas``) or None to let the UAS choose.
-    session_refresher: str | None = None
-    #: How we refresh a session as refresher: ``INVITE`` (same SDP) or ``UPDATE`` (no body) when allowed.
-    refresh_method: str = "INVITE"
-    #: ``uniform(a, b)``; tests pass a seeded one.
-    random_uniform: Callable[[float, float], float] = random.uniform
-    #: How many Call-IDs keep their message ladder for call reports.
-    ladder_calls: int = 4096
-    #: Messages kept per Call-ID (a flood on one Call-ID must not grow memory without end).
-    ladder_length: int = 1000
-    #: Malformed datagrams are logged once per this many seconds, with the count since the last line.
-    malformed_log_interval: float = 10.0
-    #: ``Supported: 100rel`` in our INVITEs (RFC 3262): a UAS may then send its 18x reliably and we PRACK
-    #: them. A peer that *requires* 100rel is served whatever this says.
-    offer_100rel: bool = True
-
-
-def destination_for(uri: SipUri, default_transport: str = "udp") -> Address:
-    """Where to send a request for ``uri`` (RFC 3263 §4 without DNS: transport param, sips, default port)."""
-    transport = uri.transport or ("tls" if uri.scheme == "sips" else default_transport)
-    if transport not in DEFAULT_PORTS:
-        transport = default_transport
-    return (transport, uri.host_ip, uri.port or DEFAULT_PORTS[transport])
-
-
-def _parse_session_expires(value: str | None) -> tuple[int, str | None] | None:
-    """``1800;refresher=uac`` → (1800, "uac") (RFC 4028 §4); None when absent or malformed."""
-    if not value:
-        return None
-    head, _, rest = value.partition(";")
-    head = head.strip()
-    if not head.isdigit() or not head.isascii() or len(head) > 9:
-        return None
-    refresher = None
-    for part in rest.split(";"):
-        name, _, val = part.partition("=")
-        if name.strip().lower() == "refresher" and val.strip().lower() in ("uac", "uas"):
-            refresher = val.strip().lower()
-    return int(head), refresher
-
-
-def _int_header(msg: Request | Response, name: str) -> int | None:
-    value = msg.headers.get(name)
-    if value is None:
-        return None
-    head = value.split(";", 1)[0].strip()
-    return int(head) if head.isdigit() and head.isascii() and len(head) <= 9 else None
-
 
 # ---------------------------------------------------------------------------------------------- core
 
 
-class UserAgentCore:
+class UserAgentCore(InviteClient, InviteServer, SessionRefresh):
     """The sans-I/O user agent: see the module docstring for what it does by itself."""
 
     def __init__(self, config: CoreConfig | None = None) -> None:
@@ -268,7 +185,7 @@ class UserAgentCore:
             self.stats["bad_requests"] += 1
             self._report_malformed(source, f"{broken.method} answered 400: {exc}", now)
             try:
-                self._respond_stateless(broken, source, 400, _reason_phrase(str(exc)), now)
+                self._respond_stateless(broken, source, 400, bad_request_reason(str(exc)), now)
             except Exception:  # never let an answer to garbage stop the edge
                 log.exception("SIP core failed answering a malformed request from %s:%s", *source[1:])
             return
@@ -572,7 +489,7 @@ class UserAgentCore:
         from_na = from_na.copy()
         from_na.tag = from_na.tag or new_tag()
         to_na = NameAddr.parse(to) if isinstance(to, str) else (to or NameAddr(target.copy()))
-        route = [f"<{_lr(proxy_uri)}>"] if proxy_uri is not None else None
+        route = [f"<{loose_route_uri(proxy_uri)}>"] if proxy_uri is not None else None
         req = self._build_request(
             method, target, transport=tr, from_=from_na, to=to_na, call_id=call_id or new_call_id(),
             cseq=cseq, route=route, headers=headers, body=body, content_type=content_type,
@@ -585,114 +502,6 @@ class UserAgentCore:
         oreq.alternates = list(targets[1:]) if targets else []
         self._start(oreq, now)
         return oreq
-
-    # -- INVITE as UAC --------------------------------------------------------------------------------
-
-    def invite(
-        self,
-        target: SipUri | str,
-        body: bytes,
-        now: float,
-        *,
-        content_type: str = "application/sdp",
-        from_: NameAddr | str | None = None,
-        to: NameAddr | str | None = None,
-        proxy: SipUri | str | None = None,
-        auth: DigestClient | None = None,
-        headers: Headers | None = None,
-        transport: str | None = None,
-        targets: list[Address] | None = None,
-    ) -> Call:
-        """Start an outgoing call (§13.2.1); events: CallProgress*, then CallAnswered or CallFailed.
-
-        ``targets`` are where the edge resolved the next hop to (RFC 3263), tried in order (§4.3)."""
-        self._now = now
-        target_uri = SipUri.parse(target) if isinstance(target, str) else target
-        proxy = proxy if proxy is not None else self.config.outbound_proxy
-        proxy_uri = SipUri.parse(proxy) if isinstance(proxy, str) else proxy
-        dest = targets[0] if targets else destination_for(
-            proxy_uri or target_uri, transport or self.config.default_transport
-        )
-        tr = dest[0]
-        host, _ = self._local(tr)
-        call = Call(CallRole.UAC, new_call_id(host if ":" not in host else None), tr)
-        call.local_tag = new_tag()
-        call.local_sdp = body
-        call.local_content_type = content_type
-        call.auth = auth
-        call.remote = dest
-        from_na = NameAddr.parse(from_) if isinstance(from_, str) else from_
-        if from_na is None:
-            hostv = f"[{host}]" if ":" in host else host
-            from_na = NameAddr(SipUri(user=self.config.contact_user, host=hostv))
-        from_na = from_na.copy()
-        from_na.tag = call.local_tag
-        to_na = NameAddr.parse(to) if isinstance(to, str) else (to or NameAddr(target_uri.copy()))
-        h = Headers()
-        h.add("Allow", ", ".join(ALLOWED_METHODS))
-        h.add("Supported", "timer, 100rel" if self.config.offer_100rel else "timer")
-        if self.config.session_expires:
-            refresher = self.config.session_refresher
-            se = (
-                f"{self.config.session_expires};refresher={refresher}"
-                if refresher
-                else str(self.config.session_expires)
-            )
-            h.add("Session-Expires", se)
-            h.add("Min-SE", str(self.config.min_se))
-        if headers is not None:
-            for name, value in headers:
-                h.add(name, value)
-        route = [f"<{_lr(proxy_uri)}>"] if proxy_uri is not None else None
-        req = self._build_request(
-            "INVITE", target_uri, transport=tr, from_=from_na, to=to_na, call_id=call.call_id, cseq=1,
-            route=route, headers=h, body=body, content_type=content_type,
-        )  # fmt: skip
-        req, dest = self._large_over_tcp(req, dest, proxy_uri or target_uri)
-        call.transport = dest[0]
-        if auth is not None:
-            auth.authorize(req)
-        call.invite = req
-        oreq = OutgoingRequest(self, req, dest, auth=auth, call=call, purpose="invite")
-        oreq.alternates = list(targets[1:]) if targets else []
-        call.invite_out = oreq
-        self.pending_uac[(call.call_id, call.local_tag)] = call
-        self._start(oreq, now)
-        if self.config.invite_timeout:
-            call.invite_timer = self._schedule(
-                self.config.invite_timeout, lambda t: self._invite_expired(call, t), "invite", now
-            )
-        return call
-
-    def _large_over_tcp(self, req: Request, dest: Address, hop: SipUri) -> tuple[Request, Address]:
-        """§18.1.1: a request over 1300 bytes goes over TCP when the URI does not insist on UDP."""
-        if dest[0] != "udp" or hop.transport is not None or "tcp" not in self.local_addresses:
-            return req, dest
-        if len(bytes(req)) <= LARGE_REQUEST:
-            return req, dest
-        req.headers.remove_first("Via")
-        req.headers.prepend("Via", str(self.new_via("tcp")))
-        if "Contact" in req.headers:
-            req.headers.set("Contact", str(self.contact("tcp")))
-        return req, ("tcp", dest[1], dest[2])
-
-    def cancel(self, call: Call, now: float) -> None:
-        """§9.1: cancel our pending INVITE (sent once a provisional has arrived, as §9.1 asks)."""
-        self._now = now
-        if call.role is not CallRole.UAC or call.state is not CallState.CALLING:
-            return
-        call.cancel_requested = True
-        oreq = call.invite_out
-        if oreq is not None and oreq.txn is not None and oreq.txn.state is State.PROCEEDING:
-            self._send_cancel(call, now)
-
-    def _send_cancel(self, call: Call, now: float) -> None:
-        oreq = call.invite_out
-        if oreq is None or not isinstance(oreq.txn, InviteClientTransaction) or call.cancel_sent:
-            return
-        call.cancel_sent = True
-        cancel = OutgoingRequest(self, oreq.txn.cancel_request(), oreq.dest, call=call, purpose="cancel")
-        self._start(cancel, now)
 
     # -- responses ------------------------------------------------------------------------------------
 
@@ -791,171 +600,6 @@ class UserAgentCore:
             call.invite, call.remote, call.transport = oreq.request, dest, dest[0]
         return True
 
-    def _invite_response(self, call: Call, oreq: OutgoingRequest, resp: Response, now: float) -> None:
-        status = resp.status
-        if call.state is CallState.TERMINATED and not (200 <= status < 300):
-            return
-        if status < 200:
-            if status == 100:
-                return
-            if call.cancel_requested:
-                self._send_cancel(call, now)
-            if resp.to.tag and call.dialog is None:
-                try:
-                    dialog = Dialog.from_uac(oreq.request, resp)
-                except SipParseError:
-                    dialog = None
-                if dialog is not None:
-                    call.dialog = dialog
-                    self.calls[dialog.id] = call
-            if is_reliable_provisional(resp) and not self._prack(call, oreq, resp, now):
-                return
-            if call.state is CallState.CALLING:
-                self._events.append(CallProgress(call, resp))
-            return
-        if status < 300:
-            self._invite_2xx(call, oreq, resp, now)
-            return
-        if status == 422 and oreq.attempts < MAX_AUTH_ATTEMPTS and call.state is CallState.CALLING:
-            min_se = _int_header(resp, "Min-SE")
-            if min_se:
-                oreq.attempts += 1
-                oreq.request.headers.set("Session-Expires", str(min_se))
-                oreq.request.headers.set("Min-SE", str(min_se))
-                self._resend(oreq, now)
-                call.invite = oreq.request
-                return
-        if call.state is not CallState.CALLING:
-            return
-        oreq.final = resp
-        self._fail_call(call, resp)
-
-    def _fail_call(self, call: Call, resp: Response) -> None:
-        call.state = CallState.TERMINATED
-        call.terminate_reason = f"{resp.status} {resp.reason}"
-        if call.invite_timer is not None:
-            call.invite_timer.cancel()
-            call.invite_timer = None
-        self._forget(call)
-        self._events.append(CallFailed(call, resp))
-
-    def _invite_expired(self, call: Call, now: float) -> None:
-        """No final answer in ``invite_timeout`` s: CANCEL; if even that gets nowhere, give up with 408."""
-        call.invite_timer = None
-        if call.state is not CallState.CALLING:
-            return
-        if not call.cancel_requested:
-            log.info("INVITE %s unanswered for %.0f s: cancelling", call.call_id, self.config.invite_timeout)
-            self.cancel(call, now)
-            call.invite_timer = self._schedule(
-                64 * self.config.timers.t1, lambda t: self._invite_expired(call, t), "invite", now
-            )
-            return
-        assert call.invite is not None
-        self._fail_call(call, Response.for_request(call.invite, 408, "Request Timeout (no answer to CANCEL)"))
-
-    def _invite_2xx(self, call: Call, oreq: OutgoingRequest, resp: Response, now: float) -> None:
-        cseq = resp.cseq[0]
-        remote_tag = resp.to.tag or ""
-        if call.dialog is not None and call.dialog.state is DialogState.CONFIRMED:
-            if remote_tag == call.dialog.remote_tag:
-                ack = call.acks.get(cseq)
-                if ack is not None:  # retransmitted 2xx: ACK again (§13.2.2.4)
-                    self._transmit(ack, self._dialog_dest(call), True, now)
-                return
-            self._ack_and_bye_stray_fork(oreq, resp, now)
-            return
-        try:
-            if call.dialog is not None and call.dialog.remote_tag == remote_tag:
-                call.dialog.confirm(resp)
-            else:
-                if call.dialog is not None:
-                    self.calls.pop(call.dialog.id, None)
-                call.dialog = Dialog.from_uac(oreq.request, resp)
-                early = call.reliable_in.dialogs.get(remote_tag) if call.reliable_in is not None else None
-                seq = early.local_seq if early is not None else 0  # PRACKs already sent in that fork
-                call.dialog.local_seq = max(call.dialog.local_seq, oreq.request.cseq[0], seq)
-        except SipParseError as exc:
-            log.info("2xx to INVITE without usable Contact/To tag: %s", exc)
-            call.dialog = None
-            if call.state is CallState.CALLING:
-                self._fail_call(
-                    call, Response.for_request(oreq.request, 502, "Invalid 2xx (no Contact or To tag)")
-                )
-            return
-        dialog = call.dialog
-        self.calls[dialog.id] = call
-        self.pending_uac.pop((call.call_id, call.local_tag), None)
-        if call.invite_timer is not None:
-            call.invite_timer.cancel()
-            call.invite_timer = None
-        oreq.final = resp
-        call.invite = oreq.request
-        if resp.body or call.reliable_in is None:  # the answer may have come in a reliable 18x (RFC 3262 §5)
-            call.remote_sdp = resp.body
-            call.remote_content_type = resp.media_type
-        call.peer_allows = resp.allow
-        ack = dialog.create_ack(cseq, self.new_via(call.transport))
-        self._common_headers(ack.headers, True)
-        call.acks[cseq] = ack
-        self._transmit(ack, self._dialog_dest(call), False, now)
-        call.state = CallState.CONFIRMED
-        self._session_timer_from_response(call, resp, now)
-        self._events.append(CallAnswered(call, resp))
-        if call.cancel_requested:
-            self._terminate(call, "cancelled after answer", by_remote=False, now=now)
-
-    def _ack_and_bye_stray_fork(self, oreq: OutgoingRequest, resp: Response, now: float) -> None:
-        """§13.2.2.4: a 2xx from a second fork: acknowledge it, then end that dialog with a BYE."""
-        try:
-            dialog = Dialog.from_uac(oreq.request, resp)
-        except SipParseError:
-            return
-        tr = oreq.dest[0]
-        dest = destination_for(dialog.next_hop(), tr)
-        self._transmit(dialog.create_ack(resp.cseq[0], self.new_via(tr)), dest, False, now)
-        bye = dialog.create_request("BYE", self.new_via(tr), None)
-        self._start(OutgoingRequest(self, bye, dest, purpose="bye"), now)
-
-    def _prack(self, call: Call, oreq: OutgoingRequest, resp: Response, now: float) -> bool:
-        """RFC 3262 §4: PRACK a reliable 18x in its early dialog; False when it must not be processed.
-
-        A retransmission (RSeq already seen in that dialog) is not PRACKed again: the PRACK's own
-        transaction retransmits. One whose RSeq skips a number is neither PRACKed nor processed.
-        """
-        tag = resp.to.tag or ""
-        rseq = parse_rseq(resp.headers.get("RSeq"))
-        receiver = call.reliable_in = call.reliable_in or ReliableReceiver()
-        dialog = call.dialog if call.dialog is not None and call.dialog.remote_tag == tag else None
-        if dialog is None:
-            dialog = receiver.dialogs.get(tag)
-        if dialog is None:
-            try:
-                dialog = receiver.dialogs[tag] = Dialog.from_uac(oreq.request, resp)
-            except SipParseError as exc:  # no To tag or Contact: no early dialog to PRACK in
-                log.info("reliable %s on %s cannot be PRACKed: %s", resp.status, call.call_id, exc)
-                return True
-        assert rseq is not None
-        arrival = receiver.arrival(tag, rseq)
-        if arrival is not Arrival.NEW:
-            log.debug("reliable %s RSeq %s on %s: %s", resp.status, rseq, call.call_id, arrival.value)
-            return False
-        h = Headers([("RAck", format_rack(rseq, resp.cseq[0], resp.cseq[1]))])
-        self._common_headers(h, True)
-        prack = dialog.create_request("PRACK", self.new_via(call.transport), None, headers=h)
-        if call.auth is not None:
-            call.auth.authorize(prack)
-        dest = destination_for(dialog.next_hop(), call.transport)
-        self._start(OutgoingRequest(self, prack, dest, auth=call.auth, call=call, purpose="prack"), now)
-        if resp.body:  # an answer (or offer) in a reliable 18x counts (§5)
-            call.remote_sdp = resp.body
-            call.remote_content_type = resp.media_type
-        return True
-
-    def _dialog_dest(self, call: Call) -> Address:
-        assert call.dialog is not None
-        return destination_for(call.dialog.next_hop(), call.transport)
-
     # -- requests -------------------------------------------------------------------------------------
 
     def _receive_request(self, req: Request, source: Address, now: float) -> None:
@@ -966,7 +610,7 @@ class UserAgentCore:
             self.stats["bad_requests"] += 1
             log.debug("invalid %s from %s:%s: %s", req.method, source[1], source[2], exc.reason)
             status, reason = exc.status, exc.reason
-            if _not_implemented(req.method) and exc.reason == CSEQ_MISMATCH:
+            if not_implemented(req.method) and exc.reason == CSEQ_MISMATCH:
                 status, reason = 501, "Not Implemented"  # RFC 4475 §3.1.2.18 prefers it to 400
             self._respond_stateless(req, source, status, reason, now)
             return
@@ -1003,7 +647,7 @@ class UserAgentCore:
     def _dispatch_request(self, req: Request, stxn: ServerTransaction, source: Address, now: float) -> None:
         method = req.method
         if method not in ALLOWED_METHODS:
-            self._respond(stxn, 501 if _not_implemented(method) else 405, now=now)
+            self._respond(stxn, 501 if not_implemented(method) else 405, now=now)
             return
         unsupported = [ext for ext in req.require if ext.lower() not in SUPPORTED_EXTENSIONS]
         if unsupported:
@@ -1078,504 +722,6 @@ class UserAgentCore:
             self._receive_prack(call, req, stxn, now)
         else:
             self._respond(stxn, 405, now=now)
-
-    # -- INVITE as UAS --------------------------------------------------------------------------------
-
-    def _new_incoming_call(self, req: Request, stxn: ServerTransaction, source: Address, now: float) -> None:
-        merge_key = (req.call_id, req.from_.tag or "", req.cseq[0])
-        other = self._uas_invites.get(merge_key)
-        if other is not None and other.server_txn is not None and other.server_txn.key != stxn.key:
-            self._respond(stxn, 482, "Loop Detected", now=now, to_tag=new_tag())  # §8.2.2.2 merged request
-            return
-        allow = self.config.invite_allow_list
-        if allow is not None and source[1] not in allow:
-            log.info("INVITE from %s refused: not in the allow-list", source[1])
-            self._respond(stxn, 403, now=now, to_tag=new_tag())
-            return
-        self._respond(stxn, 100, now=now)
-        call = Call(CallRole.UAS, req.call_id, source[0])
-        call.local_tag = new_tag()
-        call.invite = req
-        call.server_txn = stxn
-        call.remote = source
-        call.remote_sdp = req.body
-        call.remote_content_type = req.media_type
-        call.peer_allows = req.allow
-        try:
-            call.dialog = Dialog.from_uas(req, call.local_tag)
-        except (InvalidRequest, SipParseError) as exc:
-            reason = exc.reason if isinstance(exc, InvalidRequest) else "Bad Contact"
-            self._respond(stxn, 400, reason, now=now, to_tag=call.local_tag)
-            return
-        st = self._session_timer_for_request(call, req)
-        if isinstance(st, Headers):
-            self._respond(stxn, 422, now=now, to_tag=call.local_tag, headers=st)
-            return
-        self.calls[call.dialog.id] = call
-        self._uas_invites[merge_key] = call
-        if requires_100rel(req):  # RFC 3262 §3: our 18x go reliably (only when required: the simplest choice)
-
-            def retransmit(resp: Response, t: float) -> None:
-                if stxn.state is State.PROCEEDING:
-                    self._transmit(resp, stxn.dest, True, t)
-
-            call.reliable_out = ReliableSender(
-                self.timers, self.config.timers.t1, req.cseq[0], int(self.config.random_uniform(1, 2**30)),
-                retransmit=None if is_reliable(stxn.dest) else retransmit,
-                give_up=lambda t: self._no_prack(call, t),
-            )  # fmt: skip
-        self._events.append(IncomingCall(call, req, source))
-
-    def ringing(
-        self, call: Call, now: float, status: int = 180, body: bytes = b"", content_type: str | None = None
-    ) -> None:
-        """Send a provisional response (with our To tag and Contact) to the INVITE of ``call``."""
-        if call.state is not CallState.INCOMING or call.server_txn is None:
-            raise UsageError(f"cannot send {status} in call state {call.state.value}")
-        if not 100 < status < 200:
-            raise UsageError(f"{status} is not a provisional status")
-        rel = call.reliable_out
-        if rel is not None and not rel.can_send_now():
-            rel.wait(status, body, content_type)  # RFC 3262 §3: after the PRACK of the one in flight
-            return
-        resp = self._respond(
-            call.server_txn, status, now=now, to_tag=call.local_tag, body=body, content_type=content_type,
-            contact_transport=call.transport, headers=rel.headers() if rel is not None else None,
-        )  # fmt: skip
-        if rel is not None:
-            rel.sent_response(resp, now)
-
-    def _receive_prack(self, call: Call, req: Request, stxn: ServerTransaction, now: float) -> None:
-        """RFC 3262 §3: 200 to a PRACK whose RAck matches an unacknowledged reliable 18x, else 481."""
-        rel = call.reliable_out
-        rack = parse_rack(req.headers.get("RAck"))
-        if rel is None or rack is None or not rel.acknowledge(rack):
-            self._respond(stxn, 481, now=now)
-            return
-        self._respond(stxn, 200, now=now)
-        if req.body:  # the answer to an offer we made in a reliable 18x (§5)
-            call.remote_sdp = req.body
-            call.remote_content_type = req.media_type
-        if call.state is not CallState.INCOMING:
-            return
-        if rel.held_answer is not None and not rel.must_hold_2xx():
-            body, content_type = rel.held_answer
-            rel.held_answer = None
-            self.accept(call, body, now, content_type=content_type)
-            return
-        waiting = rel.next_waiting()
-        if waiting is not None:
-            self.ringing(call, now, waiting.status, waiting.body, waiting.content_type)
-
-    def _no_prack(self, call: Call, now: float) -> None:
-        """RFC 3262 §3: a reliable 18x unacknowledged for 64*T1: answer the INVITE 5xx, end the call."""
-        if call.state is not CallState.INCOMING or call.server_txn is None:
-            return
-        log.info("no PRACK for a reliable provisional response in call %s: 500", call.call_id)
-        self._respond(call.server_txn, 500, "No PRACK", now=now, to_tag=call.local_tag)
-        self._terminate(call, "no PRACK", by_remote=False, now=now, send_bye=False)
-
-    def accept(self, call: Call, body: bytes, now: float, *, content_type: str = "application/sdp") -> None:
-        """Answer the INVITE with 200 (§13.3.1.4); retransmitted until the ACK (``CallConfirmed``)."""
-        if call.state is not CallState.INCOMING or call.server_txn is None or call.dialog is None:
-            raise UsageError(f"cannot accept a call in state {call.state.value}")
-        rel = call.reliable_out
-        if rel is not None and rel.must_hold_2xx():  # RFC 3262 §3: the 2xx waits for the PRACK
-            if rel.held_answer is not None:
-                raise UsageError("the call is already accepted (the 2xx waits for a PRACK)")
-            rel.held_answer = (body, content_type)
-            return
-        if rel is not None:
-            rel.final()
-        call.local_sdp = body
-        call.local_content_type = content_type
-        h = self._session_timer_headers(call, call.invite)
-        resp = self._respond(
-            call.server_txn, 200, now=now, to_tag=call.local_tag, body=body, content_type=content_type,
-            contact_transport=call.transport, headers=h,
-        )  # fmt: skip
-        call.dialog.confirm()
-        call.state = CallState.ANSWERED
-        self._start_ok_retransmission(call, resp, now)
-        self._arm_session_timer(call, now)
-
-    def reject(
-        self, call: Call, status: int, now: float, reason: str | None = None, headers: Headers | None = None
-    ) -> None:
-        """Answer the INVITE with a final error (≥300); the call ends (``CallTerminated``)."""
-        if call.state is not CallState.INCOMING or call.server_txn is None:
-            raise UsageError(f"cannot reject a call in state {call.state.value}")
-        if status < 300:
-            raise UsageError(f"{status} is not an error status")
-        self._respond(call.server_txn, status, reason, now=now, to_tag=call.local_tag, headers=headers)
-        self._terminate(call, f"rejected {status}", by_remote=False, now=now, send_bye=False)
-
-    def _start_ok_retransmission(self, call: Call, resp: Response, now: float) -> None:
-        call.ok = resp
-        call.ok_cseq = resp.cseq[0]
-        values = self.config.timers
-        if call.server_txn is not None and not is_reliable(call.server_txn.dest):
-            call.ok_interval = values.t1
-            call.ok_timer = self._schedule(
-                call.ok_interval, lambda t: self._ok_retransmit(call, t), "2xx", now
-            )
-        call.ok_giveup = self._schedule(64 * values.t1, lambda t: self._ok_giveup(call, t), "2xx-ack", now)
-
-    def _ok_retransmit(self, call: Call, now: float) -> None:
-        if call.ok is None or call.terminated or call.server_txn is None:
-            return
-        self._now = now
-        txn = call.server_txn
-        if txn.state is State.ACCEPTED:
-            txn.respond(call.ok, now)
-        else:
-            self._transmit(call.ok, txn.dest, True, now)
-        call.ok_interval = min(2 * call.ok_interval, self.config.timers.t2)
-        call.ok_timer = self._schedule(call.ok_interval, lambda t: self._ok_retransmit(call, t), "2xx", now)
-
-    def _ok_giveup(self, call: Call, now: float) -> None:
-        if call.ok is None or call.terminated:
-            return
-        self._stop_ok(call)
-        log.info("no ACK for 2xx in call %s: ending it", call.call_id)
-        if call.state is CallState.ANSWERED:
-            self._terminate(call, "no ACK", by_remote=False, now=now)
-        else:
-            call.reinvite_in = None
-            self._terminate(call, "no ACK for re-INVITE 2xx", by_remote=False, now=now)
-
-    def _stop_ok(self, call: Call) -> None:
-        for handle in (call.ok_timer, call.ok_giveup):
-            if handle is not None:
-                handle.cancel()
-        call.ok = None
-        call.ok_timer = call.ok_giveup = None
-
-    def _receive_ack(self, req: Request, now: float) -> None:
-        """An ACK outside any transaction: the ACK for our 2xx (§13.3.1.4), matched by dialog and CSeq."""
-        call = self.calls.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
-        if call is None or call.ok is None or req.cseq[0] != call.ok_cseq:
-            log.debug("ACK matches no 2xx awaiting it; dropped")
-            return
-        self._stop_ok(call)
-        if call.state is CallState.ANSWERED:
-            call.state = CallState.CONFIRMED
-            self._events.append(CallConfirmed(call, req))
-        elif call.reinvite_in is not None:
-            call.reinvite_in = None
-            call.reinvite_in_request = None
-        if req.body:
-            call.remote_sdp = req.body
-            call.remote_content_type = req.media_type
-
-    def _receive_cancel(self, req: Request, source: Address, now: float) -> None:
-        """§9.2: 200 to the CANCEL, then 487 to the INVITE if it has no final response yet."""
-        invite_txn = self.layer.find_invite_server(req)
-        stxn = self.layer.start_server(req, source, self, now)
-        if invite_txn is None:
-            self._respond(stxn, 481, now=now)
-            return
-        self._respond(stxn, 200, now=now)
-        if invite_txn.final_sent:
-            return
-        call = next(
-            (
-                c
-                for c in self.calls.values()
-                if invite_txn in (c.server_txn, c.reinvite_in) and not c.terminated
-            ),
-            None,
-        )
-        if call is not None and call.reinvite_in is invite_txn:
-            self._respond(invite_txn, 487, now=now)  # a cancelled re-INVITE: the session stays as it was
-            call.reinvite_in = None
-            call.reinvite_in_request = None
-        elif call is not None and call.state is CallState.INCOMING:
-            self._respond(invite_txn, 487, now=now, to_tag=call.local_tag)
-            self._terminate(call, "cancelled", by_remote=True, now=now, send_bye=False)
-        else:
-            self._respond(invite_txn, 487, now=now, to_tag=new_tag())
-
-    # -- re-INVITE / UPDATE --------------------------------------------------------------------------
-
-    def reinvite(
-        self,
-        call: Call,
-        body: bytes,
-        now: float,
-        *,
-        content_type: str = "application/sdp",
-        method: str = "INVITE",
-        purpose: str = "reinvite",
-    ) -> OutgoingRequest:
-        """Send a re-INVITE (or UPDATE) with a new offer; ``ReinviteResult`` reports the outcome (§14.1)."""
-        self._now = now
-        if call.state is not CallState.CONFIRMED or call.dialog is None:
-            raise UsageError(f"cannot re-INVITE a call in state {call.state.value}")
-        if call.reinvite_out is not None or call.reinvite_in is not None:
-            raise UsageError("an offer/answer exchange is already in progress (RFC 3261 §14.1)")
-        h = Headers()
-        self._common_headers(h, True)
-        h.add("Allow", ", ".join(ALLOWED_METHODS))
-        h.add("Supported", "timer")  # not 100rel: 18x to a re-INVITE are not PRACKed here
-        if call.session_interval:
-            h.add(
-                "Session-Expires",
-                f"{call.session_interval};refresher={'uac' if call.local_refresher else 'uas'}",
-            )
-            h.add("Min-SE", str(self.config.min_se))
-        req = call.dialog.create_request(
-            method, self.new_via(call.transport), self.contact(call.transport), body=body,
-            content_type=content_type, headers=h,
-        )  # fmt: skip
-        if call.auth is not None:
-            call.auth.authorize(req)
-        oreq = OutgoingRequest(self, req, self._dialog_dest(call), auth=call.auth, call=call, purpose=purpose)
-        call.reinvite_out = oreq
-        if purpose == "reinvite" and body:
-            oreq.user_data = ("offer", body, content_type)
-        self._start(oreq, now)
-        return oreq
-
-    def _reinvite_response(self, call: Call, oreq: OutgoingRequest, resp: Response, now: float) -> None:
-        status = resp.status
-        if status < 200:
-            return
-        if 200 <= status < 300 and oreq.final is not None:
-            ack = call.acks.get(resp.cseq[0])
-            if ack is not None and not call.terminated:
-                self._transmit(ack, self._dialog_dest(call), True, now)
-            return
-        oreq.final = resp
-        if call.terminated:
-            return
-        if 200 <= status < 300:
-            dialog = call.dialog
-            assert dialog is not None
-            dialog.refresh_target(resp)
-            if oreq.request.method == "INVITE":
-                ack = dialog.create_ack(resp.cseq[0], self.new_via(call.transport))
-                self._common_headers(ack.headers, True)
-                call.acks = {resp.cseq[0]: ack}
-                self._transmit(ack, self._dialog_dest(call), False, now)
-            if oreq.request.body:
-                call.local_sdp = oreq.request.body
-                call.local_content_type = oreq.request.headers.get("Content-Type") or call.local_content_type
-                if resp.body:
-                    call.remote_sdp = resp.body
-                    call.remote_content_type = resp.media_type
-            call.reinvite_out = None
-            self._session_timer_from_response(call, resp, now)
-        elif status == 491 and oreq.glare_retries < MAX_GLARE_RETRIES:
-            # §14.1: the owner of the Call-ID waits 2.1-4 s, the other side 0-2 s, then tries again
-            oreq.glare_retries += 1
-            rnd = self.config.random_uniform
-            delay = rnd(2.1, 4.0) if call.dialog is not None and call.dialog.caller else rnd(0.0, 2.0)
-            log.info("491 glare on %s: retrying the re-INVITE in %.2f s", call.call_id, delay)
-            oreq.final = None
-            call.glare_timer = self._schedule(delay, lambda t: self._glare_retry(call, oreq, t), "glare", now)
-            return
-        else:
-            call.reinvite_out = None
-            if status in (408, 481):
-                self._terminate(call, f"{status} to re-INVITE", by_remote=True, now=now)
-                if oreq.purpose == "reinvite":
-                    self._events.append(ReinviteResult(call, resp))
-                return
-            if oreq.purpose == "refresh":
-                self._arm_session_timer(call, now)
-        if oreq.purpose == "reinvite":
-            self._events.append(ReinviteResult(call, resp))
-
-    def _glare_retry(self, call: Call, oreq: OutgoingRequest, now: float) -> None:
-        call.glare_timer = None
-        if call.terminated or call.dialog is None:
-            return
-        if call.reinvite_in is not None:  # the peer's exchange is still running: wait for it a little more
-            call.glare_timer = self._schedule(0.5, lambda t: self._glare_retry(call, oreq, t), "glare", now)
-            return
-        via = self.new_via(call.transport)
-        old = oreq.request
-        h = Headers([(n, v) for n, v in old.headers if n.lower() not in _DIALOG_HEADERS])
-        h.remove("Authorization")
-        h.remove("Proxy-Authorization")
-        req = call.dialog.create_request(
-            old.method, via, self.contact(call.transport), body=old.body,
-            content_type=old.headers.get("Content-Type"), headers=h,
-        )  # fmt: skip
-        if oreq.auth is not None:
-            oreq.auth.authorize(req)
-        oreq.request = req
-        oreq.dest = self._dialog_dest(call)
-        self._start(oreq, now)
-
-    def _receive_reinvite(self, call: Call, req: Request, stxn: ServerTransaction, now: float) -> None:
-        pending = call.reinvite_out
-        offer_clash = req.method == "INVITE" or bool(req.body)  # RFC 3311 §5.2: an UPDATE offer clashes too
-        if (
-            offer_clash
-            and pending is not None
-            and not pending.done
-            and call.glare_timer is None
-            and (pending.request.method == "INVITE" or pending.request.body)
-        ):
-            self._respond(stxn, 491, now=now)  # §14.2: our own INVITE is pending
-            return
-        if call.reinvite_in is not None or call.state in (CallState.ANSWERED, CallState.INCOMING):
-            h = Headers([("Retry-After", str(int(self.config.random_uniform(0, 10))))])
-            self._respond(stxn, 500, "Request Pending", now=now, headers=h)  # §14.2
-            return
-        st = self._session_timer_for_request(call, req)
-        if isinstance(st, Headers):
-            self._respond(stxn, 422, now=now, headers=st)
-            return
-        call.reinvite_in = stxn
-        call.reinvite_in_request = req
-        if not req.body or (req.body == call.remote_sdp):
-            # a session refresh (RFC 4028 §10) or an offer-less re-INVITE: answer with what we have
-            self._answer_reinvite(call, 200, call.local_sdp, call.local_content_type, now)
-            return
-        if req.method == "INVITE":
-            # §17.2.1: the application answers the offer later; a 100 stops the retransmissions and
-            # keeps a proxy's fr_timer from turning a slow answer into a 408 (which ends the dialog)
-            self._respond(stxn, 100, now=now)
-        self._events.append(ReinviteReceived(call, req))
-
-    def answer_reinvite(
-        self,
-        call: Call,
-        status: int,
-        now: float,
-        body: bytes = b"",
-        *,
-        content_type: str = "application/sdp",
-        reason: str | None = None,
-    ) -> None:
-        """Answer the pending re-INVITE/UPDATE of ``call``: 2xx with ``body``, or an error (e.g. 488)."""
-        self._now = now
-        if call.reinvite_in is None or call.reinvite_in_request is None:
-            raise UsageError("no re-INVITE is waiting for an answer")
-        self._answer_reinvite(call, status, body, content_type, now, reason)
-
-    def _answer_reinvite(
-        self, call: Call, status: int, body: bytes, content_type: str, now: float, reason: str | None = None
-    ) -> None:
-        stxn = call.reinvite_in
-        req = call.reinvite_in_request
-        assert stxn is not None and req is not None and call.dialog is not None
-        if status >= 300:
-            self._respond(stxn, status, reason, now=now)
-            call.reinvite_in = None
-            call.reinvite_in_request = None
-            return
-        h = self._session_timer_headers(call, req)
-        resp = self._respond(
-            stxn, status, reason, now=now, body=body, content_type=content_type, headers=h,
-            contact_transport=call.transport,
-        )  # fmt: skip
-        call.dialog.refresh_target(req)
-        if req.body:
-            call.remote_sdp = req.body
-            call.remote_content_type = req.media_type
-        if body:
-            call.local_sdp = body
-            call.local_content_type = content_type
-        self._arm_session_timer(call, now)
-        if req.method == "INVITE":
-            self._start_ok_retransmission(call, resp, now)  # cleared by the ACK
-        else:
-            call.reinvite_in = None
-            call.reinvite_in_request = None
-
-    # -- session timers (RFC 4028) -------------------------------------------------------------------
-
-    def _session_timer_for_request(self, call: Call, req: Request) -> Headers | None:
-        """Decide the interval and refresher for a request we answer (§9); Headers of a 422 if too small."""
-        se = _parse_session_expires(req.headers.get("Session-Expires"))
-        if se is None or not self.config.session_expires:
-            if call.role is CallRole.UAS and req is call.invite:
-                call.session_interval = None
-            return None
-        interval, refresher = se
-        if interval < self.config.min_se:
-            return Headers([("Min-SE", str(self.config.min_se))])
-        peer_min = _int_header(req, "Min-SE") or 0
-        if interval > self.config.session_expires:
-            interval = max(self.config.session_expires, peer_min, self.config.min_se)
-        if refresher is None:
-            refresher = "uac" if "timer" in [s.lower() for s in req.supported] else "uas"
-        call.session_interval = interval
-        call.local_refresher = refresher == "uas"  # we are the UAS of this request
-        return None
-
-    def _session_timer_headers(self, call: Call, req: Request | None) -> Headers | None:
-        if not call.session_interval or req is None:
-            return None
-        h = Headers(
-            [
-                (
-                    "Session-Expires",
-                    f"{call.session_interval};refresher={'uas' if call.local_refresher else 'uac'}",
-                )
-            ]
-        )
-        if "timer" in [s.lower() for s in req.supported]:
-            h.add("Require", "timer")
-        return h
-
-    def _session_timer_from_response(self, call: Call, resp: Response, now: float) -> None:
-        """RFC 4028 §7.2: the 2xx to our INVITE/UPDATE says the interval and who refreshes."""
-        se = _parse_session_expires(resp.headers.get("Session-Expires"))
-        if se is None:
-            call.session_interval = None
-            self._arm_session_timer(call, now)
-            return
-        interval, refresher = se
-        call.session_interval = max(interval, 1)
-        call.local_refresher = refresher != "uas"  # we are the UAC of this transaction
-        self._arm_session_timer(call, now)
-
-    def _arm_session_timer(self, call: Call, now: float) -> None:
-        if call.session_timer is not None:
-            call.session_timer.cancel()
-            call.session_timer = None
-        interval = call.session_interval
-        if not interval or call.terminated:
-            return
-        if call.local_refresher:
-            call.session_timer = self._schedule(
-                interval / 2, lambda t: self._refresh(call, t), "refresh", now
-            )
-        else:
-            delay = interval - min(32.0, interval / 3)
-            call.session_timer = self._schedule(
-                delay, lambda t: self._session_expired(call, t), "expiry", now
-            )
-
-    def _refresh(self, call: Call, now: float) -> None:
-        """RFC 4028 §10: refresh with the same SDP (o= unchanged) or with a body-less UPDATE."""
-        call.session_timer = None
-        if call.terminated:
-            return
-        if (
-            call.reinvite_out is not None
-            or call.reinvite_in is not None
-            or call.state is not CallState.CONFIRMED
-        ):
-            call.session_timer = self._schedule(1.0, lambda t: self._refresh(call, t), "refresh", now)
-            return
-        use_update = self.config.refresh_method == "UPDATE" and "UPDATE" in call.peer_allows
-        if use_update:
-            self.reinvite(call, b"", now, method="UPDATE", purpose="refresh")
-        else:
-            self.reinvite(call, call.local_sdp, now, content_type=call.local_content_type, purpose="refresh")
-
-    def _session_expired(self, call: Call, now: float) -> None:
-        call.session_timer = None
-        if call.terminated:
-            return
-        log.info("session timer expired on %s: sending BYE", call.call_id)
-        self._terminate(call, "session expired", by_remote=False, now=now)
 
     # -- BYE and termination -------------------------------------------------------------------------
 
@@ -1654,36 +800,3 @@ class UserAgentCore:
     @property
     def active_calls(self) -> int:
         return sum(1 for c in self.calls.values() if not c.terminated)
-
-
-_DIALOG_HEADERS = frozenset(
-    {
-        "via",
-        "max-forwards",
-        "from",
-        "to",
-        "call-id",
-        "cseq",
-        "route",
-        "contact",
-        "content-type",
-        "content-length",
-    }
-)
-
-
-def _not_implemented(method: str) -> bool:
-    """A method neither served nor known as a SIP method: 501, not 405 (§21.5.2)."""
-    return method not in ALLOWED_METHODS and method not in KNOWN_METHODS
-
-
-def _reason_phrase(fault: str) -> str:
-    """A 400 reason phrase naming ``fault``: printable ASCII only, short (§25.1 Reason-Phrase)."""
-    text = "".join(c if " " <= c <= "~" else "?" for c in fault)
-    return f"Bad Request ({text[:100]})"
-
-
-def _lr(uri: SipUri) -> SipUri:
-    out = uri.copy()
-    out.params["lr"] = None
-    return out
