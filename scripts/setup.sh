@@ -54,8 +54,10 @@ fi
 apt_pkgs=(gcc libc6-dev)
 # the tests start their own Kamailio, PostgreSQL and dnsmasq (DNS: NAPTR/SRV) servers (tests/peers/) on
 # ports they choose, and make network namespaces with iproute2 for the cluster tests; the NAT tests
-# make a masquerading router namespace with nftables and move its bindings with conntrack
-[ "$want_test" = 1 ] && apt_pkgs+=(kamailio kamailio-tls-modules postgresql iproute2 dnsmasq nftables conntrack)
+# make a masquerading router namespace with nftables and move its bindings with conntrack; the console
+# tests drive headless chromium through chromium-driver (Selenium)
+[ "$want_test" = 1 ] && apt_pkgs+=(kamailio kamailio-tls-modules postgresql iproute2 dnsmasq nftables conntrack
+                                   chromium chromium-driver)
 for p in "${apt_pkgs[@]}"; do
     installed "$p" || missing+=("$p")
 done

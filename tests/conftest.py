@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.peers.browser import Browser, find_browser, start_driver
 from tests.peers.kamailio import KamailioServer, find_kamailio
 from tests.peers.kamailio_dispatcher import DispatcherServer
 from tests.peers.netns import TestNetwork, netns_allowed
@@ -94,6 +95,31 @@ def _missing(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} (CI must have it: scripts/setup.sh --test installs it)")
     pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def browser_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless chromium (Selenium + chromium-driver) for the whole session: starting it costs ~1 s."""
+    found = find_browser()
+    if isinstance(found, str):
+        _missing(found)
+    assert not isinstance(found, str)
+    driver = start_driver(*found, tmp_path_factory.mktemp("chromium") / "chromedriver.log")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def browser(browser_driver: Any, tmp_path: Path) -> Iterator[Browser]:
+    """The shared browser with no cookies, writing a screenshot per page visited into <tmp>/screens."""
+    page = Browser(browser_driver, tmp_path / "screens")
+    page.reset()
+    try:
+        yield page
+    finally:
+        page.reset()
 
 
 @pytest.fixture(scope="session")

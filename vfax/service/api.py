@@ -9,7 +9,7 @@ service's own asyncio loop, the loop that carries SIP and media, so nothing slow
 Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see ``docs/api.md``)::
 
     POST /v1/jobs                 multipart upload: document + to, device, priority, not_before, ...
-    GET  /v1/jobs                 ?state=&device=&limit=&offset=
+    GET  /v1/jobs                 ?state=&device=&destination=&limit=&offset=
     GET  /v1/jobs/{id}            the job and its events
     POST /v1/jobs/{id}/cancel     200 job; 404 unknown; 409 already finished
     GET  /v1/faxes                ?state=&limit=&offset=
@@ -21,9 +21,13 @@ Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see 
     POST /v1/nodes/{id}/drain     the node claims no new job and takes no new call; calls in progress go on
     POST /v1/nodes/{id}/resume    it takes work again; 404 unknown node
     GET  /healthz                 liveness, no authentication
+    GET  /, /outbound, /inbox ... the fax console (vfax.console, docs/console.md): HTML pages, not in the
+                                  OpenAPI document; a login sets a session cookie that authorises too
 
-Security: the token is compared in constant time (``hmac.compare_digest``) before any request body is
-read, so an anonymous client cannot make the service parse an upload; bodies larger than
+Security: a request carries the token (``Authorization: Bearer``) or the console's session cookie; with
+the cookie a state-changing request also needs the session's CSRF token (``X-CSRF-Token``), see
+:mod:`vfax.console.auth`. The token is compared in constant time (``hmac.compare_digest``) before any
+request body is read, so an anonymous client cannot make the service parse an upload; bodies larger than
 ``max_upload_mb`` get 413 while they stream in. Failed requests answer ``{"error": code, "detail":
 reason}`` and store nothing; while the database cannot be reached (PostgreSQL restarting) they answer 503
 ``store_unavailable`` with the reason.
@@ -50,19 +54,21 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal, cast
+from urllib.parse import quote
 
 import uvicorn
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vfax import documents
+from vfax.console import auth as console_auth
 from vfax.service.config import ApiConfig, parse_listen
 from vfax.service.converter import DocumentConverter
 from vfax.storage import fsync_dir
@@ -422,6 +428,13 @@ def token_matches(header: bytes | None, token: str) -> bool:
     return hmac.compare_digest(value.strip(), token.encode())
 
 
+def _login_redirect(scope: Scope) -> Response:
+    """A console page asked for without a session: to the login form, and back afterwards."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    target = scope["path"] + (f"?{query}" if query else "")
+    return RedirectResponse(f"{console_auth.LOGIN_PATH}?next={quote(target, safe='')}", status_code=303)
+
+
 class _Guard:
     """ASGI middleware: 401 without the token (except public paths), 413 for oversized bodies."""
 
@@ -435,18 +448,43 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        path, method = scope["path"], scope["method"]
         protected = (
-            self.token is not None and scope["path"] not in PUBLIC_PATHS and scope["method"] != "OPTIONS"
+            self.token is not None
+            and path not in PUBLIC_PATHS
+            and not console_auth.auth_free(path)
+            and method != "OPTIONS"
         )
         if protected and not token_matches(headers.get(b"authorization"), self.token or ""):
-            response = _error_response(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token (Authorization: Bearer <token>)",
-                {"WWW-Authenticate": "Bearer"},
+            # the console's session cookie authorises too; a state-changing request with it also needs
+            # the session's CSRF token (header; the console's own forms check their form field)
+            token = cast(str, self.token)
+            session = console_auth.check_session(
+                console_auth.session_cookie(headers.get(b"cookie")), token, time.time()
             )
-            await response(scope, receive, send)
-            return
+            response: Response | None = None
+            if session is None:
+                if not path.startswith("/v1/") and method in ("GET", "HEAD"):
+                    response = _login_redirect(scope)
+                else:
+                    response = _error_response(
+                        401,
+                        "unauthorized",
+                        "missing or wrong bearer token (Authorization: Bearer <token>)",
+                        {"WWW-Authenticate": "Bearer"},
+                    )
+            elif (
+                method not in ("GET", "HEAD")
+                and not console_auth.checks_form_csrf(path)
+                and not console_auth.csrf_matches(token, session, headers.get(console_auth.CSRF_HEADER))
+            ):
+                response = _error_response(
+                    403, "csrf", "missing or wrong CSRF token (X-CSRF-Token) for a request with a session"
+                )
+            if response is not None:
+                await response(scope, receive, send)
+                return
+            scope.setdefault("state", {})[console_auth.COOKIE] = session
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await self._too_large(scope, receive, send)
@@ -876,11 +914,15 @@ def create_app(
             Query(description="Only jobs in these states (repeat the parameter for several)."),
         ] = None,
         device: Annotated[str | None, Query(max_length=64, description="Only jobs for this device.")] = None,
+        destination: Annotated[
+            str | None, Query(max_length=300, description="Only jobs to this destination (as queued).")
+        ] = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> JobList:
         states = None if not state else frozenset(JobState(s) for s in state)
-        jobs = store.list(JobFilter(states=states, device=device), limit=limit, offset=offset)
+        wanted = JobFilter(states=states, device=device, destination=destination)
+        jobs = store.list(wanted, limit=limit, offset=offset)
         return JobList(jobs=[_job(j) for j in jobs], limit=limit, offset=offset)
 
     @app.get(
@@ -1114,6 +1156,11 @@ def create_app(
     )
     async def resume_node(node_id: NodeId) -> Node:
         return await mark_draining(node_id, False)
+
+    # -- the console (web pages over this API; not in the OpenAPI document) ---------------------------
+    from vfax.console.pages import mount_console
+
+    mount_console(app, store, token=config.token, files=files, devices_status=devices_status)
 
     # Starlette adds middleware outside-in in reverse order: CORS (if any) must see preflights first.
     app.add_middleware(_Guard, token=config.token, max_body=config.max_upload_bytes)
