@@ -54,3 +54,19 @@ def code_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git)"
     return head + (" +changes" if dirty else "")
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """utime+stime of every process in session ``sid`` (Kamailio forks its workers into its own)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # field 6 (session id), counted after the ") " of the name
+            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
+    return total / CLK_TCK

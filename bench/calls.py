@@ -61,7 +61,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import CLK_TCK, code_version, machine_busy_seconds, rss_kib
+from benchlib import code_version, machine_busy_seconds, rss_kib, session_cpu_seconds
 
 from tests import docfactory
 from tests.peers.kamailio import KamailioServer, find_kamailio
@@ -323,21 +323,7 @@ def worker(job: Job, barrier: Any, results: Any) -> None:
 
 def kamailio_cpu_seconds(server: KamailioServer) -> float:
     """utime+stime of every process in Kamailio's session (it forks its workers into it)."""
-    if server.process is None:
-        return 0.0
-    sid = server.process.pid
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # field 6 (session id), counted after the ") " of the name
-            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
-    return total / CLK_TCK
+    return 0.0 if server.process is None else session_cpu_seconds(server.process.pid)
 
 
 @dataclass

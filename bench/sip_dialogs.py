@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import CLK_TCK, code_version, machine_busy_seconds, rss_kib
+from benchlib import code_version, machine_busy_seconds, rss_kib, session_cpu_seconds
 
 from sip.registration import Registration
 from sip.useragent import IncomingInvite, InviteResult, UserAgent
@@ -62,21 +62,36 @@ SDP_A = b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\
 SDP_B = b"v=0\r\no=b 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
 
 
-async def run_size(kam: KamailioServer, n: int, window: int, traced: bool = False) -> dict[str, float]:
+@dataclass
+class _Pair:
+    """Two user agents, B registered at Kamailio and answering every INVITE (``confirmed`` counts ACKs)."""
+
+    a: UserAgent
+    b: UserAgent
+    reg: Registration
+    confirmed: int = 0
+
+
+async def _registered_pair(kam: KamailioServer) -> _Pair:
     a = await UserAgent.create(contact_user="1001")
     b = await UserAgent.create(contact_user="1002")
     reg = Registration(b, kam.uri, "1002", "secret1002", domain=kam.realm)
     if not (await reg.start()).ok:
         raise SystemExit("registration at Kamailio failed")
-    confirmed = 0
+    pair = _Pair(a, b, reg)
 
     async def answer(incoming: IncomingInvite) -> None:
-        nonlocal confirmed
         session = await incoming.accept(SDP_B)
         await session.confirmed
-        confirmed += 1
+        pair.confirmed += 1
 
     b.on_invite = answer
+    return pair
+
+
+async def run_size(kam: KamailioServer, n: int, window: int, traced: bool = False) -> dict[str, float]:
+    pair = await _registered_pair(kam)
+    a, b, reg = pair.a, pair.b, pair.reg
     gate = asyncio.Semaphore(window)
 
     async def one() -> InviteResult:
@@ -91,7 +106,7 @@ async def run_size(kam: KamailioServer, n: int, window: int, traced: bool = Fals
     results = await asyncio.gather(*(one() for _ in range(n)))
     ok = sum(1 for r in results if r.ok)
     for _ in range(600):
-        if confirmed >= ok:
+        if pair.confirmed >= ok:
             break
         await asyncio.sleep(0.05)
     t1 = time.perf_counter()
@@ -162,20 +177,7 @@ class BurstResult:
 
 def kamailio_cpu_seconds(server: KamailioServer) -> float:
     """utime+stime of every process in Kamailio's session (it forks its workers into it)."""
-    if server.process is None:
-        return 0.0
-    sid, total = server.process.pid, 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # field 6 (session id), counted after the ") " of the name
-            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
-    return total / CLK_TCK
+    return 0.0 if server.process is None else session_cpu_seconds(server.process.pid)
 
 
 class _Machine:
@@ -196,20 +198,8 @@ class _Machine:
 
 async def run_burst(kam: KamailioServer, n: int) -> BurstResult:
     """N INVITEs at once from one user agent to another through the proxy, then N BYEs at once."""
-    a = await UserAgent.create(contact_user="1001")
-    b = await UserAgent.create(contact_user="1002")
-    reg = Registration(b, kam.uri, "1002", "secret1002", domain=kam.realm)
-    if not (await reg.start()).ok:
-        raise SystemExit("registration at Kamailio failed")
-    confirmed = 0
-
-    async def answer(incoming: IncomingInvite) -> None:
-        nonlocal confirmed
-        session = await incoming.accept(SDP_B)
-        await session.confirmed
-        confirmed += 1
-
-    b.on_invite = answer
+    pair = await _registered_pair(kam)
+    a, b, reg = pair.a, pair.b, pair.reg
     r = BurstResult("sip", n)
     up: list[float] = []
 
@@ -238,7 +228,7 @@ async def run_burst(kam: KamailioServer, n: int) -> BurstResult:
             r.reasons[key] = r.reasons.get(key, 0) + 1
     r.failed = n - len(up)
     for _ in range(600):
-        if confirmed >= len(up):
+        if pair.confirmed >= len(up):
             break
         await asyncio.sleep(0.01)
     t1 = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +14,13 @@ from rich.table import Table
 
 from t38.engine import FaxEvent, FaxSession, Negotiated, PageDone
 from vfax.process import EXIT_BAD_INPUT, EXIT_FAILED  # noqa: F401 (re-exported: every command's exit codes)
+
+#: ``--dns`` of the commands that locate SIP servers by name (RFC 3263).
+DnsOpt = Annotated[
+    str | None,
+    typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
+]
+
 
 err = Console(stderr=True)
 out = Console()

@@ -35,6 +35,7 @@ from vfax.call.media import T38Policy
 from vfax.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    DnsOpt,
     PageProgress,
     err,
     fail,
@@ -150,12 +151,6 @@ class _CallProgress:
                      f"{event.bit_rate} bit/s {'ECM' if event.ecm else 'no ECM'}")  # fmt: skip
         elif isinstance(event, PageDone):
             p.update(self.progress.task, completed=event.page)
-
-
-DnsOpt = Annotated[
-    str | None,
-    typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
-]
 
 
 AdvertiseOpt = Annotated[

@@ -28,6 +28,7 @@ from sip.uri import SipUri
 from sip.useragent import UserAgent, answered_by_peer
 from vfax.call.line import parse_nameserver
 from vfax.call.tls import TlsSettings, client_context
+from vfax.cli.common import DnsOpt
 from vfax.cli.tls_options import TlsCaOpt, TlsCertOpt, TlsKeyOpt, TlsVerifyOpt, tls_settings
 
 __all__ = ["options_command", "register_command"]
@@ -162,10 +163,7 @@ def register_command(
     tls_verify: TlsVerifyOpt = True,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
-    dns: Annotated[
-        str | None,
-        typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
-    ] = None,
+    dns: DnsOpt = None,
 ) -> None:
     """Register a SIP account, print status, expiry, contact and round-trip time, then unregister.
 
@@ -310,10 +308,7 @@ def options_command(
     tls_verify: TlsVerifyOpt = True,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
-    dns: Annotated[
-        str | None,
-        typer.Option(help="DNS server IP[:PORT] for NAPTR/SRV/A lookups of names (default: the system's)."),
-    ] = None,
+    dns: DnsOpt = None,
 ) -> None:
     """Send a SIP OPTIONS ping; print the status, the round-trip time and whether the peer is reachable.
 
