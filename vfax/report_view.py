@@ -202,7 +202,7 @@ class LadderStep:
     method: str = ""  # request method, "" for a response
     status: int | None = None  # response status
     note: str = ""  # what this message means here, in words
-    tags: set[str] = field(default_factory=set)  # "t38", "reinvite", "prack", "failed", "retransmission"
+    tags: set[str] = field(default_factory=set)  # "t38", "reinvite", "prack", "failed", "resent"
 
 
 _STATUS_LINE = re.compile(r"^SIP/2\.0\s+(\d{3})")
@@ -238,15 +238,18 @@ def ladder_steps(report: dict[str, Any]) -> list[LadderStep]:
     established: set[int] = set()  # attempts whose first INVITE got a 2xx
     seen_invite: set[int] = set()
     open_requests: dict[str, list[LadderStep]] = {"in": [], "out": []}
+    previous: LadderStep | None = None
     for step in steps:
+        before, previous = previous, step
         if step.dir == "failover":
             step.note = "no answer or 503 here: the same request goes to the next address (RFC 3263)"
             continue
         if step.method:
             pending = open_requests[step.dir]
             if step.method != "ACK" and any(p.line == step.line and p.method == step.method for p in pending):
-                step.tags.add("retransmission")
-                step.note = "sent again (no answer yet)"
+                after_failover = before is not None and before.dir == "failover"
+                step.tags.add("resent")
+                step.note = "the same request, to the next address" if after_failover else "sent again"
                 continue
             if step.method == "INVITE":
                 if step.attempt not in seen_invite:
@@ -838,7 +841,7 @@ svg .arrow.failed line{stroke:#b00}
 svg .arrow.failed polygon{fill:#b00}
 svg .arrow.failed text.label{fill:#b00}
 svg .arrow.prack line{stroke-dasharray:4 3}
-svg .arrow.retransmission line{stroke-dasharray:1 3}
+svg .arrow.resent line{stroke-dasharray:1 3}
 svg .failover rect{fill:#fff4d6;stroke:#c90;stroke-dasharray:4 3}
 svg .failover text{text-anchor:middle}
 svg .sep{stroke:#999;stroke-dasharray:6 4}
