@@ -254,3 +254,19 @@ def test_vfax_report_writes_a_standalone_page(reports: dict[str, dict[str, Any]]
     out2 = tmp_path / "bad.html"
     result = CliRunner().invoke(app, ["report", str(bad), "--html", str(out2)])
     assert result.exit_code == 2 and not out2.exists()
+
+
+def test_a_fax_that_failed_after_a_page_says_why_and_what_was_kept(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    """The receiver's real report with the ending of a sender that hung up after page 1 (T.30 code 49)."""
+    report = copy.deepcopy(reports["g711-receive"])
+    report["end_reason"] = "remote hangup (BYE)"
+    report["result"].update(ok=False, code=49, text="Call dropped prematurely")
+    words = end_reason_words(report)
+    assert words == (
+        "The other side hung up before the fax was finished. The fax failed: the call dropped "
+        "prematurely; 1 page was received before that and kept."
+    )
+    html = Parsed(render_call_report(report))
+    assert "Fax failed" in html.all_text and words in html.all_text

@@ -700,7 +700,7 @@ def end_reason_words(report: dict[str, Any]) -> str:
         fax = f"The fax failed: {row.meaning if row else result.get('text', 'unknown T.30 error')}"
         if pages:
             got = f"{pages} page was" if pages == 1 else f"{pages} pages were"
-            fax += f"; {got} received before that and kept"
+            fax += f"; {got} confirmed before that" if sending else f"; {got} received before that and kept"
         sentences.append(fax + ".")
     elif not sentences:
         sentences.append("The call ended before any fax was exchanged.")
