@@ -189,6 +189,9 @@ class FaxCall:
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.ended: float | None = None
+        #: Call seconds when the first fax engine started: T.30 times (line seconds of the engine) plus
+        #: this put the T.30 timeline on the SIP ladder's clock (the report's ``t30_started_at``).
+        self.engine_started_at: float | None = None
         self._media_dead: str | None = None
         self._udptl_seen = (0, 0.0)
         self._closed = False
@@ -517,6 +520,8 @@ class FaxCall:
     # --- media ----------------------------------------------------------------------------------------
     def _new_session(self, media: Media, t38_options: Any = None) -> FaxSession:
         cfg = self.options.fax_config()
+        if self.engine_started_at is None:
+            self.engine_started_at = round(time.monotonic() - self.started, 3)
         if t38_options is not None:
             cfg = replace(cfg, t38=t38_options)
         return FaxSession(
@@ -766,6 +771,7 @@ class FaxCall:
             "started_at": self.started_wall,
             "duration_seconds": round((self.ended or time.monotonic()) - self.started, 2),
             "policy": str(self.options.t38),
+            "local_ident": self.options.ident,
             "end_reason": self.end_reason,
             "sip": {
                 "final_status": self.sip_status,
@@ -788,6 +794,7 @@ class FaxCall:
                 },
                 "events": self.media_log,
             },
+            "t30_started_at": self.engine_started_at,
             "t30": [asdict(m) for m in s.timeline] if s else [],
             "pages": [asdict(p) for p in s.pages] if s else [],
             "rtp": self.rtp.stats().as_dict() if self.rtp else None,

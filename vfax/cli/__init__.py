@@ -224,7 +224,7 @@ def loopback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (imported here so `vfax --help` lists them all)."""
-    from vfax.cli import fax, health, serve, service, sip
+    from vfax.cli import fax, health, report, serve, service, sip
 
     app.command("send")(fax.send_command)
     app.command("receive")(fax.receive_command)
@@ -239,6 +239,7 @@ def _register_commands() -> None:
     app.command("nodes")(service.nodes_command)
     app.command("health")(health.health_command)
     app.command("options")(sip.options_command)
+    app.command("report")(report.report_command)
 
 
 _register_commands()
