@@ -202,3 +202,29 @@ def test_received_fax_with_html_csi_is_shown_as_text(
         assert browser.script("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
     finally:
         browser.driver.set_window_size(1100, 900)
+
+
+def test_a_failed_jobs_call_report_is_one_click_away(
+    browser: Browser, console: Console, tmp_path: Path
+) -> None:
+    """A job to a destination that refuses (TCP connection refused: 503) fails after its two attempts; from
+    its page, one click shows the call drawn: the SIP ladder and the end reason in words. The report is
+    also the API's (``/v1/jobs/{id}/attempts/{n}/report``), behind the token like every endpoint."""
+    refused = free_port()  # nothing listens there
+    job_id = console.submit_pdf(tmp_path, f"sip:nobody@127.0.0.1:{refused};transport=tcp")
+    job = console.final(job_id, 60)
+    assert job["state"] == "failed" and job["attempts"] == 2, job
+    api = f"{console.base}/v1/jobs/{job_id}/attempts"
+    report = console.get(f"/v1/jobs/{job_id}/attempts/2/report")
+    assert report["sip"]["ladder"][0]["line"].startswith("INVITE sip:nobody@127.0.0.1")
+    assert console.client.get(f"/v1/jobs/{job_id}/attempts/3/report").status_code == 404
+    assert httpx.get(f"{api}/1/report").status_code == 401  # no token, no session
+    log_in(browser, console, f"/outbound/{job_id}")
+    browser.find('a[href$="/attempts/1"]').click()
+    browser.wait(lambda: "/attempts/1" in browser.driver.current_url, 10, "the report page")
+    browser.shot("attempt-report")
+    assert browser.text("h1") == f"Job {job_id}, attempt 1"
+    assert "Fax failed" in browser.text(".call-report h2")
+    assert browser.text(".end-reason")  # the end reason in words
+    assert len(browser.find_all(".call-report svg")) >= 1  # the ladder drawn
+    assert "INVITE sip:nobody@127.0.0.1" in browser.page_text()

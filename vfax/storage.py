@@ -88,3 +88,8 @@ def reserved_path(directory: Path, stem: str, suffix: str) -> Iterator[Path]:
         yield candidate
     finally:
         lock.unlink(missing_ok=True)
+
+
+def attempt_report_path(reports: Path, job_id: str, attempt: int) -> Path:
+    """Where the call report of attempt ``attempt`` (1, 2, ...) of outbound job ``job_id`` is kept."""
+    return reports / job_id / f"attempt-{attempt}.json"

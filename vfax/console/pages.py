@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from vfax.console import auth
+from vfax.report_view import PAGE_CSS, render_call_report
 from vfax.store.model import InboundState, JobFilter, JobNotFoundError, JobState, JobStore
 
 if TYPE_CHECKING:
@@ -111,6 +114,7 @@ def mount_console(
     token: str | None,
     files: _Files,
     devices_status: Callable[[], Sequence[dict[str, Any]]] | None,
+    reports_dir: Path,
 ) -> None:
     """Add the console's routes and static files to the API's ``app`` (none of them in the OpenAPI
     document: the console is a client of the API, not part of it)."""
@@ -257,6 +261,56 @@ def mount_console(
             job=api._job(job).model_dump(mode="json"),
             events=[api._event(e).model_dump(mode="json") for e in events],
         )
+
+    # -- call reports (vfax.report_view: drawn on the server, every network value escaped there) ---------
+
+    reports = api.AttemptReports(reports_dir, files)
+
+    @app.get("/console/report.css", include_in_schema=False)
+    def report_css() -> Response:
+        return Response(PAGE_CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+    def report_page(request: Request, path: Path | None, title: str, back: str, back_label: str,
+                    json_url: str) -> Response:  # fmt: skip
+        if path is None:
+            return render(request, "message.html", status=404, title="No call report",
+                          message="No call report was kept for this call.")  # fmt: skip
+        try:
+            report = json.loads(path.read_text())
+            drawing = render_call_report(report)
+        except (OSError, ValueError, TypeError) as exc:
+            return render(request, "message.html", status=500, title="Unreadable call report",
+                          message=f"The call report cannot be read: {exc}")  # fmt: skip
+        return render(request, "report.html", title=title, drawing=Markup(drawing), back=back,
+                      back_label=back_label, json_url=json_url)  # fmt: skip
+
+    @app.get("/outbound/{job_id}/attempts/{attempt}", include_in_schema=False)
+    async def attempt_report(request: Request, job_id: str, attempt: int) -> Response:
+        try:
+            job = await asyncio.to_thread(store.get, job_id[:64])
+        except JobNotFoundError:
+            return render(request, "message.html", status=404, title="No such job",
+                          message=f"There is no outbound job {job_id!r}.")  # fmt: skip
+        path = await asyncio.to_thread(reports.get, job.id, attempt) if 1 <= attempt <= job.attempts else None
+        return report_page(
+            request, path, f"Job {job.id}, attempt {attempt}", f"/outbound/{quote(job.id)}",
+            "Back to the job", f"/v1/jobs/{quote(job.id)}/attempts/{attempt}/report",
+        )  # fmt: skip
+
+    @app.get("/inbox/{fax_id}/report", include_in_schema=False)
+    async def fax_report(request: Request, fax_id: str) -> Response:
+        try:
+            fax = await asyncio.to_thread(store.get_inbound, fax_id[:64])
+        except JobNotFoundError:
+            return render(request, "message.html", status=404, title="No such fax",
+                          message=f"There is no received fax {fax_id!r}.")  # fmt: skip
+        path = files.get(fax.report_path)
+        if path is None and fax.report_path:
+            path = await asyncio.to_thread(files.fetch, fax.id, "report", ".json")
+        return report_page(
+            request, path, f"Received fax {fax.id}", "/inbox", "Back to the inbox",
+            f"/v1/faxes/{quote(fax.id)}/report",
+        )  # fmt: skip
 
     # -- inbox -------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see 
     POST /v1/jobs                 multipart upload: document + to, device, priority, not_before, ...
     GET  /v1/jobs                 ?state=&device=&destination=&limit=&offset=
     GET  /v1/jobs/{id}            the job and its events
+    GET  /v1/jobs/{id}/attempts/{n}/report   the call report of attempt n
     POST /v1/jobs/{id}/cancel     200 job; 404 unknown; 409 already finished
     GET  /v1/faxes                ?state=&limit=&offset=
     GET  /v1/faxes/{id}           the received fax and its events
@@ -71,7 +72,7 @@ from vfax import documents
 from vfax.console import auth as console_auth
 from vfax.service.config import ApiConfig, parse_listen
 from vfax.service.converter import DocumentConverter
-from vfax.storage import fsync_dir
+from vfax.storage import attempt_report_path, fsync_dir
 from vfax.store.events import FaxEvent
 from vfax.store.model import (
     InboundFax,
@@ -331,6 +332,21 @@ class _Files:
             log.warning("not serving %s: outside the inbox %s", path, self.inbox)
             return None
         return path if path.is_file() else None
+
+
+class AttemptReports:
+    """The call reports of outbound attempts: this node's file (vfax.storage.attempt_report_path), or the
+    store's copy when another node placed the call."""
+
+    def __init__(self, directory: Path, files: _Files) -> None:
+        self.directory = directory
+        self.files = files
+
+    def get(self, job_id: str, attempt: int) -> Path | None:
+        path = attempt_report_path(self.directory, job_id, attempt)
+        if path.is_file():
+            return path
+        return self.files.fetch(job_id, f"report-{attempt}", ".json")
 
 
 def _node(node: NodeInfo) -> Node:
@@ -741,6 +757,7 @@ def create_app(
     node_id: str | None = None,
     set_draining: SetDraining | None = None,
     converter: DocumentConverter | None = None,
+    reports_dir: Path | None = None,
 ) -> FastAPI:
     """The API over ``store``. ``wake()`` is called (in the event loop) after a job was submitted or
     cancelled; ``subscribe()``, when given, yields live events and makes the event stream prompt (the
@@ -751,6 +768,7 @@ def create_app(
     (default: in the request's worker thread; ``vfax serve`` passes one that uses separate processes)."""
     convert = converter or DocumentConverter(processes=0)
     files = _Files(inbox_dir, store, file_cache or spool_dir / "cache")
+    reports = AttemptReports(reports_dir or inbox_dir.parent / "reports", files)
     feed = _EventFeed(store)
     app = FastAPI(
         title="vfax",
@@ -936,6 +954,24 @@ def create_app(
         job = get_job(job_id)
         events = [_event(e) for e in store.events_for(job_id)]
         return JobDetail(**_job(job).model_dump(), events=events)
+
+    @app.get(
+        "/v1/jobs/{job_id}/attempts/{attempt}/report",
+        tags=["jobs"],
+        summary="The call report of one attempt of a job (SIP ladder, media, T.30 timeline)",
+        responses={
+            200: {"description": "The report.", "content": {"application/json": {}}},
+            **common,
+            404: {"model": ErrorBody, "description": "No such job or attempt, or no report kept."},
+        },
+        response_class=FileResponse,
+    )
+    def job_attempt_report(job_id: JobId, attempt: Annotated[int, PathParam(ge=1, le=1000)]) -> FileResponse:
+        job = get_job(job_id)
+        path = reports.get(job.id, attempt) if attempt <= job.attempts else None
+        if path is None:
+            raise ApiError(404, "file_missing", f"job {job_id} has no call report of attempt {attempt}")
+        return FileResponse(path, media_type="application/json", filename=f"{job.id}-{attempt}.json")
 
     @app.post(
         "/v1/jobs/{job_id}/cancel",
@@ -1160,7 +1196,10 @@ def create_app(
     # -- the console (web pages over this API; not in the OpenAPI document) ---------------------------
     from vfax.console.pages import mount_console
 
-    mount_console(app, store, token=config.token, files=files, devices_status=devices_status)
+    mount_console(
+        app, store, token=config.token, files=files, devices_status=devices_status,
+        reports_dir=reports.directory,
+    )  # fmt: skip
 
     # Starlette adds middleware outside-in in reverse order: CORS (if any) must see preflights first.
     app.add_middleware(_Guard, token=config.token, max_body=config.max_upload_bytes)

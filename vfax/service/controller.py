@@ -44,6 +44,7 @@ from vfax.inbox import Inbox
 from vfax.service.config import NodeConfig
 from vfax.service.events import EventDispatcher, Sink
 from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
+from vfax.storage import attempt_report_path
 from vfax.store.async_store import AsyncJobStore
 from vfax.store.events import FaxEvent
 from vfax.store.model import (
@@ -120,6 +121,7 @@ class Controller:
         node: NodeConfig | None = None,
         api_url: str | None = None,
         file_cache: Path | None = None,
+        reports: Path | None = None,
     ) -> None:
         self.store = store
         self.astore = AsyncJobStore(store)
@@ -131,6 +133,8 @@ class Controller:
         self.node_id = store.owner  # the store claims under this id: the node's id
         self.api_url = api_url
         self.file_cache = file_cache or self.inbox.directory.parent / "cache"
+        #: the call report of each outbound attempt: <reports>/<job id>/attempt-<n>.json (attempt_report_path)
+        self.reports = reports or self.inbox.directory.parent / "reports"
         self._wake = asyncio.Event()
         self._stopping = False
         self._queue_task: asyncio.Task[None] | None = None
@@ -554,6 +558,8 @@ class Controller:
         finally:
             watcher.cancel()
         outcome = handle.outcome
+        if outcome is not None and outcome.report:
+            await self._keep_attempt_report(job, outcome.report)
         result = outcome.result if outcome else None
         pages = result.pages if result else 0
         final = status.status
@@ -585,6 +591,18 @@ class Controller:
         self._forget(handle.id, job.id, job_final=after is None or after.state.is_final)
         if after is None or after.state.is_final:
             self._drop_cache(job.id)
+
+    async def _keep_attempt_report(self, job: OutboundJob, report: dict[str, Any]) -> None:
+        """The call report of this attempt (the claim numbered it), kept for ``GET /v1/jobs/{id}/attempts/
+        {n}/report`` and the console; with a store that holds files, any node's API serves it. A report
+        that cannot be written is logged and lost, never the attempt's result."""
+        path = attempt_report_path(self.reports, job.id, job.attempts)
+        try:
+            await asyncio.to_thread(storage.write_json, path, report)
+            if self.astore.holds_files:
+                await self._write(lambda: self.store.store_file(job.id, f"report-{job.attempts}", path))
+        except Exception as exc:  # a full disk, the store down: the fax result matters more
+            log.warning("job %s: call report of attempt %d not kept: %s", job.id, job.attempts, exc)
 
     async def _record(self, job_id: str, result: AttemptResult) -> OutboundJob | None:
         """Record one attempt (the store applies the retry policy); returns the job as it now is.

@@ -125,6 +125,7 @@ async def run_service(
             node=config.node,
             api_url=api_base_url(config.api.listen),
             file_cache=config.data_dir / "cache",
+            reports=config.data_dir / "reports",
         )
         try:
             await controller.start()
@@ -149,6 +150,7 @@ async def run_service(
             subscribe=controller.subscribe,
             devices_status=controller.devices_status if worker is None else worker.attach(controller),
             file_cache=config.data_dir / "cache",
+            reports_dir=config.data_dir / "reports",
             node_id=controller.node_id,
             set_draining=controller.set_draining,
             converter=converter,
