@@ -281,6 +281,30 @@ def test_files_round_trip_through_the_database(postgres: PostgresDatabase, tmp_p
         node_b.close()
 
 
+def test_an_attempts_call_report_kept_by_one_node_is_served_by_another(
+    postgres: PostgresDatabase, tmp_path: Path
+) -> None:
+    """What the controller does at the end of an attempt (store_file under the attempt's owner id) and
+    what another node's API does to serve ``/v1/jobs/{id}/attempts/{n}/report`` (AttemptReports)."""
+    from vfax.service.api import AttemptReports, _Files
+    from vfax.storage import attempt_report_owner, attempt_report_path, write_json
+
+    node_a = open_store(postgres.url, owner="a")
+    node_b = open_store(postgres.url, owner="b")
+    try:
+        job = node_b.submit(_doc(tmp_path), "sip:1@127.0.0.1")
+        kept = write_json(attempt_report_path(tmp_path / "b" / "reports", job.id, 1), {"call_id": "c1"})
+        node_b.store_file(attempt_report_owner(job.id, 1), "report", kept)
+        reports_a = AttemptReports(tmp_path / "a" / "reports", _Files(tmp_path / "a" / "inbox", node_a,
+                                                                      tmp_path / "a" / "cache"))  # fmt: skip
+        served = reports_a.get(job.id, 1)
+        assert served is not None and served.read_bytes() == kept.read_bytes()
+        assert reports_a.get(job.id, 2) is None
+    finally:
+        node_a.close()
+        node_b.close()
+
+
 def test_a_document_that_cannot_be_read_is_refused_and_nothing_is_queued(
     postgres: PostgresDatabase, tmp_path: Path
 ) -> None:

@@ -93,3 +93,8 @@ def reserved_path(directory: Path, stem: str, suffix: str) -> Iterator[Path]:
 def attempt_report_path(reports: Path, job_id: str, attempt: int) -> Path:
     """Where the call report of attempt ``attempt`` (1, 2, ...) of outbound job ``job_id`` is kept."""
     return reports / job_id / f"attempt-{attempt}.json"
+
+
+def attempt_report_owner(job_id: str, attempt: int) -> str:
+    """The owner id of an attempt's call report among the files a cluster's store holds (kind "report")."""
+    return f"{job_id}/attempt-{attempt}"

@@ -72,7 +72,7 @@ from vfax import documents
 from vfax.console import auth as console_auth
 from vfax.service.config import ApiConfig, parse_listen
 from vfax.service.converter import DocumentConverter
-from vfax.storage import attempt_report_path, fsync_dir
+from vfax.storage import attempt_report_owner, attempt_report_path, fsync_dir
 from vfax.store.events import FaxEvent
 from vfax.store.model import (
     InboundFax,
@@ -346,7 +346,7 @@ class AttemptReports:
         path = attempt_report_path(self.directory, job_id, attempt)
         if path.is_file():
             return path
-        return self.files.fetch(job_id, f"report-{attempt}", ".json")
+        return self.files.fetch(attempt_report_owner(job_id, attempt), "report", ".json")
 
 
 def _node(node: NodeInfo) -> Node:

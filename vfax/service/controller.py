@@ -44,7 +44,7 @@ from vfax.inbox import Inbox
 from vfax.service.config import NodeConfig
 from vfax.service.events import EventDispatcher, Sink
 from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
-from vfax.storage import attempt_report_path
+from vfax.storage import attempt_report_owner, attempt_report_path
 from vfax.store.async_store import AsyncJobStore
 from vfax.store.events import FaxEvent
 from vfax.store.model import (
@@ -600,7 +600,8 @@ class Controller:
         try:
             await asyncio.to_thread(storage.write_json, path, report)
             if self.astore.holds_files:
-                await self._write(lambda: self.store.store_file(job.id, f"report-{job.attempts}", path))
+                owner = attempt_report_owner(job.id, job.attempts)
+                await self._write(lambda: self.store.store_file(owner, "report", path))
         except Exception as exc:  # a full disk, the store down: the fax result matters more
             log.warning("job %s: call report of attempt %d not kept: %s", job.id, job.attempts, exc)
 
