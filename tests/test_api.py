@@ -167,12 +167,26 @@ def test_bad_document_gets_422_with_the_reason_and_stores_nothing(
 
 
 @pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("+49 (30) 123-456", "+4930123456"), ("tel:+1-555-0100", "+15550100"), ("0030 123 45", "003012345")],
+)
+def test_a_telephone_number_typed_with_separators_is_queued_as_its_digits(
+    env: Env, pdf: Path, typed: str, stored: str
+) -> None:
+    r = env.submit(pdf, to=typed)
+    assert r.status_code == 201, r.text
+    assert r.json()["destination"] == stored
+    assert [j.destination for j in env.store.list()] == [stored]
+
+
+@pytest.mark.parametrize(
     ("fields", "named"),
     [
         ({"to": ""}, "to"),
         ({"to": "sip:1002 @127.0.0.1"}, "to"),
         ({"to": "not a number"}, "to"),
         ({"to": "x" * 300}, "to"),
+        ({"to": "+49 30 1234 5678 9012 3456"}, "to"),  # longer than E.164 allows
         ({"priority": "high"}, "priority"),
         ({"priority": "1000"}, "priority"),
         ({"not_before": "tomorrow"}, "not_before"),

@@ -69,6 +69,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vfax import documents
+from vfax.call.dialing import BadDestination, normalize_number
 from vfax.console import auth as console_auth
 from vfax.service.config import ApiConfig, parse_listen
 from vfax.service.converter import DocumentConverter
@@ -551,6 +552,13 @@ def check_destination(value: str) -> str:
         raise ApiError(422, "invalid_request", "to: must not be empty")
     if len(text) > MAX_DESTINATION:
         raise ApiError(422, "invalid_request", f"to: longer than {MAX_DESTINATION} characters")
+    if not text.lower().startswith(("sip:", "sips:")):
+        try:  # a telephone number as people type it ("+49 (30) 123-456", "tel:+4930123456"): its digits
+            number = normalize_number(text)
+        except BadDestination as exc:
+            raise ApiError(422, "invalid_request", f"to: {exc}") from None
+        if number is not None:
+            return number
     if any(ord(c) <= 32 or ord(c) == 127 for c in text):
         raise ApiError(422, "invalid_request", "to: must not contain spaces or control characters")
     lower = text.lower()
