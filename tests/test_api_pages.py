@@ -1,6 +1,7 @@
-"""Page images through the API (received faxes, queued jobs, previews before queueing) against a real SQLite
-store, real TIFF files (written by the test's own factory or by vfax's document conversion) and the real
-converter, in a spawned process where the service uses one."""
+"""What the console's inbox and send form need from the API: page images (received faxes, queued jobs,
+previews before queueing), marking faxes read and deleting them. Against a real SQLite store, real TIFF
+files (written by the test's own factory or by vfax's document conversion) and the real converter, in a
+spawned process where the service uses one. (Read/delete on PostgreSQL: the store contract tests.)"""
 
 from __future__ import annotations
 
@@ -349,6 +350,60 @@ def test_a_discarded_preview_is_gone(env: Env, tmp_path: Path) -> None:
     assert env.client.get("/v1/previews/../../etc", headers=AUTH).status_code == 404
 
 
+# -- read and delete ---------------------------------------------------------------------------------
+
+
+def test_deleting_a_fax_removes_its_files_from_disk_and_it_is_gone_from_the_api(env: Env) -> None:
+    fax = env.received_fax(pages=2)
+    other = received(env, docfactory.fax_tiff(env.inbox / "other.tif"), 1)
+    thumb = env.client.get(f"/v1/faxes/{fax.id}/pages/1.png", params={"width": 160}, headers=AUTH)
+    assert thumb.status_code == 200
+    on_disk = [Path(str(p)) for p in (fax.tiff_path, fax.pdf_path, fax.report_path)]
+    cache = env.spool / "cache" / "pages" / fax.id
+    assert all(p.is_file() for p in on_disk) and cache.is_dir()
+
+    r = env.client.delete(f"/v1/faxes/{fax.id}", headers=AUTH)
+    assert r.status_code == 204 and r.content == b""
+    assert [p for p in on_disk if p.exists()] == [] and not cache.exists()
+    assert sorted(p.name for p in env.inbox.iterdir()) == ["other.tif"]  # the other fax untouched
+    for path in ("", "/pdf", "/tiff", "/report", "/pages", "/pages/1.png"):
+        assert env.client.get(f"/v1/faxes/{fax.id}{path}", headers=AUTH).status_code == 404, path
+    assert [f["id"] for f in env.client.get("/v1/faxes", headers=AUTH).json()["faxes"]] == [other]
+    assert env.client.delete(f"/v1/faxes/{fax.id}", headers=AUTH).status_code == 404
+    assert env.client.post(f"/v1/faxes/{fax.id}/read", headers=AUTH).status_code == 404
+    assert env.store.get_inbound(fax.id).deleted_at is not None  # the row stays with its events
+    assert [e.type for e in env.store.events_for(fax.id)] == ["terminal"]
+
+
+def test_a_fax_being_received_cannot_be_deleted(env: Env) -> None:
+    fax = env.store.record_inbound(call_id="c", caller="a", callee="b", device="line1")
+    part = env.inbox / ".rx-part.tif.part"
+    part.write_bytes(b"II*\x00")
+    env.store.update_inbound(fax.id, pages=0, tiff_path=part)
+    r = env.client.delete(f"/v1/faxes/{fax.id}", headers=AUTH)
+    assert r.status_code == 409 and r.json()["error"] == "conflict"
+    assert part.exists() and env.store.get_inbound(fax.id).deleted_at is None
+    assert env.client.delete("/v1/faxes/01NOSUCHFAX", headers=AUTH).status_code == 404
+
+
+def test_a_fax_is_marked_read_and_unread_and_listed_by_it(env: Env) -> None:
+    first = received(env, docfactory.fax_tiff(env.inbox / "a.tif"), 1)
+    second = received(env, docfactory.fax_tiff(env.inbox / "b.tif"), 1)
+    assert env.client.get(f"/v1/faxes/{first}", headers=AUTH).json()["read"] is False
+    r = env.client.post(f"/v1/faxes/{first}/read", headers=AUTH)
+    assert r.status_code == 200 and r.json()["read"] is True and r.json()["read_at"] is not None
+
+    def listed(**params: str) -> list[str]:
+        return [f["id"] for f in env.client.get("/v1/faxes", params=params, headers=AUTH).json()["faxes"]]
+
+    assert listed(read="true") == [first] and listed(read="false") == [second]
+    assert sorted(listed()) == sorted([first, second])
+    assert env.client.post(f"/v1/faxes/{first}/unread", headers=AUTH).json()["read"] is False
+    assert sorted(listed(read="false")) == sorted([first, second])
+    assert env.client.get("/v1/faxes", params={"read": "maybe"}, headers=AUTH).status_code == 422
+    assert env.client.post("/v1/faxes/01NOSUCHFAX/read", headers=AUTH).status_code == 404
+
+
 # -- authentication ----------------------------------------------------------------------------------
 
 
@@ -363,6 +418,9 @@ def test_a_discarded_preview_is_gone(env: Env, tmp_path: Path) -> None:
         ("GET", "/v1/previews/{preview}"),
         ("GET", "/v1/previews/{preview}/pages/1.png"),
         ("DELETE", "/v1/previews/{preview}"),
+        ("POST", "/v1/faxes/{fax}/read"),
+        ("POST", "/v1/faxes/{fax}/unread"),
+        ("DELETE", "/v1/faxes/{fax}"),
     ],
 )
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-0123456789"}])
@@ -377,10 +435,11 @@ def test_every_page_endpoint_needs_the_token(
     }
     url = path.format(**ids)
     kw: dict[str, Any] = {}
-    if method == "POST":
+    if url == "/v1/previews":
         kw["files"] = {"document": ("a.pdf", pdf.read_bytes())}
     r = env.client.request(method, url, headers=headers, **kw)
     assert r.status_code == 401 and r.json()["error"] == "unauthorized"
     assert r.headers["www-authenticate"] == "Bearer"
     assert len(list((env.spool / ".previews").iterdir())) == 1  # nothing converted, nothing deleted
+    assert (env.inbox / "f.tif").is_file() and env.store.get_inbound(ids["fax"]).read_at is None
     assert env.client.request(method, url, headers=AUTH, **kw).status_code < 400

@@ -12,9 +12,10 @@ Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see 
     GET  /v1/jobs                 ?state=&device=&limit=&offset=
     GET  /v1/jobs/{id}            the job and its events
     POST /v1/jobs/{id}/cancel     200 job; 404 unknown; 409 already finished
-    GET  /v1/faxes                ?state=&limit=&offset=
+    GET  /v1/faxes                ?state=&read=&limit=&offset=
     GET  /v1/faxes/{id}           the received fax and its events
     GET  /v1/faxes/{id}/pdf|tiff|report
+    POST /v1/faxes/{id}/read|unread, DELETE /v1/faxes/{id} (files gone, row marked deleted)
     GET  /v1/faxes/{id}/pages     page count, size and resolution; .../pages/{n}.png?width=&rotate= a page
     GET  /v1/jobs/{id}/pages      the same for the job's spooled TIFF-F (what is faxed)
     POST /v1/previews             convert an upload as POST /v1/jobs would, keep it 15 min (preview_id)
@@ -84,6 +85,7 @@ from vfax.store.events import FaxEvent
 from vfax.store.model import (
     InboundFax,
     InboundState,
+    InvalidTransitionError,
     JobFilter,
     JobNotFoundError,
     JobState,
@@ -136,7 +138,7 @@ class ErrorBody(BaseModel):
 
     error: str = Field(
         description="Short machine-readable code: unauthorized, invalid_request, bad_document, not_found, "
-        "conflict, too_large, file_missing, store_unavailable."
+        "conflict, too_large, file_missing, file_error, store_unavailable."
     )
     detail: str = Field(description="One-line reason for a person.")
 
@@ -210,6 +212,8 @@ class Fax(BaseModel):
     has_tiff: bool = Field(description="GET /v1/faxes/{id}/tiff will return the file.")
     has_pdf: bool
     has_report: bool
+    read: bool = Field(description="Marked read (`POST /v1/faxes/{id}/read`).")
+    read_at: dt.datetime | None = Field(description="When it was first marked read.")
 
 
 class FaxDetail(Fax):
@@ -411,6 +415,8 @@ def _fax(fax: InboundFax, files: _Files) -> Fax:
         has_tiff=files.has(fax.tiff_path),
         has_pdf=files.has(fax.pdf_path),
         has_report=files.has(fax.report_path),
+        read=fax.read_at is not None,
+        read_at=_time(fax.read_at),
     )
 
 
@@ -880,9 +886,12 @@ def create_app(
 
     def get_fax(fax_id: str) -> InboundFax:
         try:
-            return store.get_inbound(fax_id)
+            fax = store.get_inbound(fax_id)
         except JobNotFoundError:
-            raise ApiError(404, "not_found", f"no received fax {fax_id!r}") from None
+            fax = None
+        if fax is None or fax.deleted_at is not None:
+            raise ApiError(404, "not_found", f"no received fax {fax_id!r}")
+        return fax
 
     # -- health ------------------------------------------------------------------------------------
 
@@ -1098,11 +1107,12 @@ def create_app(
             list[Literal["receiving", "completed", "partial", "failed"]] | None,
             Query(description="Only faxes in these states (repeat the parameter for several)."),
         ] = None,
+        read: Annotated[bool | None, Query(description="Only faxes marked read (true) or unread.")] = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> FaxList:
         states = None if not state else frozenset(InboundState(s) for s in state)
-        faxes = store.list_inbound(states, limit=limit, offset=offset)
+        faxes = store.list_inbound(states, limit=limit, offset=offset, read=read)
         return FaxList(faxes=[_fax(f, files) for f in faxes], limit=limit, offset=offset)
 
     @app.get(
@@ -1169,6 +1179,100 @@ def create_app(
     )
     def fax_report(fax_id: FaxId) -> FileResponse:
         return serve_file(fax_id, "report", "application/json", ".json")
+
+    fax_responses: dict[int | str, dict[str, Any]] = {
+        **common,
+        404: {"model": ErrorBody, "description": "No such fax (or it was deleted)."},
+    }
+
+    async def mark_read(fax_id: str, flag: bool) -> Fax:
+        def work() -> InboundFax:
+            get_fax(fax_id)
+            try:
+                return store.mark_inbound_read(fax_id, flag)
+            except JobNotFoundError:  # deleted meanwhile
+                raise ApiError(404, "not_found", f"no received fax {fax_id!r}") from None
+
+        return _fax(await asyncio.to_thread(work), files)
+
+    @app.post(
+        "/v1/faxes/{fax_id}/read",
+        tags=["faxes"],
+        summary="Mark a received fax read",
+        description="Answers the fax; `read_at` keeps the first time.",
+        response_model=Fax,
+        responses=fax_responses,
+    )
+    async def fax_read(fax_id: FaxId) -> Fax:
+        return await mark_read(fax_id, True)
+
+    @app.post(
+        "/v1/faxes/{fax_id}/unread",
+        tags=["faxes"],
+        summary="Mark a received fax unread again",
+        response_model=Fax,
+        responses=fax_responses,
+    )
+    async def fax_unread(fax_id: FaxId) -> Fax:
+        return await mark_read(fax_id, False)
+
+    def delete_fax_files(fax_id: str) -> None:
+        fax = get_fax(fax_id)
+        if fax.state is InboundState.RECEIVING:
+            raise ApiError(409, "conflict", f"fax {fax_id} is still being received")
+        # the files first: if the store cannot be written now (503), a retry finds the row and finishes
+        for which in ("tiff", "pdf", "report"):
+            recorded = getattr(fax, f"{which}_path")
+            path = files.get(recorded)
+            if path is None:
+                if recorded and Path(recorded).exists():
+                    log.warning("fax %s: %s file %s is outside the inbox; not deleted", fax_id, which,
+                                recorded)  # fmt: skip
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("fax %s: cannot delete %s: %s", fax_id, path, exc)
+                raise ApiError(
+                    500, "file_error", f"fax {fax_id}: its {which} file cannot be deleted ({exc.strerror})"
+                ) from None
+        with contextlib.suppress(OSError):
+            fsync_dir(files.inbox)
+        if files.cache is not None:
+            shutil.rmtree(files.cache / "faxes" / fax_id, ignore_errors=True)  # copies fetched from the store
+        images.forget(fax_id)
+        try:
+            store.delete_inbound(fax_id)
+        except JobNotFoundError:
+            raise ApiError(404, "not_found", f"no received fax {fax_id!r}") from None
+        except InvalidTransitionError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        log.warning("received fax %s (from %s, %d page(s)) deleted through the API", fax_id, fax.caller,
+                    fax.pages)  # fmt: skip
+
+    @app.delete(
+        "/v1/faxes/{fax_id}",
+        tags=["faxes"],
+        summary="Delete a received fax",
+        description=(
+            "Its TIFF, PDF and call report are deleted from this node's inbox, with the page images and "
+            "copies this node cached and the copies a PostgreSQL store holds; the fax is no longer listed "
+            "or served (its row stays, marked deleted, with its events). `409` while it is being received."
+        ),
+        status_code=204,
+        response_class=Response,
+        responses={
+            **fax_responses,
+            204: {"description": "Deleted."},
+            409: {"model": ErrorBody, "description": "The fax is still being received."},
+            500: {"model": ErrorBody, "description": "A file could not be deleted (`file_error`); retry."},
+        },
+    )
+    async def delete_fax(fax_id: FaxId) -> Response:
+        await asyncio.to_thread(delete_fax_files, fax_id)
+        return Response(status_code=204)
 
     # -- page images -------------------------------------------------------------------------------
 
