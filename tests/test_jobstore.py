@@ -351,6 +351,45 @@ def test_inbound_end_state_follows_status_and_pages(
     assert store.finish_inbound(fax.id, status, pages=pages).state is state
 
 
+def test_a_received_fax_is_marked_read_and_unread_and_listed_by_that(store: JobStore) -> None:
+    faxes = [store.record_inbound(call_id=f"c{n}", caller="1", callee="2", device="d") for n in range(3)]
+    for fax in faxes:
+        store.finish_inbound(fax.id, FaxStatus.FS_COMPLETED, pages=1)
+    assert store.mark_inbound_read(faxes[1].id, now=T0 + 5).read_at == T0 + 5
+    assert store.mark_inbound_read(faxes[1].id, now=T0 + 9).read_at == T0 + 5  # first reading kept
+    assert [f.id for f in store.list_inbound(read=True)] == [faxes[1].id]
+    assert {f.id for f in store.list_inbound(read=False)} == {faxes[0].id, faxes[2].id}
+    assert store.mark_inbound_read(faxes[1].id, False).read_at is None
+    assert len(store.list_inbound(read=False)) == 3
+    with pytest.raises(JobNotFoundError):
+        store.mark_inbound_read("01NOSUCHFAX")
+
+
+def test_a_deleted_fax_is_no_longer_listed_and_its_stored_copies_are_gone(
+    store: JobStore, tmp_path: Path
+) -> None:
+    fax = store.record_inbound(call_id="c", caller="1", callee="2", device="d")
+    with pytest.raises(InvalidTransitionError):  # not while it is being received
+        store.delete_inbound(fax.id)
+    store.finish_inbound(fax.id, FaxStatus.FS_COMPLETED, pages=1)
+    tiff = tmp_path / "in.tif"
+    tiff.write_bytes(b"II*\x00received")
+    store.place_inbound_files(fax.id, tiff_path=tiff)
+    store.store_file(fax.id, "tiff", tiff)
+    kept = store.list_inbound()
+    before = store.delete_inbound(fax.id, now=T0 + 60)
+    assert [f.id for f in kept] == [fax.id] and before.tiff_path == str(tiff)  # the caller removes it
+    assert store.list_inbound() == [] and store.list_inbound(read=False) == []
+    gone = store.get_inbound(fax.id)
+    assert gone.deleted_at == T0 + 60 and (gone.tiff_path, gone.pdf_path, gone.report_path) == (None,) * 3
+    assert store.fetch_file(fax.id, "tiff", tmp_path / "copy.tif") is None
+    assert _terminal_events(store, fax.id) == [FaxStatus.FS_COMPLETED]  # its history stays
+    with pytest.raises(JobNotFoundError):
+        store.delete_inbound(fax.id)
+    with pytest.raises(JobNotFoundError):
+        store.mark_inbound_read(fax.id)
+
+
 # -- events -------------------------------------------------------------------------------------
 
 

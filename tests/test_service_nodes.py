@@ -7,6 +7,7 @@ Real processes on 127.0.0.1: the nodes are `python -m vfax.cli serve`, the far e
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests import docfactory
 from tests.serve_process import (
@@ -243,6 +245,14 @@ def test_two_nodes_share_the_queue_send_each_job_once_and_list_each_other(
         tif = a.client.get(f"/v1/faxes/{fax['id']}/tiff")
         assert tif.status_code == 200
         assert tif.content == next((b.dir / "data" / "inbox").glob("fax-*.tif")).read_bytes()
+        # its page images too (the console's inbox): a standard page, 204 x 98 per inch, drawn in proportion
+        pages = a.get(f"/v1/faxes/{fax['id']}/pages")
+        assert pages["count"] == 1 and (pages["pages"][0]["x_dpi"], pages["pages"][0]["y_dpi"]) == (204, 98)
+        page = pages["pages"][0]
+        thumb = a.client.get(f"/v1/faxes/{fax['id']}/pages/1.png", params={"width": 160, "rotate": 90})
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+        with Image.open(io.BytesIO(thumb.content)) as im:  # turned: as wide as the page is tall
+            assert im.size == (round(page["height_px"] * 204 / 98 * 160 / page["width_px"]), 160)
 
         # PostgreSQL stops: the API answers 503 with the reason; after the restart it answers again
         postgres.server.stop()

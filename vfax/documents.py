@@ -52,13 +52,16 @@ from PIL import Image, ImageChops, ImageFilter, ImageOps, TiffImagePlugin, Unide
 __all__ = [
     "FAX_WIDTH_PX",
     "DocumentError",
+    "PageInfo",
     "PaperSize",
     "PreparedDocument",
     "Resolution",
     "detect_kind",
     "prepare_fax_tiff",
     "read_tiff_pages",
+    "render_tiff_page",
     "sample_document",
+    "tiff_page_info",
     "tiff_previews",
     "tiff_to_pdf",
 ]
@@ -717,6 +720,114 @@ def tiff_previews(src_tiff: Path | str, out_dir: Path | str, *, max_width: int =
                 path.unlink()
         raise
     return written
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """One page of a fax TIFF as stored: pixels and the resolution they were scanned at (204 x 98 per
+    inch for a standard fax page, so the pixels are twice as tall as they are wide)."""
+
+    width_px: int
+    height_px: int
+    x_dpi: float
+    y_dpi: float
+
+    @property
+    def width_mm(self) -> float:
+        return self.width_px / self.x_dpi * 25.4
+
+    @property
+    def height_mm(self) -> float:
+        return self.height_px / self.y_dpi * 25.4
+
+    def shown_height(self, width: int) -> int:
+        """Pixel rows of the page drawn ``width`` pixels wide with square pixels (true proportions)."""
+        return max(1, round(self.height_px * (self.x_dpi / self.y_dpi) * width / self.width_px))
+
+
+def _page_info(frame: Image.Image) -> PageInfo:
+    x_dpi, y_dpi = _image_dpi(frame)
+    return PageInfo(frame.width, frame.height, x_dpi, y_dpi)
+
+
+def tiff_page_info(path: Path | str) -> list[PageInfo]:
+    """Size and resolution of every page of a TIFF, read from its directories without decoding a page.
+    Missing or absurd resolution tags count as square pixels."""
+    src = Path(path)
+    image = _open_tiff_header(src)
+    pages = []
+    with image:
+        try:
+            for index in range(image.n_frames):
+                image.seek(index)
+                w, h = image.size
+                if w < 1 or h < 1 or w * h > MAX_SOURCE_PIXELS:
+                    raise DocumentError(f"{src.name} page {index + 1}: unusable size {w}x{h} pixels")
+                pages.append(_page_info(image))
+        except DocumentError:
+            raise
+        except _DECODE_ERRORS as exc:
+            raise DocumentError(f"{src.name}: corrupt or unreadable TIFF ({exc})") from exc
+    if not pages:
+        raise DocumentError(f"{src.name}: document has no pages")
+    return pages
+
+
+def _open_tiff_header(path: Path) -> Image.Image:
+    if detect_kind(path) != "tiff":
+        raise DocumentError(f"{path.name}: not a TIFF file")
+    try:
+        return Image.open(path)
+    except _DECODE_ERRORS as exc:
+        raise DocumentError(f"{path.name}: corrupt or unreadable TIFF ({exc})") from exc
+
+
+#: Clockwise quarter turns as Pillow transpositions (Pillow's ROTATE_* turn counter-clockwise).
+_CLOCKWISE = {
+    90: Image.Transpose.ROTATE_270,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_90,
+}
+
+
+def render_tiff_page(path: Path | str, number: int, *, width: int, rotate: int = 0) -> bytes:
+    """Page ``number`` (from 1) of a TIFF as a gray PNG: ``width`` pixels wide when upright, as tall as
+    the page's true proportions make it (the fax pixel is not square), then turned ``rotate`` degrees
+    clockwise (90 and 270 swap the PNG's width and height). Shrinking averages areas (BOX) so thin
+    strokes stay visible as gray; enlarging uses LANCZOS."""
+    src = Path(path)
+    if rotate not in (0, 90, 180, 270):
+        raise ValueError(f"rotate must be 0, 90, 180 or 270, not {rotate}")
+    if width < 1:
+        raise ValueError(f"width must be positive, not {width}")
+    image = _open_tiff_header(src)
+    with image:
+        try:
+            count = image.n_frames
+        except _DECODE_ERRORS as exc:
+            raise DocumentError(f"{src.name}: corrupt or unreadable TIFF ({exc})") from exc
+        if not 1 <= number <= count:
+            raise IndexError(f"{count} page(s), no page {number}")
+        try:
+            image.seek(number - 1)
+            w, h = image.size
+            if w < 1 or h < 1 or w * h > MAX_SOURCE_PIXELS:
+                raise DocumentError(f"{src.name} page {number}: unusable size {w}x{h} pixels")
+            info = _page_info(image)
+            image.load()
+            gray = _to_gray(image)
+        except DocumentError:
+            raise
+        except _DECODE_ERRORS as exc:
+            raise DocumentError(f"{src.name}: corrupt or unreadable TIFF ({exc})") from exc
+    size = (width, info.shown_height(width))
+    method = Image.Resampling.BOX if width <= w else Image.Resampling.LANCZOS
+    shown = gray.resize(size, method)
+    if rotate:
+        shown = shown.transpose(_CLOCKWISE[rotate])
+    out = io.BytesIO()
+    shown.save(out, format="PNG")
+    return out.getvalue()
 
 
 def sample_document() -> Path:

@@ -8,14 +8,19 @@ service's own asyncio loop, the loop that carries SIP and media, so nothing slow
 
 Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see ``docs/api.md``)::
 
-    POST /v1/jobs                 multipart upload: document + to, device, priority, not_before, ...
+    POST /v1/jobs                 multipart upload: document (or preview_id) + to, device, priority, ...
     GET  /v1/jobs                 ?state=&device=&destination=&limit=&offset=
     GET  /v1/jobs/{id}            the job and its events
     GET  /v1/jobs/{id}/attempts/{n}/report   the call report of attempt n
     POST /v1/jobs/{id}/cancel     200 job; 404 unknown; 409 already finished
-    GET  /v1/faxes                ?state=&limit=&offset=
+    GET  /v1/faxes                ?state=&read=&limit=&offset=
     GET  /v1/faxes/{id}           the received fax and its events
     GET  /v1/faxes/{id}/pdf|tiff|report
+    POST /v1/faxes/{id}/read|unread, DELETE /v1/faxes/{id} (files gone, row marked deleted)
+    GET  /v1/faxes/{id}/pages     page count, size and resolution; .../pages/{n}.png?width=&rotate= a page
+    GET  /v1/jobs/{id}/pages      the same for the job's spooled TIFF-F (what is faxed)
+    POST /v1/previews             convert an upload as POST /v1/jobs would, keep it 15 min (preview_id)
+    GET  /v1/previews/{id}[/pages/{n}.png], DELETE /v1/previews/{id}
     GET  /v1/events               server-sent events (id: store-wide event number; Last-Event-ID resumes)
     GET  /v1/devices              what the service reports about its devices
     GET  /v1/nodes                every node sharing the job store (state, devices, calls, draining)
@@ -42,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import hmac
 import json
 import logging
@@ -73,11 +79,21 @@ from vfax.call.dialing import BadDestination, normalize_number
 from vfax.console import auth as console_auth
 from vfax.service.config import ApiConfig, parse_listen
 from vfax.service.converter import DocumentConverter
+from vfax.service.pages import (
+    DEFAULT_WIDTH,
+    MAX_WIDTH,
+    MIN_WIDTH,
+    PageImages,
+    Preview,
+    PreviewNotFoundError,
+    Previews,
+)
 from vfax.storage import attempt_report_owner, attempt_report_path, fsync_dir
 from vfax.store.events import FaxEvent
 from vfax.store.model import (
     InboundFax,
     InboundState,
+    InvalidTransitionError,
     JobFilter,
     JobNotFoundError,
     JobState,
@@ -130,7 +146,7 @@ class ErrorBody(BaseModel):
 
     error: str = Field(
         description="Short machine-readable code: unauthorized, invalid_request, bad_document, not_found, "
-        "conflict, too_large, file_missing, store_unavailable."
+        "conflict, too_large, file_missing, file_error, store_unavailable."
     )
     detail: str = Field(description="One-line reason for a person.")
 
@@ -204,6 +220,8 @@ class Fax(BaseModel):
     has_tiff: bool = Field(description="GET /v1/faxes/{id}/tiff will return the file.")
     has_pdf: bool
     has_report: bool
+    read: bool = Field(description="Marked read (`POST /v1/faxes/{id}/read`).")
+    read_at: dt.datetime | None = Field(description="When it was first marked read.")
 
 
 class FaxDetail(Fax):
@@ -214,6 +232,34 @@ class FaxList(BaseModel):
     faxes: list[Fax]
     limit: int
     offset: int
+
+
+class PageSize(BaseModel):
+    """One page of a fax document as stored (fax pixels are not square: standard is 204 x 98 per inch)."""
+
+    number: int = Field(ge=1, description="1, 2, ...: the `{n}` of `.../pages/{n}.png`.")
+    width_px: int = Field(description="Pixels along the scan line (1728 for an A4-wide fax page).")
+    height_px: int = Field(description="Scan lines.")
+    x_dpi: float = Field(description="Horizontal resolution, pixels per inch (204 for a fax).")
+    y_dpi: float = Field(description="Vertical resolution: 98 standard, 196 fine, 391 superfine.")
+    width_mm: float
+    height_mm: float
+
+
+class PageList(BaseModel):
+    count: int = Field(description="Number of pages.")
+    pages: list[PageSize]
+
+
+class PreviewBody(BaseModel):
+    """An upload converted as it will be faxed, kept for a while for `POST /v1/jobs` (`preview_id`)."""
+
+    id: str = Field(description="Give it as `preview_id` to `POST /v1/jobs` to queue these pages.")
+    count: int = Field(description="Number of pages.")
+    pages: list[PageSize]
+    resolution: Literal["standard", "fine", "superfine"]
+    paper: Literal["a4", "letter", "legal"]
+    expires_at: dt.datetime = Field(description="Deleted after this time.")
 
 
 class Device(BaseModel):
@@ -392,6 +438,8 @@ def _fax(fax: InboundFax, files: _Files) -> Fax:
         has_tiff=files.has(fax.tiff_path),
         has_pdf=files.has(fax.pdf_path),
         has_report=files.has(fax.report_path),
+        read=fax.read_at is not None,
+        read_at=_time(fax.read_at),
     )
 
 
@@ -637,6 +685,44 @@ def _copy_upload(src: BinaryIO, dst: Path) -> int:
         return out.tell()
 
 
+def _spool_upload(
+    parent: Path,
+    upload: BinaryIO,
+    *,
+    shown_name: str,
+    resolution: documents.Resolution,
+    paper: documents.PaperSize,
+    converter: DocumentConverter,
+) -> tuple[Path, str, int]:
+    """Keep the upload and its TIFF-F in a new directory ``parent/<key>/`` (``original.<kind>``,
+    ``fax.tif``); returns it, the original's file name and the page count. On any error nothing is left.
+    Runs in a worker thread; the conversion itself in ``converter``."""
+    parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(10)
+    staging = parent / f".{key}.part"
+    final = parent / key
+    staging.mkdir()
+    try:
+        raw = staging / "upload"
+        if _copy_upload(upload, raw) == 0:
+            raise documents.DocumentError("upload: empty file, not a document")
+        kind = documents.detect_kind(raw)
+        original = staging / f"original.{'jpg' if kind == 'jpeg' else kind}"
+        raw.rename(original)
+        prepared = converter.convert(original, staging / "fax.tif", resolution=resolution, paper=paper)
+        log.info("spooled %s: %d page(s) from %s", key, prepared.pages, kind)
+        fsync_dir(staging)
+        staging.rename(final)
+        fsync_dir(parent)
+    except documents.DocumentError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise documents.DocumentError(_scrub(str(exc), staging, shown_name)) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final, original.name, prepared.pages
+
+
 def _spool_and_submit(
     store: JobStore,
     spool_dir: Path,
@@ -651,31 +737,11 @@ def _spool_and_submit(
 ) -> OutboundJob:
     """Keep the upload and its TIFF-F in ``spool/<key>/``, then queue the job; on any error nothing
     is left (no row, no file). Runs in a worker thread; the conversion itself in ``converter``."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(10)
-    staging = spool_dir / f".{key}.part"
-    final = spool_dir / key
-    staging.mkdir()
-    try:
-        raw = staging / "upload"
-        if _copy_upload(upload, raw) == 0:
-            raise documents.DocumentError("upload: empty file, not a document")
-        kind = documents.detect_kind(raw)
-        original = staging / f"original.{'jpg' if kind == 'jpeg' else kind}"
-        raw.rename(original)
-        prepared = converter.convert(original, staging / "fax.tif", resolution=resolution, paper=paper)
-        log.info("spooled %s: %d page(s) from %s", key, prepared.pages, kind)
-        fsync_dir(staging)
-        staging.rename(final)
-        fsync_dir(spool_dir)
-    except documents.DocumentError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise documents.DocumentError(_scrub(str(exc), staging, shown_name)) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    final, original, _ = _spool_upload(
+        spool_dir, upload, shown_name=shown_name, resolution=resolution, paper=paper, converter=converter
+    )
     try:  # a store that holds files keeps the document's bytes with the job row (any node may send it)
-        return store.submit(final / "fax.tif", destination, original=final / original.name, **submit_kw)
+        return store.submit(final / "fax.tif", destination, original=final / original, **submit_kw)
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise
@@ -732,12 +798,54 @@ def _sse(number: int, event: FaxEvent) -> bytes:
 # --------------------------------------------------------------------------------------------------
 
 JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="Job id.")]
+PreviewId = Annotated[str, PathParam(min_length=1, max_length=64, description="Preview id.")]
+PageNumber = Annotated[int, PathParam(ge=1, le=100_000, description="Page number, from 1.")]
+PageWidth = Annotated[
+    int,
+    Query(ge=MIN_WIDTH, le=MAX_WIDTH, description="Width in pixels of the upright page (thumbnails: 160)."),
+]
+
+
+class Rotation(enum.IntEnum):
+    """Clockwise quarter turns of a page image (an IntEnum: a query string "90" is read as 90)."""
+
+    NONE = 0
+    QUARTER = 90
+    HALF = 180
+    THREE_QUARTERS = 270
+
+
+Rotate = Annotated[Rotation, Query(description="Turn the page clockwise by this many degrees.")]
+PAGE_CACHE_CONTROL = "private, max-age=86400"
 FaxId = Annotated[str, PathParam(min_length=1, max_length=64, description="Received fax id.")]
 NodeId = Annotated[str, PathParam(min_length=1, max_length=200, description="Node id (`GET /v1/nodes`).")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Rows to skip.")]
 
 _bearer = HTTPBearer(auto_error=False, description="The `api.token` of the service configuration.")
+
+
+def _page_sizes(infos: list[documents.PageInfo]) -> list[PageSize]:
+    return [
+        PageSize(
+            number=number,
+            width_px=info.width_px,
+            height_px=info.height_px,
+            x_dpi=round(info.x_dpi, 3),
+            y_dpi=round(info.y_dpi, 3),
+            width_mm=round(info.width_mm, 1),
+            height_mm=round(info.height_mm, 1),
+        )
+        for number, info in enumerate(infos, start=1)
+    ]
+
+
+def _etag_matches(header: str | None, tag: str) -> bool:
+    """RFC 9110 §13.1.2 If-None-Match: ``*`` or a list of (possibly weak) tags, compared weakly."""
+    if not header:
+        return False
+    wanted = tag.removeprefix("W/")
+    return any(t.strip() == "*" or t.strip().removeprefix("W/") == wanted for t in header.split(","))
 
 
 def _file_responses(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
@@ -766,6 +874,7 @@ def create_app(
     set_draining: SetDraining | None = None,
     converter: DocumentConverter | None = None,
     reports_dir: Path | None = None,
+    previews: Previews | None = None,
 ) -> FastAPI:
     """The API over ``store``. ``wake()`` is called (in the event loop) after a job was submitted or
     cancelled; ``subscribe()``, when given, yields live events and makes the event stream prompt (the
@@ -777,6 +886,9 @@ def create_app(
     convert = converter or DocumentConverter(processes=0)
     files = _Files(inbox_dir, store, file_cache or spool_dir / "cache")
     reports = AttemptReports(reports_dir or inbox_dir.parent / "reports", files)
+    images = PageImages(cast(Path, files.cache))
+    previews = previews or Previews(spool_dir / ".previews")
+    spool_root = spool_dir.resolve()
     feed = _EventFeed(store)
     app = FastAPI(
         title="vfax",
@@ -838,9 +950,12 @@ def create_app(
 
     def get_fax(fax_id: str) -> InboundFax:
         try:
-            return store.get_inbound(fax_id)
+            fax = store.get_inbound(fax_id)
         except JobNotFoundError:
-            raise ApiError(404, "not_found", f"no received fax {fax_id!r}") from None
+            fax = None
+        if fax is None or fax.deleted_at is not None:
+            raise ApiError(404, "not_found", f"no received fax {fax_id!r}")
+        return fax
 
     # -- health ------------------------------------------------------------------------------------
 
@@ -849,6 +964,43 @@ def create_app(
         return Health(status="ok")
 
     # -- outbound jobs -----------------------------------------------------------------------------
+
+    def submit_preview(
+        preview_id: str, destination: str, resolution: str | None, paper: str | None,
+        submit_kw: dict[str, Any],
+    ) -> OutboundJob:  # fmt: skip
+        """Queue the pages of a preview: its directory becomes the job's spool directory (one rename)."""
+        previews.sweep()
+        try:
+            preview = previews.get(preview_id)
+        except PreviewNotFoundError:
+            raise ApiError(
+                422, "invalid_request", f"preview_id: no preview {preview_id!r} (previews expire)"
+            ) from None
+        made_for = (("resolution", resolution, preview.resolution), ("paper", paper, preview.paper))
+        for name, given, made in made_for:
+            if given is not None and given != made:
+                raise ApiError(
+                    422, "invalid_request",
+                    f"{name}: the preview was converted for {made}; leave {name} out or make a new preview",
+                )  # fmt: skip
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        final = spool_dir / secrets.token_hex(10)
+        try:
+            taken = previews.take(preview_id, final)
+        except (PreviewNotFoundError, FileNotFoundError):
+            raise ApiError(
+                422, "invalid_request", f"preview_id: no preview {preview_id!r} (previews expire)"
+            ) from None
+        try:
+            job = store.submit(final / "fax.tif", destination, original=final / taken.original, **submit_kw)
+        except BaseException:
+            previews.give_back(taken, final)  # the store failed (503): the preview stays for a retry
+            raise
+        images.forget(f"preview-{preview_id}")
+        log.info("job %s queued from preview %s (%d page(s))", job.id, preview_id, taken.pages)
+        return job
+
 
     @app.post(
         "/v1/jobs",
@@ -868,7 +1020,6 @@ def create_app(
         },
     )
     async def submit_job(
-        document: Annotated[UploadFile, File(description="PDF, PNG, JPEG or TIFF.")],
         to: Annotated[str, Form(description="sip:USER@HOST[:PORT], or a number the device dials.")],
         device: Annotated[str | None, Form(description="Device to send it (default: any).")] = None,
         priority: Annotated[int, Form(ge=-100, le=100, description="Higher is sent first.")] = 0,
@@ -879,15 +1030,34 @@ def create_app(
             bool | None, Form(description="Error correction mode (default: the device's).")
         ] = None,
         resolution: Annotated[
-            Literal["standard", "fine", "superfine"], Form(description="Vertical resolution of the fax.")
-        ] = "fine",
-        paper: Annotated[Literal["a4", "letter", "legal"], Form(description="Page size.")] = "a4",
+            Literal["standard", "fine", "superfine"] | None,
+            Form(description="Vertical resolution of the fax (default: fine, or the preview's)."),
+        ] = None,
+        paper: Annotated[
+            Literal["a4", "letter", "legal"] | None,
+            Form(description="Page size (default: a4, or the preview's)."),
+        ] = None,
         t38: Annotated[
             Literal["auto", "off", "only", "direct"] | None, Form(description="T.38 policy for this job.")
         ] = None,
         header: Annotated[str | None, Form(description="Page header text (default: the device's).")] = None,
         max_attempts: Annotated[int | None, Form(ge=1, le=100, description="Attempts in all.")] = None,
+        document: Annotated[
+            UploadFile | None, File(description="PDF, PNG, JPEG or TIFF (or give `preview_id`).")
+        ] = None,
+        preview_id: Annotated[
+            str | None,
+            Form(
+                max_length=64,
+                description="Queue the pages of this preview (`POST /v1/previews`) instead of a document: "
+                "exactly what was previewed is faxed.",
+            ),
+        ] = None,
     ) -> Response:
+        if document is None and preview_id is None:
+            raise ApiError(422, "invalid_request", "document: required (or preview_id)")
+        if document is not None and preview_id is not None:
+            raise ApiError(422, "invalid_request", "document: give a document or preview_id, not both")
         destination = check_destination(to)
         if device is not None:
             known_device(device)
@@ -906,18 +1076,24 @@ def create_app(
             "options": options,
         }
         try:
-            job = await asyncio.to_thread(
-                _spool_and_submit,
-                store,
-                spool_dir,
-                document.file,
-                shown_name=_display_name(document.filename),
-                destination=destination,
-                resolution=documents.Resolution.from_name(resolution),
-                paper=documents.PaperSize.from_name(paper),
-                submit_kw=submit_kw,
-                converter=convert,
-            )
+            if preview_id is not None:
+                job = await asyncio.to_thread(
+                    submit_preview, preview_id, destination, resolution, paper, submit_kw
+                )
+            else:
+                assert document is not None
+                job = await asyncio.to_thread(
+                    _spool_and_submit,
+                    store,
+                    spool_dir,
+                    document.file,
+                    shown_name=_display_name(document.filename),
+                    destination=destination,
+                    resolution=documents.Resolution.from_name(resolution or "fine"),
+                    paper=documents.PaperSize.from_name(paper or "a4"),
+                    submit_kw=submit_kw,
+                    converter=convert,
+                )
         except documents.DocumentError as exc:
             raise ApiError(422, "bad_document", str(exc)) from None
         except ValueError as exc:
@@ -1017,11 +1193,12 @@ def create_app(
             list[Literal["receiving", "completed", "partial", "failed"]] | None,
             Query(description="Only faxes in these states (repeat the parameter for several)."),
         ] = None,
+        read: Annotated[bool | None, Query(description="Only faxes marked read (true) or unread.")] = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> FaxList:
         states = None if not state else frozenset(InboundState(s) for s in state)
-        faxes = store.list_inbound(states, limit=limit, offset=offset)
+        faxes = store.list_inbound(states, limit=limit, offset=offset, read=read)
         return FaxList(faxes=[_fax(f, files) for f in faxes], limit=limit, offset=offset)
 
     @app.get(
@@ -1036,7 +1213,7 @@ def create_app(
         events = [_event(e) for e in store.events_for(fax_id)]
         return FaxDetail(**_fax(fax, files).model_dump(), events=events)
 
-    def serve_file(fax_id: str, which: str, media_type: str, suffix: str) -> FileResponse:
+    def fax_file(fax_id: str, which: str, suffix: str) -> Path:
         fax = get_fax(fax_id)
         recorded = getattr(fax, f"{which}_path")
         path = files.get(recorded)
@@ -1046,6 +1223,10 @@ def create_app(
                 path = files.fetch(fax_id, "partial", suffix)
         if path is None:
             raise ApiError(404, "file_missing", f"fax {fax_id} has no {which} file")
+        return path
+
+    def serve_file(fax_id: str, which: str, media_type: str, suffix: str) -> FileResponse:
+        path = fax_file(fax_id, which, suffix)
         return FileResponse(path, media_type=media_type, filename=f"{fax_id}{suffix}")
 
     @app.get(
@@ -1084,6 +1265,351 @@ def create_app(
     )
     def fax_report(fax_id: FaxId) -> FileResponse:
         return serve_file(fax_id, "report", "application/json", ".json")
+
+    fax_responses: dict[int | str, dict[str, Any]] = {
+        **common,
+        404: {"model": ErrorBody, "description": "No such fax (or it was deleted)."},
+    }
+
+    async def mark_read(fax_id: str, flag: bool) -> Fax:
+        def work() -> InboundFax:
+            get_fax(fax_id)
+            try:
+                return store.mark_inbound_read(fax_id, flag)
+            except JobNotFoundError:  # deleted meanwhile
+                raise ApiError(404, "not_found", f"no received fax {fax_id!r}") from None
+
+        return _fax(await asyncio.to_thread(work), files)
+
+    @app.post(
+        "/v1/faxes/{fax_id}/read",
+        tags=["faxes"],
+        summary="Mark a received fax read",
+        description="Answers the fax; `read_at` keeps the first time.",
+        response_model=Fax,
+        responses=fax_responses,
+    )
+    async def fax_read(fax_id: FaxId) -> Fax:
+        return await mark_read(fax_id, True)
+
+    @app.post(
+        "/v1/faxes/{fax_id}/unread",
+        tags=["faxes"],
+        summary="Mark a received fax unread again",
+        response_model=Fax,
+        responses=fax_responses,
+    )
+    async def fax_unread(fax_id: FaxId) -> Fax:
+        return await mark_read(fax_id, False)
+
+    def delete_fax_files(fax_id: str) -> None:
+        fax = get_fax(fax_id)
+        if fax.state is InboundState.RECEIVING:
+            raise ApiError(409, "conflict", f"fax {fax_id} is still being received")
+        # the files first: if the store cannot be written now (503), a retry finds the row and finishes
+        for which in ("tiff", "pdf", "report"):
+            recorded = getattr(fax, f"{which}_path")
+            path = files.get(recorded)
+            if path is None:
+                if recorded and Path(recorded).exists():
+                    log.warning("fax %s: %s file %s is outside the inbox; not deleted", fax_id, which,
+                                recorded)  # fmt: skip
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("fax %s: cannot delete %s: %s", fax_id, path, exc)
+                raise ApiError(
+                    500, "file_error", f"fax {fax_id}: its {which} file cannot be deleted ({exc.strerror})"
+                ) from None
+        with contextlib.suppress(OSError):
+            fsync_dir(files.inbox)
+        if files.cache is not None:
+            shutil.rmtree(files.cache / "faxes" / fax_id, ignore_errors=True)  # copies fetched from the store
+        images.forget(fax_id)
+        try:
+            store.delete_inbound(fax_id)
+        except JobNotFoundError:
+            raise ApiError(404, "not_found", f"no received fax {fax_id!r}") from None
+        except InvalidTransitionError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        log.warning("received fax %s (from %s, %d page(s)) deleted through the API", fax_id, fax.caller,
+                    fax.pages)  # fmt: skip
+
+    @app.delete(
+        "/v1/faxes/{fax_id}",
+        tags=["faxes"],
+        summary="Delete a received fax",
+        description=(
+            "Its TIFF, PDF and call report are deleted from this node's inbox, with the page images and "
+            "copies this node cached and the copies a PostgreSQL store holds; the fax is no longer listed "
+            "or served (its row stays, marked deleted, with its events). `409` while it is being received."
+        ),
+        status_code=204,
+        response_class=Response,
+        responses={
+            **fax_responses,
+            204: {"description": "Deleted."},
+            409: {"model": ErrorBody, "description": "The fax is still being received."},
+            500: {"model": ErrorBody, "description": "A file could not be deleted (`file_error`); retry."},
+        },
+    )
+    async def delete_fax(fax_id: FaxId) -> Response:
+        await asyncio.to_thread(delete_fax_files, fax_id)
+        return Response(status_code=204)
+
+    # -- page images -------------------------------------------------------------------------------
+
+    def page_list(src: Path) -> PageList:
+        try:
+            infos = documents.tiff_page_info(src)
+        except documents.DocumentError as exc:
+            raise ApiError(422, "bad_document", str(exc)) from None
+        return PageList(count=len(infos), pages=_page_sizes(infos))
+
+    async def page_png(
+        request: Request, owner: str, label: str, resolve: Callable[[], Path], number: int, width: int,
+        rotate: int,
+    ) -> Response:  # fmt: skip
+        src = await asyncio.to_thread(resolve)
+        try:
+            tag = await asyncio.to_thread(images.etag, src, number, width, int(rotate))
+        except FileNotFoundError:  # deleted meanwhile
+            raise ApiError(404, "file_missing", f"{label} has no document file") from None
+        headers = {"ETag": tag, "Cache-Control": PAGE_CACHE_CONTROL}
+        if _etag_matches(request.headers.get("if-none-match"), tag):
+            return Response(status_code=304, headers=headers)
+        try:
+            data, tag = await asyncio.to_thread(images.png, owner, src, number, width, int(rotate))
+        except IndexError as exc:
+            raise ApiError(404, "not_found", f"{label}: {exc}") from None
+        except documents.DocumentError as exc:
+            raise ApiError(422, "bad_document", str(exc)) from None
+        return Response(data, media_type="image/png", headers=headers)
+
+    page_responses: dict[int | str, dict[str, Any]] = {
+        **common,
+        404: {"model": ErrorBody, "description": "No such fax/job, or no document file."},
+        422: {"model": ErrorBody, "description": "Invalid input, or the stored TIFF cannot be read."},
+    }
+    png_responses: dict[int | str, dict[str, Any]] = {
+        **page_responses,
+        200: {
+            "description": "The page as a gray PNG. `ETag` and `Cache-Control: private, max-age=86400`.",
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        304: {"description": "Not modified (`If-None-Match` named the current ETag)."},
+        404: {"model": ErrorBody, "description": "No such fax/job, no document file, or no such page."},
+    }
+    png_description = (
+        "The page rendered from the fax TIFF, `width` pixels wide when upright and as tall as the page's "
+        "true proportions make it (a standard-resolution page, 204 x 98 pixels per inch, is not shown "
+        "squashed), then turned `rotate` degrees clockwise: 90 and 270 swap the PNG's width and height. "
+        "Cached on the server; answers 304 to a matching `If-None-Match`."
+    )
+
+    def fax_tiff_path(fax_id: str) -> Path:
+        return fax_file(fax_id, "tiff", ".tif")
+
+    @app.get(
+        "/v1/faxes/{fax_id}/pages",
+        tags=["faxes"],
+        summary="The pages of a received fax: count, size and resolution of each",
+        response_model=PageList,
+        responses=page_responses,
+    )
+    def fax_pages(fax_id: FaxId) -> PageList:
+        return page_list(fax_tiff_path(fax_id))
+
+    @app.get(
+        "/v1/faxes/{fax_id}/pages/{n}.png",
+        tags=["faxes"],
+        summary="One page of a received fax as PNG",
+        description=png_description,
+        response_class=Response,
+        responses=png_responses,
+    )
+    async def fax_page_png(
+        request: Request,
+        fax_id: FaxId,
+        n: PageNumber,
+        width: PageWidth = DEFAULT_WIDTH,
+        rotate: Rotate = Rotation.NONE,
+    ) -> Response:
+        return await page_png(
+            request, fax_id, f"fax {fax_id}", lambda: fax_tiff_path(fax_id), n, width, rotate
+        )
+
+    def job_document(job_id: str) -> Path:
+        job = get_job(job_id)
+        path = Path(job.document).resolve() if job.document else None
+        if path is not None and path.is_relative_to(spool_root) and path.is_file():
+            return path
+        fetched = files.fetch(job_id, "document", ".tif")  # queued on another node: the database's copy
+        if fetched is None:
+            raise ApiError(404, "file_missing", f"job {job_id} has no document file")
+        return fetched
+
+    @app.get(
+        "/v1/jobs/{job_id}/pages",
+        tags=["jobs"],
+        summary="The pages of a job's fax document (as they are faxed)",
+        response_model=PageList,
+        responses=page_responses,
+    )
+    def job_pages(job_id: JobId) -> PageList:
+        return page_list(job_document(job_id))
+
+    @app.get(
+        "/v1/jobs/{job_id}/pages/{n}.png",
+        tags=["jobs"],
+        summary="One page of a job's fax document as PNG",
+        description=png_description,
+        response_class=Response,
+        responses=png_responses,
+    )
+    async def job_page_png(
+        request: Request,
+        job_id: JobId,
+        n: PageNumber,
+        width: PageWidth = DEFAULT_WIDTH,
+        rotate: Rotate = Rotation.NONE,
+    ) -> Response:
+        return await page_png(
+            request, job_id, f"job {job_id}", lambda: job_document(job_id), n, width, rotate
+        )
+
+    # -- previews ----------------------------------------------------------------------------------
+
+    def get_preview(preview_id: str) -> Preview:
+        previews.sweep()
+        try:
+            return previews.get(preview_id)
+        except PreviewNotFoundError:
+            raise ApiError(404, "not_found", f"no preview {preview_id!r} (previews expire)") from None
+
+    def preview_body(preview: Preview) -> PreviewBody:
+        listed = page_list(preview.tiff)
+        return PreviewBody(
+            id=preview.id,
+            count=listed.count,
+            pages=listed.pages,
+            resolution=cast(Literal["standard", "fine", "superfine"], preview.resolution),
+            paper=cast(Literal["a4", "letter", "legal"], preview.paper),
+            expires_at=cast(dt.datetime, _time(preview.expires_at)),
+        )
+
+    def make_preview(
+        upload: BinaryIO, shown_name: str, resolution: str, paper: str
+    ) -> PreviewBody:
+        previews.sweep()
+        spooled, original, pages = _spool_upload(
+            previews.directory,
+            upload,
+            shown_name=shown_name,
+            resolution=documents.Resolution.from_name(resolution),
+            paper=documents.PaperSize.from_name(paper),
+            converter=convert,
+        )
+        try:
+            return preview_body(previews.register(spooled, original, pages, resolution, paper))
+        except BaseException:
+            shutil.rmtree(spooled, ignore_errors=True)
+            raise
+
+    preview_responses: dict[int | str, dict[str, Any]] = {
+        **common,
+        404: {"model": ErrorBody, "description": "No such preview, or it expired."},
+    }
+
+    @app.post(
+        "/v1/previews",
+        tags=["jobs"],
+        summary="Convert a document as it will be faxed, without queueing it",
+        description=(
+            "The same upload and conversion as `POST /v1/jobs` (the same errors for a bad document; "
+            f"nothing is kept then). The pages are kept for {previews.ttl / 60:g} minutes: view them "
+            "with `GET /v1/previews/{id}/pages/{n}.png`, queue exactly them with `POST /v1/jobs` and "
+            "`preview_id` (no second conversion)."
+        ),
+        status_code=201,
+        response_model=PreviewBody,
+        responses={
+            **common,
+            201: {
+                "description": "Converted; `Location` names the preview.",
+                "model": PreviewBody,
+                "headers": {"Location": {"description": "/v1/previews/{id}", "schema": {"type": "string"}}},
+            },
+            413: {"model": ErrorBody, "description": "The upload is larger than the configured limit."},
+            422: {"model": ErrorBody, "description": "Invalid field or unusable document; nothing kept."},
+        },
+    )
+    async def create_preview(
+        document: Annotated[UploadFile, File(description="PDF, PNG, JPEG or TIFF.")],
+        resolution: Annotated[
+            Literal["standard", "fine", "superfine"], Form(description="Vertical resolution of the fax.")
+        ] = "fine",
+        paper: Annotated[Literal["a4", "letter", "legal"], Form(description="Page size.")] = "a4",
+    ) -> Response:
+        try:
+            body = await asyncio.to_thread(
+                make_preview, document.file, _display_name(document.filename), resolution, paper
+            )
+        except documents.DocumentError as exc:
+            raise ApiError(422, "bad_document", str(exc)) from None
+        log.info("preview %s: %d page(s)", body.id, body.count)
+        return JSONResponse(
+            body.model_dump(mode="json"), status_code=201, headers={"Location": f"/v1/previews/{body.id}"}
+        )
+
+    @app.get(
+        "/v1/previews/{preview_id}",
+        tags=["jobs"],
+        summary="A preview: its pages and when it expires",
+        response_model=PreviewBody,
+        responses=preview_responses,
+    )
+    def preview_detail(preview_id: PreviewId) -> PreviewBody:
+        return preview_body(get_preview(preview_id))
+
+    @app.get(
+        "/v1/previews/{preview_id}/pages/{n}.png",
+        tags=["jobs"],
+        summary="One page of a preview as PNG",
+        description=png_description,
+        response_class=Response,
+        responses={**png_responses, 404: {"model": ErrorBody, "description": "No such preview or page."}},
+    )
+    async def preview_page_png(
+        request: Request, preview_id: PreviewId, n: PageNumber, width: PageWidth = DEFAULT_WIDTH,
+        rotate: Rotate = Rotation.NONE,
+    ) -> Response:  # fmt: skip
+        return await page_png(
+            request,
+            f"preview-{preview_id}",
+            f"preview {preview_id}",
+            lambda: get_preview(preview_id).tiff,
+            n,
+            width,
+            rotate,
+        )
+
+    @app.delete(
+        "/v1/previews/{preview_id}",
+        tags=["jobs"],
+        summary="Discard a preview",
+        status_code=204,
+        response_class=Response,
+        responses={**preview_responses, 204: {"description": "Deleted."}},
+    )
+    def delete_preview(preview_id: PreviewId) -> Response:
+        preview = get_preview(preview_id)
+        shutil.rmtree(preview.directory, ignore_errors=True)
+        images.forget(f"preview-{preview_id}")
+        return Response(status_code=204)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -1215,7 +1741,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(config.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
     return app

@@ -147,7 +147,14 @@ def inbound_from_row(row: Any) -> InboundFax:
         terminal_event_emitted=bool(row["terminal_event_emitted"]),
         finished_at=row["finished_at"],
         lease_expires_at=_lease_expiry(row),
+        read_at=_optional(row, "read_at"),
+        deleted_at=_optional(row, "deleted_at"),
     )
+
+
+def _optional(row: Any, column: str) -> Any:
+    """A column added by a later migration (absent from a store opened with older migrations)."""
+    return row[column] if column in row.keys() else None  # noqa: SIM118
 
 
 def event_from_row(row: Any) -> FaxEvent:
@@ -744,18 +751,73 @@ class StoreBase:
         return inbound_from_row(self._query(lambda conn: self._inbound_row(conn, inbound_id)))
 
     def list_inbound(
-        self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
+        self,
+        states: frozenset[InboundState] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        read: bool | None = None,
     ) -> builtins.list[InboundFax]:
-        query = "SELECT * FROM inbound_faxes"
+        """Received faxes that are not deleted, oldest first; ``read``: only those read (True) or unread."""
+        query = "SELECT * FROM inbound_faxes WHERE deleted_at IS NULL"
         args: builtins.list[Any] = []
         if states is not None:
             sql, values = self._in("state", sorted(s.value for s in states))
-            query += f" WHERE {sql}"
+            query += f" AND {sql}"
             args += values
+        if read is not None:
+            query += " AND read_at IS NOT NULL" if read else " AND read_at IS NULL"
         query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
         args += [limit, offset]
         rows = self._query(lambda conn: self._exec(conn, query, args).fetchall())
         return [inbound_from_row(r) for r in rows]
+
+    def _live_inbound_row(self, conn: Any, inbound_id: str) -> Any:
+        row = self._inbound_row(conn, inbound_id, lock=True)
+        if row["deleted_at"] is not None:
+            raise JobNotFoundError(inbound_id)
+        return row
+
+    def mark_inbound_read(
+        self, inbound_id: str, read: bool = True, *, now: float | None = None
+    ) -> InboundFax:
+        """Mark a received fax read (first time kept) or unread. JobNotFoundError: unknown or deleted."""
+        now = self._now(now)
+
+        def work(conn: Any) -> Any:
+            self._live_inbound_row(conn, inbound_id)
+            if read:
+                sql, args = "read_at = COALESCE(read_at, ?), updated_at = ?", (now, now, inbound_id)
+            else:
+                sql, args = "read_at = NULL, updated_at = ?", (now, inbound_id)
+            self._exec(conn, f"UPDATE inbound_faxes SET {sql} WHERE id = ?", args)
+            return self._inbound_row(conn, inbound_id)
+
+        return inbound_from_row(self._tx(work))
+
+    def _delete_stored_files(self, conn: Any, owner_id: str) -> None:
+        """Drop the copies of ``owner_id``'s files the store itself holds (none in a local store)."""
+
+    def delete_inbound(self, inbound_id: str, *, now: float | None = None) -> InboundFax:
+        """Mark a finished received fax deleted and forget its paths (and stored copies); returns the row
+        as it was, so the caller can remove the files. JobNotFoundError: unknown or already deleted;
+        InvalidTransitionError: still being received."""
+        now = self._now(now)
+
+        def work(conn: Any) -> Any:
+            row = self._live_inbound_row(conn, inbound_id)
+            if row["state"] == InboundState.RECEIVING.value:
+                raise InvalidTransitionError(f"inbound fax {inbound_id} is still being received")
+            self._exec(
+                conn,
+                "UPDATE inbound_faxes SET deleted_at = ?, tiff_path = NULL, pdf_path = NULL,"
+                " report_path = NULL, updated_at = ? WHERE id = ?",
+                (now, now, inbound_id),
+            )
+            self._delete_stored_files(conn, inbound_id)
+            return row
+
+        return inbound_from_row(self._tx(work))
 
     # -- recovery and leases ------------------------------------------------------------------------
 

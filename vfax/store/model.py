@@ -148,6 +148,8 @@ class InboundFax:
     terminal_event_emitted: bool
     finished_at: float | None
     lease_expires_at: float | None = None
+    read_at: float | None = None
+    deleted_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,8 +298,25 @@ class JobStore(Protocol):
     def get_inbound(self, inbound_id: str) -> InboundFax: ...
 
     def list_inbound(
-        self, states: frozenset[InboundState] | None = None, limit: int = 100, offset: int = 0
+        self,
+        states: frozenset[InboundState] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        read: bool | None = None,
     ) -> builtins.list[InboundFax]: ...
+
+    def mark_inbound_read(
+        self, inbound_id: str, read: bool = True, *, now: float | None = None
+    ) -> InboundFax:
+        """Mark a received fax read (or unread again). JobNotFoundError for an unknown or deleted fax."""
+        ...
+
+    def delete_inbound(self, inbound_id: str, *, now: float | None = None) -> InboundFax:
+        """Mark a finished received fax deleted, forget its file paths and any copies the store holds;
+        returns the fax as it was (its paths: the caller removes the files). JobNotFoundError for an
+        unknown or already deleted fax, InvalidTransitionError while it is being received."""
+        ...
 
     def append_event(
         self,

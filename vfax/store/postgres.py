@@ -345,6 +345,9 @@ class PostgresJobStore(StoreBase):
     def _has_stored_file(self, conn: Conn, owner_id: str, kind: str) -> bool:
         return self._has_file(conn, owner_id, kind)
 
+    def _delete_stored_files(self, conn: Conn, owner_id: str) -> None:
+        conn.execute("DELETE FROM files WHERE owner_id = %s", (owner_id,))
+
     # -- events -----------------------------------------------------------------------------------
 
     def _lock_events(self, conn: Conn) -> None:

@@ -236,6 +236,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        6,
+        "received faxes can be marked read and deleted (the row stays, marked, for its events)",
+        (
+            "ALTER TABLE inbound_faxes ADD COLUMN read_at REAL",
+            "ALTER TABLE inbound_faxes ADD COLUMN deleted_at REAL",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
