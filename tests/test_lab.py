@@ -1007,8 +1007,21 @@ def fenced_blocks(path: Path, language: str) -> list[str]:
     )
 
 
+def test_pbx_device_snippets_are_valid_config() -> None:
+    """The [[devices]] snippets after the recipe (behind a NAT, a SIP trunk) parse as devices of a config."""
+    snippets = fenced_blocks(PBX_MD, "toml")[1:]
+    assert snippets, "docs/pbx.md shows device snippets (NAT, trunk)"
+    for snippet in snippets:
+        data = tomllib.loads(snippet)
+        # a registering device's password comes from the environment, as the recipe says
+        registering = [d["name"] for d in data["devices"] if d.get("register")]
+        environ = {f"VFAX_DEVICE_{name.upper()}_PASSWORD": "x" for name in registering}
+        cfg = parse_config({"data_dir": "/srv/vfax", **data}, environ=environ)
+        assert len(cfg.devices) == 1, snippet
+
+
 def test_pbx_recipe_configs_are_valid_and_agree_with_each_other() -> None:
-    (toml_text,) = fenced_blocks(PBX_MD, "toml")
+    toml_text = fenced_blocks(PBX_MD, "toml")[0]  # the recipe; device snippets follow (test above)
     environ = {
         "VFAX_DEVICE_FAX_PASSWORD": "S3cure-fax-Passw0rd",
         "VFAX_SINK_CRM_SECRET": "0123456789abcdef0123",
