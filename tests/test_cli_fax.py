@@ -18,6 +18,7 @@ import pytest
 
 from tests import docfactory
 from tests.peers.kamailio import KamailioServer, find_kamailio
+from tests.serve_process import free_port
 from vfax.documents import read_tiff_pages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,9 +26,9 @@ SEND_KEYS = ("ok", "pages", "bit_rate", "ecm", "media", "duration_seconds", "sta
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free for UDP and TCP (what a SIP listener binds), below the ephemeral range: a port the
+    kernel handed out for a moment can be taken by a client socket before the receiver binds it."""
+    return free_port(socket.SOCK_DGRAM)
 
 
 def vfax(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
