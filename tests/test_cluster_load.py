@@ -140,6 +140,7 @@ def overlaps(job: dict[str, Any]) -> list[str]:
     return problems
 
 
+@pytest.mark.load
 def test_1000_jobs_submitted_through_two_nodes_at_once_are_each_sent_exactly_once(
     postgres: Any, load: Load, tmp_path: Path
 ) -> None:
