@@ -404,6 +404,43 @@ def test_a_fax_is_marked_read_and_unread_and_listed_by_it(env: Env) -> None:
     assert env.client.post("/v1/faxes/01NOSUCHFAX/read", headers=AUTH).status_code == 404
 
 
+def test_faxes_and_jobs_are_searched_by_caller_csi_and_time(env: Env, tmp_path: Path) -> None:
+    """The console's inbox search and outbound time filter: GET /v1/faxes?caller=&csi=&since=&until= and
+    GET /v1/jobs?since=&until= (ISO 8601, UTC if naive, or Unix seconds; [since, until))."""
+    t0 = 1_800_000_000.0
+    made = []
+    for n, (caller, csi) in enumerate([("sip:+4930@pbx", "+49 30"), ("sip:alice@example.org", "ACME")]):
+        fax = env.store.record_inbound(call_id=f"c{n}", caller=caller, callee="2", device="line1",
+                                       now=t0 + 3600 * n)  # fmt: skip
+        env.store.update_inbound(fax.id, remote_csi=csi)
+        made.append(fax.id)
+
+    def faxes(**params: str) -> list[str]:
+        r = env.client.get("/v1/faxes", params=params, headers=AUTH)
+        assert r.status_code == 200, r.text
+        return [f["id"] for f in r.json()["faxes"]]
+
+    assert faxes(caller="ALICE") == [made[1]] and faxes(csi="+49") == [made[0]]
+    assert faxes(since="2027-01-15T09:00:00") == [made[1]]  # t0 + 3600 is 2027-01-15T09:00:00 UTC
+    assert faxes(until="2027-01-15T09:00:00Z") == [made[0]]
+    assert faxes(since=str(t0), until=str(t0 + 1)) == [made[0]]
+    assert faxes(caller="", since="") == made  # empty: no filter (as a console form sends it)
+    bad = env.client.get("/v1/faxes", params={"since": "yesterday"}, headers=AUTH)
+    assert bad.status_code == 422 and "since" in bad.json()["detail"]
+    doc = tmp_path / "doc.tif"
+    doc.write_bytes(b"II*\x00")
+    jobs = [env.store.submit(doc, f"sip:{n}@127.0.0.1", now=t0 + 3600 * n).id for n in range(3)]
+
+    def listed(**params: str) -> list[str]:
+        r = env.client.get("/v1/jobs", params=params, headers=AUTH)
+        assert r.status_code == 200, r.text
+        return [j["id"] for j in r.json()["jobs"]]
+
+    assert listed(since="2027-01-15T09:00:00", until="2027-01-15T10:00:00") == [jobs[1]]
+    assert listed(since=str(t0 + 1)) == jobs[1:]
+    assert env.client.get("/v1/jobs", params={"until": "1e99"}, headers=AUTH).status_code == 422
+
+
 # -- authentication ----------------------------------------------------------------------------------
 
 

@@ -624,8 +624,8 @@ def check_destination(value: str) -> str:
     return text
 
 
-def parse_not_before(value: str) -> float:
-    """ISO 8601 (naive means UTC) or Unix seconds, between 1970 and 2100."""
+def parse_not_before(value: str, name: str = "not_before") -> float:
+    """ISO 8601 (naive means UTC) or Unix seconds, between 1970 and 2100 (``name``: the field, for errors)."""
     text = value.strip()
     try:
         at = float(text)
@@ -634,14 +634,31 @@ def parse_not_before(value: str) -> float:
             stamp = dt.datetime.fromisoformat(text)
         except ValueError:
             raise ApiError(
-                422, "invalid_request", f"not_before: not ISO 8601 or Unix seconds: {value[:64]!r}"
+                422, "invalid_request", f"{name}: not ISO 8601 or Unix seconds: {value[:64]!r}"
             ) from None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.UTC)
         at = stamp.timestamp()
     if not math.isfinite(at) or not 0 <= at < 4102444800:
-        raise ApiError(422, "invalid_request", f"not_before: out of range (1970..2100): {value[:64]!r}")
+        raise ApiError(422, "invalid_request", f"{name}: out of range (1970..2100): {value[:64]!r}")
     return at
+
+
+Since = Annotated[
+    str | None,
+    Query(max_length=64, description="Only those created at or after this time: ISO 8601 (UTC if no "
+          "offset) or Unix seconds."),
+]
+Until = Annotated[
+    str | None,
+    Query(max_length=64, description="Only those created before this time: ISO 8601 (UTC if no offset) "
+          "or Unix seconds."),
+]
+
+
+def _bound(value: str | None, name: str) -> float | None:
+    """A time filter's bound (None or empty: no bound); 422 for anything else than a time."""
+    return parse_not_before(value, name) if value and value.strip() else None
 
 
 def check_header(value: str) -> str:
@@ -1119,11 +1136,14 @@ def create_app(
         destination: Annotated[
             str | None, Query(max_length=300, description="Only jobs to this destination (as queued).")
         ] = None,
+        since: Since = None,
+        until: Until = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> JobList:
         states = None if not state else frozenset(JobState(s) for s in state)
-        wanted = JobFilter(states=states, device=device, destination=destination)
+        wanted = JobFilter(states=states, device=device, destination=destination,
+                           since=_bound(since, "since"), until=_bound(until, "until"))  # fmt: skip
         jobs = store.list(wanted, limit=limit, offset=offset)
         return JobList(jobs=[_job(j) for j in jobs], limit=limit, offset=offset)
 
@@ -1194,11 +1214,25 @@ def create_app(
             Query(description="Only faxes in these states (repeat the parameter for several)."),
         ] = None,
         read: Annotated[bool | None, Query(description="Only faxes marked read (true) or unread.")] = None,
+        caller: Annotated[
+            str | None,
+            Query(max_length=200, description="Only faxes whose caller (From URI) contains this text "
+                  "(case-insensitive, no wildcards)."),
+        ] = None,
+        csi: Annotated[
+            str | None,
+            Query(max_length=100, description="Only faxes whose remote CSI contains this text "
+                  "(case-insensitive, no wildcards)."),
+        ] = None,
+        since: Since = None,
+        until: Until = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> FaxList:
         states = None if not state else frozenset(InboundState(s) for s in state)
-        faxes = store.list_inbound(states, limit=limit, offset=offset, read=read)
+        faxes = store.list_inbound(states, limit=limit, offset=offset, read=read, caller=caller or None,
+                                   csi=csi or None, since=_bound(since, "since"),
+                                   until=_bound(until, "until"))  # fmt: skip
         return FaxList(faxes=[_fax(f, files) for f in faxes], limit=limit, offset=offset)
 
     @app.get(
