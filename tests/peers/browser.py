@@ -62,8 +62,15 @@ class Browser:
         self._count = 0
 
     def open(self, url: str, name: str | None = None) -> None:
-        """Visit ``url`` and write a screenshot named ``name`` (default: from the URL's path)."""
-        self.driver.get(url)
+        """Visit ``url`` and write a screenshot named ``name`` (default: from the URL's path).
+
+        Chromium aborts a load with ERR_NETWORK_CHANGED when any interface on the machine changes (other
+        tests create network namespaces and veth pairs): such a load is tried again, a few times."""
+        for _ in range(3):
+            self.driver.get(url)
+            if "ERR_NETWORK_CHANGED" not in self.page_text():
+                break
+            time.sleep(0.2)
         self.shot(name or url)
 
     def shot(self, name: str) -> Path:

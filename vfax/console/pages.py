@@ -31,7 +31,7 @@ from markupsafe import Markup
 
 from vfax.console import auth
 from vfax.report_view import PAGE_CSS, render_call_report
-from vfax.store.model import InboundState, JobFilter, JobNotFoundError, JobState, JobStore
+from vfax.store.model import InboundFax, InboundState, JobFilter, JobNotFoundError, JobState, JobStore
 
 if TYPE_CHECKING:
     from vfax.service.api import _Files
@@ -297,10 +297,17 @@ def mount_console(
             "Back to the job", f"/v1/jobs/{quote(job.id)}/attempts/{attempt}/report",
         )  # fmt: skip
 
+    def live_fax(fax_id: str) -> InboundFax:
+        """The received fax as the API serves it: a deleted one is not found."""
+        fax = store.get_inbound(fax_id[:64])
+        if fax.deleted_at is not None:
+            raise JobNotFoundError(fax_id)
+        return fax
+
     @app.get("/inbox/{fax_id}/report", include_in_schema=False)
     async def fax_report(request: Request, fax_id: str) -> Response:
         try:
-            fax = await asyncio.to_thread(store.get_inbound, fax_id[:64])
+            fax = await asyncio.to_thread(live_fax, fax_id)
         except JobNotFoundError:
             return render(request, "message.html", status=404, title="No such fax",
                           message=f"There is no received fax {fax_id!r}.")  # fmt: skip
@@ -308,7 +315,7 @@ def mount_console(
         if path is None and fax.report_path:
             path = await asyncio.to_thread(files.fetch, fax.id, "report", ".json")
         return report_page(
-            request, path, f"Received fax {fax.id}", "/inbox", "Back to the inbox",
+            request, path, f"Received fax {fax.id}", f"/inbox/{quote(fax.id)}", "Back to the fax",
             f"/v1/faxes/{quote(fax.id)}/report",
         )  # fmt: skip
 
@@ -316,14 +323,48 @@ def mount_console(
 
     @app.get("/inbox", include_in_schema=False)
     async def inbox(
-        request: Request, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0
+        request: Request,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+        caller: Annotated[str, Query(max_length=200)] = "",
+        csi: Annotated[str, Query(max_length=100)] = "",
+        since: Annotated[str, Query(max_length=64)] = "",
+        until: Annotated[str, Query(max_length=64)] = "",
+        deleted: Annotated[str, Query(max_length=64)] = "",
     ) -> Response:
-        faxes = await asyncio.to_thread(store.list_inbound, None, PAGE_SIZE + 1, offset)
+        search = {"caller": caller.strip(), "csi": csi.strip(), "since": since.strip(),
+                  "until": until.strip()}  # fmt: skip
+        try:  # the same parsing as GET /v1/faxes?since=&until= (a datetime-local field is UTC here)
+            bounds = {k: api._bound(search[k], k) for k in ("since", "until")}
+        except api.ApiError as exc:
+            return render(request, "inbox.html", status=422, title="Inbox", faxes=[], earlier="", later="",
+                          search=search, searching=True, error=exc.detail, deleted="")  # fmt: skip
+        faxes = await asyncio.to_thread(
+            lambda: store.list_inbound(None, PAGE_SIZE + 1, offset, caller=search["caller"] or None,
+                                       csi=search["csi"] or None, **bounds)
+        )
+
+        def link(at: int) -> str:
+            return "/inbox?" + urlencode({**{k: v for k, v in search.items() if v}, "offset": at})
+
         return render(
             request,
             "inbox.html",
             title="Inbox",
             faxes=[api._fax(f, files).model_dump(mode="json") for f in faxes[:PAGE_SIZE]],
-            earlier=f"/inbox?offset={max(0, offset - PAGE_SIZE)}" if offset > 0 else "",
-            later=f"/inbox?offset={offset + PAGE_SIZE}" if len(faxes) > PAGE_SIZE else "",
+            earlier=link(max(0, offset - PAGE_SIZE)) if offset > 0 else "",
+            later=link(offset + PAGE_SIZE) if len(faxes) > PAGE_SIZE else "",
+            search=search,
+            searching=any(search.values()),
+            error="",
+            deleted=deleted,
         )
+
+    @app.get("/inbox/{fax_id}", include_in_schema=False)
+    async def fax_page(request: Request, fax_id: str) -> Response:
+        try:
+            fax = await asyncio.to_thread(live_fax, fax_id)
+        except JobNotFoundError:
+            return render(request, "message.html", status=404, title="No such fax",
+                          message=f"There is no received fax {fax_id!r} (or it was deleted).")  # fmt: skip
+        return render(request, "fax.html", title=f"Received fax {fax.id}",
+                      fax=api._fax(fax, files).model_dump(mode="json"))  # fmt: skip

