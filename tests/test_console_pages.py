@@ -118,3 +118,41 @@ def test_a_received_fax_is_viewed_page_by_page_marked_read_searched_and_deleted(
     assert fax_id not in [f["id"] for f in console.get("/v1/faxes")["faxes"]]
     browser.open(f"{console.base}/inbox/{fax_id}", "fax-gone")
     assert browser.text("h1") == "No such fax"
+
+
+def test_send_form_previews_the_pages_then_queues_them_and_refuses_a_non_document(
+    browser: Browser, console: Console, far, tmp_path: Path  # noqa: F811
+) -> None:
+    jobs_before = len(console.get("/v1/jobs")["jobs"])
+    junk = tmp_path / "notes.txt"
+    junk.write_text("<script>alert(1)</script> just text\n")
+    log_in(browser, console, "/outbound/new")
+    assert browser.text("h1") == "Send a fax"
+    browser.find("#document").send_keys(str(junk))
+    message = browser.wait(lambda: browser.text("#send-result"), 15, "the refusal")
+    browser.shot("send-refused")
+    assert message.startswith("Refused: ") and len(message) > len("Refused: ")
+    assert browser.find_all("#previews li") == [] and browser.find("#send").get_attribute("disabled")
+    assert len(console.get("/v1/jobs")["jobs"]) == jobs_before  # nothing queued
+
+    doc = docfactory.text_pdf(tmp_path / "three.pdf", pages=3)
+    browser.find("#resolution option[value=standard]").click()
+    browser.find("#document").send_keys(str(doc))
+    browser.wait(lambda: len(browser.find_all("#previews li")) == 3, 30, "three page previews")
+    for n in (1, 2, 3):
+        assert loaded(browser, f"#previews li:nth-child({n}) img", f"/pages/{n}.png?width=160")[0] == 160
+    assert browser.text("#preview-state").startswith("3 pages, standard")
+    assert browser.find("#send-result").text == ""
+    browser.find("#to").send_keys(far.uri)
+    browser.find("#ecm option[value=true]").click()
+    browser.find("#t38 option[value=auto]").click()
+    browser.shot("send-previewed")
+    browser.find("#send").click()
+    browser.wait(lambda: "/outbound/01" in browser.driver.current_url, 15, "the job page")
+    job_id = browser.driver.current_url.rsplit("/", 1)[-1]
+    assert browser.text("#job-id") == job_id
+    browser.wait_text("#job-state", "completed", 90)
+    browser.shot("send-completed")
+    job = console.get(f"/v1/jobs/{job_id}")
+    assert job["state"] == "completed" and job["pages_sent"] == 3 and job["destination"] == far.uri
+    assert len(console.get("/v1/jobs")["jobs"]) == jobs_before + 1

@@ -51,8 +51,13 @@ class NavItem:
     label: str
 
 
-#: The menu, in order. Later pages (send form, call report) add themselves here.
-NAV: list[NavItem] = [NavItem("/", "Overview"), NavItem("/outbound", "Outbound"), NavItem("/inbox", "Inbox")]
+#: The menu, in order.
+NAV: list[NavItem] = [
+    NavItem("/", "Overview"),
+    NavItem("/outbound", "Outbound"),
+    NavItem("/outbound/new", "Send"),
+    NavItem("/inbox", "Inbox"),
+]
 
 JOB_STATES = [s.value for s in JobState]
 
@@ -245,6 +250,11 @@ def mount_console(
             destination=destination,
             devices=devices,
         )
+
+    @app.get("/outbound/new", include_in_schema=False)  # before /outbound/{job_id}: "new" is not a job
+    def send_form(request: Request) -> Response:
+        devices = sorted({str(d.get("name")) for d in (devices_status() if devices_status else [])})
+        return render(request, "send.html", title="Send a fax", devices=devices)
 
     @app.get("/outbound/{job_id}", include_in_schema=False)
     async def job_page(request: Request, job_id: str) -> Response:
