@@ -188,6 +188,28 @@ def test_page_png_is_cached_and_revalidated_by_etag(env: Env) -> None:
 # -- outbound jobs -----------------------------------------------------------------------------------
 
 
+def test_a_finished_job_is_resubmitted_as_a_new_job_with_its_pages_and_options(env: Env) -> None:
+    pdf = docfactory.text_pdf(env.tmp / "letter.pdf", pages=2)
+    first = env.submit(pdf, resolution="standard", ecm="false", t38="off", max_attempts="4",
+                       priority="7").json()  # fmt: skip
+    r = env.client.post(f"/v1/jobs/{first['id']}/resubmit", headers=AUTH)
+    assert r.status_code == 409 and r.json()["error"] == "conflict"  # still queued: nothing new
+    assert len(env.client.get("/v1/jobs", headers=AUTH).json()["jobs"]) == 1
+    env.client.post(f"/v1/jobs/{first['id']}/cancel", headers=AUTH)
+    r = env.client.post(f"/v1/jobs/{first['id']}/resubmit", headers=AUTH)
+    assert r.status_code == 201, r.text
+    again = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{again['id']}" and again["id"] != first["id"]
+    assert again["state"] == "queued" and again["destination"] == first["destination"]
+    assert (again["max_attempts"], again["priority"]) == (4, 7)
+    old, new = env.store.get(first["id"]), env.store.get(again["id"])
+    assert new.options == old.options and new.options  # ECM off, T.38 off kept
+    assert new.document != old.document  # its own copy: the old job's spool is not shared
+    assert Path(new.document).read_bytes() == Path(old.document).read_bytes()
+    assert env.client.get(f"/v1/jobs/{again['id']}/pages", headers=AUTH).json()["count"] == 2
+    assert env.client.post("/v1/jobs/01NOSUCHJOB/resubmit", headers=AUTH).status_code == 404
+
+
 def test_job_pages_are_the_spooled_fax_tiff(env: Env) -> None:
     pdf = docfactory.text_pdf(env.tmp / "letter.pdf", pages=3)
     job_id = env.submit(pdf, resolution="standard").json()["id"]

@@ -18,6 +18,7 @@ Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see 
     GET  /v1/faxes/{id}/pdf|tiff|report
     POST /v1/faxes/{id}/read|unread, DELETE /v1/faxes/{id} (files gone, row marked deleted)
     GET  /v1/faxes/{id}/pages     page count, size and resolution; .../pages/{n}.png?width=&rotate= a page
+    POST /v1/jobs/{id}/resubmit   a finished job's document queued again as a new job
     GET  /v1/jobs/{id}/pages      the same for the job's spooled TIFF-F (what is faxed)
     POST /v1/previews             convert an upload as POST /v1/jobs would, keep it 15 min (preview_id)
     GET  /v1/previews/{id}[/pages/{n}.png], DELETE /v1/previews/{id}
@@ -1514,6 +1515,65 @@ def create_app(
         return await page_png(
             request, job_id, f"job {job_id}", lambda: job_document(job_id), n, width, rotate
         )
+
+    def resubmit(job_id: str) -> OutboundJob:
+        """A copy of a finished job's spooled TIFF-F (and original) in a new spool directory, queued with
+        the same destination, device, priority, attempts and options."""
+        job = get_job(job_id)
+        if not job.state.is_final:
+            raise ApiError(409, "conflict", f"job {job_id} is still {job.state.value}: cancel it first")
+        src = job_document(job_id)
+        key = secrets.token_hex(10)
+        staging, final = spool_dir / f".{key}.part", spool_dir / key
+        staging.mkdir(parents=True)
+        try:
+            shutil.copyfile(src, staging / "fax.tif")
+            original = Path(job.original) if job.original else None
+            kept = None
+            if original is not None and original.is_file() and original.resolve().is_relative_to(spool_root):
+                kept = staging / original.name
+                shutil.copyfile(original, kept)
+            fsync_dir(staging)
+            staging.rename(final)
+            fsync_dir(spool_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            new = store.submit(final / "fax.tif", job.destination,
+                               original=final / kept.name if kept else None, device=job.device,
+                               priority=job.priority, max_attempts=job.max_attempts,
+                               options=job.options)  # fmt: skip
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        log.info("job %s queued again as %s for %s", job_id, new.id, new.destination)
+        return new
+
+    @app.post(
+        "/v1/jobs/{job_id}/resubmit",
+        tags=["jobs"],
+        summary="Queue a finished job's document again, as a new job",
+        description="The job's spooled fax document (the same pages) is copied into a new job with the same "
+        "destination, device, priority, max attempts and options (ECM, T.38, header); it is sent now.",
+        status_code=201,
+        response_model=Job,
+        responses={
+            **common,
+            201: {
+                "description": "Queued; `Location` names the new job.",
+                "model": Job,
+                "headers": {"Location": {"description": "/v1/jobs/{id}", "schema": {"type": "string"}}},
+            },
+            404: {"model": ErrorBody, "description": "No such job, or its document is gone."},
+            409: {"model": ErrorBody, "description": "The job is not finished."},
+        },
+    )
+    async def resubmit_job(job_id: JobId) -> Response:
+        job = await asyncio.to_thread(resubmit, job_id)
+        wake()
+        body = _job(job).model_dump(mode="json")
+        return JSONResponse(body, status_code=201, headers={"Location": f"/v1/jobs/{job.id}"})
 
     # -- previews ----------------------------------------------------------------------------------
 
