@@ -156,3 +156,34 @@ def test_send_form_previews_the_pages_then_queues_them_and_refuses_a_non_documen
     job = console.get(f"/v1/jobs/{job_id}")
     assert job["state"] == "completed" and job["pages_sent"] == 3 and job["destination"] == far.uri
     assert len(console.get("/v1/jobs")["jobs"]) == jobs_before + 1
+
+
+def test_a_finished_job_is_sent_again_from_its_page_and_the_outbound_list_filters_by_time(
+    browser: Browser, console: Console, tmp_path: Path  # noqa: F811
+) -> None:
+    job_id = console.submit(docfactory.text_pdf(tmp_path / "one.pdf"), "sip:nobody@127.0.0.1:9",
+                            not_before="2099-01-01T00:00:00Z", ecm="false")  # fmt: skip
+    log_in(browser, console, f"/outbound/{job_id}")
+    assert not browser.find("#resubmit").is_displayed()  # queued: only cancel
+    browser.find("#cancel").click()
+    browser.wait_text("#job-state", "cancelled", 15)
+    browser.wait(lambda: browser.find("#resubmit").is_displayed(), 5, "the resubmit button")
+    browser.find("#resubmit").click()
+    browser.wait(lambda: not browser.driver.current_url.endswith(job_id), 10, "the new job's page")
+    new_id = browser.driver.current_url.rsplit("/", 1)[-1]
+    browser.shot("job-resubmitted")
+    assert browser.text("#job-id") == new_id != job_id
+    new = console.get(f"/v1/jobs/{new_id}")
+    assert new["destination"] == "sip:nobody@127.0.0.1:9" and new["state"] != "cancelled"
+    assert console.get(f"/v1/jobs/{new_id}/pages")["count"] == 1
+    console.client.post(f"/v1/jobs/{new_id}/cancel")
+
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    browser.open(f"{console.base}/outbound?since={later}", "outbound-since-later")
+    assert browser.find_all("#jobs tbody tr") == [] and "No job matches" in browser.text("#no-jobs")
+    browser.open(f"{console.base}/outbound?until={later}", "outbound-until-later")
+    shown = {r.get_attribute("data-job") for r in browser.find_all("#jobs tbody tr")}
+    assert {job_id, new_id} <= shown
+    assert browser.find("#until").get_attribute("value") == later
+    browser.open(f"{console.base}/outbound?until=soon", "outbound-bad-time")
+    assert "until" in browser.text("#filter-error") and browser.find_all("#jobs tbody tr") == []

@@ -219,19 +219,28 @@ def mount_console(
         state: Annotated[list[str] | None, Query(max_length=20)] = None,
         device: Annotated[str, Query(max_length=64)] = "",
         destination: Annotated[str, Query(max_length=300)] = "",
+        since: Annotated[str, Query(max_length=64)] = "",
+        until: Annotated[str, Query(max_length=64)] = "",
         offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> Response:
         states = [s for s in (state or []) if s in JOB_STATES]
+        since, until, error = since.strip(), until.strip(), ""
+        try:  # as GET /v1/jobs?since=&until= parses them (a datetime-local field is UTC here)
+            bounds = {"since": api._bound(since, "since"), "until": api._bound(until, "until")}
+        except api.ApiError as exc:
+            bounds, error = {"since": None, "until": 0.0}, exc.detail  # nothing listed, the error shown
         wanted = JobFilter(
             states=frozenset(JobState(s) for s in states) if states else None,
             device=device.strip() or None,
             destination=destination.strip() or None,
+            **bounds,
         )
         jobs = await asyncio.to_thread(store.list, wanted, PAGE_SIZE + 1, offset)
         devices = sorted({str(d.get("name")) for d in (devices_status() if devices_status else [])})
 
         def link(at: int) -> str:
-            query = {"state": states, "device": device, "destination": destination, "offset": at}
+            query = {"state": states, "device": device, "destination": destination, "since": since,
+                     "until": until, "offset": at}  # fmt: skip
             return "/outbound?" + urlencode(query, doseq=True)
 
         return render(
@@ -248,6 +257,9 @@ def mount_console(
             chosen=states,
             device=device,
             destination=destination,
+            since=since,
+            until=until,
+            error=error,
             devices=devices,
         )
 
