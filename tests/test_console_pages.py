@@ -17,7 +17,7 @@ from typing import Any
 from tests import docfactory
 from tests.peers.browser import Browser
 from tests.serve_process import free_port, wait_for
-from tests.test_console import Console, console, log_in, mark_page, still_same_page  # noqa: F401
+from tests.test_console import HTML_IDENT, Console, console, log_in, mark_page, still_same_page  # noqa: F401
 
 IMAGE_LOADED = "const i = document.querySelector(arguments[0]); return i.complete && i.naturalWidth > 0 && " \
                "[i.naturalWidth, i.naturalHeight, i.getAttribute('src')];"  # fmt: skip
@@ -114,6 +114,7 @@ def test_a_received_fax_is_viewed_page_by_page_marked_read_searched_and_deleted(
     browser.find(f"{row} a.open").click()
     browser.wait(lambda: browser.driver.current_url.endswith(f"/inbox/{fax_id}"), 10, "the fax page")
     browser.wait_text("#read-state", "read", 10)
+    assert browser.text("#fax .csi") == HTML_IDENT and browser.find_all("main b") == []  # text, not markup
     assert browser.text("#read-state") == "read" and console.get(api)["read"] is True  # read when opened
     browser.wait(lambda: len(browser.find_all("#thumbs button")) == 2, 10, "two thumbnails")
     for n in (1, 2):
