@@ -188,6 +188,28 @@ def test_page_png_is_cached_and_revalidated_by_etag(env: Env) -> None:
 # -- outbound jobs -----------------------------------------------------------------------------------
 
 
+def test_a_finished_job_is_resubmitted_as_a_new_job_with_its_pages_and_options(env: Env) -> None:
+    pdf = docfactory.text_pdf(env.tmp / "letter.pdf", pages=2)
+    first = env.submit(pdf, resolution="standard", ecm="false", t38="off", max_attempts="4",
+                       priority="7").json()  # fmt: skip
+    r = env.client.post(f"/v1/jobs/{first['id']}/resubmit", headers=AUTH)
+    assert r.status_code == 409 and r.json()["error"] == "conflict"  # still queued: nothing new
+    assert len(env.client.get("/v1/jobs", headers=AUTH).json()["jobs"]) == 1
+    env.client.post(f"/v1/jobs/{first['id']}/cancel", headers=AUTH)
+    r = env.client.post(f"/v1/jobs/{first['id']}/resubmit", headers=AUTH)
+    assert r.status_code == 201, r.text
+    again = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{again['id']}" and again["id"] != first["id"]
+    assert again["state"] == "queued" and again["destination"] == first["destination"]
+    assert (again["max_attempts"], again["priority"]) == (4, 7)
+    old, new = env.store.get(first["id"]), env.store.get(again["id"])
+    assert new.options == old.options and new.options  # ECM off, T.38 off kept
+    assert new.document != old.document  # its own copy: the old job's spool is not shared
+    assert Path(new.document).read_bytes() == Path(old.document).read_bytes()
+    assert env.client.get(f"/v1/jobs/{again['id']}/pages", headers=AUTH).json()["count"] == 2
+    assert env.client.post("/v1/jobs/01NOSUCHJOB/resubmit", headers=AUTH).status_code == 404
+
+
 def test_job_pages_are_the_spooled_fax_tiff(env: Env) -> None:
     pdf = docfactory.text_pdf(env.tmp / "letter.pdf", pages=3)
     job_id = env.submit(pdf, resolution="standard").json()["id"]
@@ -402,6 +424,43 @@ def test_a_fax_is_marked_read_and_unread_and_listed_by_it(env: Env) -> None:
     assert sorted(listed(read="false")) == sorted([first, second])
     assert env.client.get("/v1/faxes", params={"read": "maybe"}, headers=AUTH).status_code == 422
     assert env.client.post("/v1/faxes/01NOSUCHFAX/read", headers=AUTH).status_code == 404
+
+
+def test_faxes_and_jobs_are_searched_by_caller_csi_and_time(env: Env, tmp_path: Path) -> None:
+    """The console's inbox search and outbound time filter: GET /v1/faxes?caller=&csi=&since=&until= and
+    GET /v1/jobs?since=&until= (ISO 8601, UTC if naive, or Unix seconds; [since, until))."""
+    t0 = 1_800_000_000.0
+    made = []
+    for n, (caller, csi) in enumerate([("sip:+4930@pbx", "+49 30"), ("sip:alice@example.org", "ACME")]):
+        fax = env.store.record_inbound(call_id=f"c{n}", caller=caller, callee="2", device="line1",
+                                       now=t0 + 3600 * n)  # fmt: skip
+        env.store.update_inbound(fax.id, remote_csi=csi)
+        made.append(fax.id)
+
+    def faxes(**params: str) -> list[str]:
+        r = env.client.get("/v1/faxes", params=params, headers=AUTH)
+        assert r.status_code == 200, r.text
+        return [f["id"] for f in r.json()["faxes"]]
+
+    assert faxes(caller="ALICE") == [made[1]] and faxes(csi="+49") == [made[0]]
+    assert faxes(since="2027-01-15T09:00:00") == [made[1]]  # t0 + 3600 is 2027-01-15T09:00:00 UTC
+    assert faxes(until="2027-01-15T09:00:00Z") == [made[0]]
+    assert faxes(since=str(t0), until=str(t0 + 1)) == [made[0]]
+    assert faxes(caller="", since="") == made  # empty: no filter (as a console form sends it)
+    bad = env.client.get("/v1/faxes", params={"since": "yesterday"}, headers=AUTH)
+    assert bad.status_code == 422 and "since" in bad.json()["detail"]
+    doc = tmp_path / "doc.tif"
+    doc.write_bytes(b"II*\x00")
+    jobs = [env.store.submit(doc, f"sip:{n}@127.0.0.1", now=t0 + 3600 * n).id for n in range(3)]
+
+    def listed(**params: str) -> list[str]:
+        r = env.client.get("/v1/jobs", params=params, headers=AUTH)
+        assert r.status_code == 200, r.text
+        return [j["id"] for j in r.json()["jobs"]]
+
+    assert listed(since="2027-01-15T09:00:00", until="2027-01-15T10:00:00") == [jobs[1]]
+    assert listed(since=str(t0 + 1)) == jobs[1:]
+    assert env.client.get("/v1/jobs", params={"until": "1e99"}, headers=AUTH).status_code == 422
 
 
 # -- authentication ----------------------------------------------------------------------------------

@@ -317,6 +317,14 @@ def test_list_filters_and_pages(store: JobStore) -> None:
     ]
 
 
+def test_list_jobs_by_creation_time(store: JobStore) -> None:
+    jobs = [store.submit(doc(f"{i}.tif"), f"sip:{i}@127.0.0.1", now=T0 + 60 * i) for i in range(4)]
+    window = store.list(JobFilter(since=T0 + 60, until=T0 + 180))  # [since, until)
+    assert [j.id for j in window] == [jobs[1].id, jobs[2].id]
+    assert [j.id for j in store.list(JobFilter(since=T0 + 61))] == [jobs[2].id, jobs[3].id]
+    assert [j.id for j in store.list(JobFilter(until=T0 + 1))] == [jobs[0].id]
+
+
 # -- inbound ------------------------------------------------------------------------------------
 
 
@@ -363,6 +371,25 @@ def test_a_received_fax_is_marked_read_and_unread_and_listed_by_that(store: JobS
     assert len(store.list_inbound(read=False)) == 3
     with pytest.raises(JobNotFoundError):
         store.mark_inbound_read("01NOSUCHFAX")
+
+
+def test_received_faxes_are_searched_by_caller_csi_and_time(store: JobStore) -> None:
+    callers = ["sip:+4930123@pbx", "sip:Alice@example.org", "sip:100%_x@pbx"]
+    faxes = [store.record_inbound(call_id=f"c{n}", caller=c, callee="2", device="d", now=T0 + 60 * n)
+             for n, c in enumerate(callers)]  # fmt: skip
+    store.update_inbound(faxes[0].id, remote_csi="+49 30 123")
+    store.update_inbound(faxes[1].id, remote_csi="ACME <b>Fax</b>")
+    ids = lambda found: [f.id for f in found]  # noqa: E731
+    assert ids(store.list_inbound(caller="alice")) == [faxes[1].id]  # case-insensitive, a part of it
+    assert ids(store.list_inbound(caller="@PBX")) == [faxes[0].id, faxes[2].id]
+    assert ids(store.list_inbound(caller="100%_")) == [faxes[2].id]  # wildcards are literal
+    assert ids(store.list_inbound(caller="%")) == [faxes[2].id]
+    assert ids(store.list_inbound(caller="_")) == [faxes[2].id]
+    assert ids(store.list_inbound(csi="<b>fax")) == [faxes[1].id]
+    assert ids(store.list_inbound(csi="30 1")) == [faxes[0].id]
+    assert ids(store.list_inbound(since=T0 + 60)) == [faxes[1].id, faxes[2].id]
+    assert ids(store.list_inbound(since=T0 + 1, until=T0 + 120)) == [faxes[1].id]
+    assert ids(store.list_inbound(caller="pbx", until=T0 + 60)) == [faxes[0].id]
 
 
 def test_a_deleted_fax_is_no_longer_listed_and_its_stored_copies_are_gone(

@@ -62,8 +62,15 @@ class Browser:
         self._count = 0
 
     def open(self, url: str, name: str | None = None) -> None:
-        """Visit ``url`` and write a screenshot named ``name`` (default: from the URL's path)."""
-        self.driver.get(url)
+        """Visit ``url`` and write a screenshot named ``name`` (default: from the URL's path).
+
+        Chromium aborts a load with ERR_NETWORK_CHANGED when any interface on the machine changes (other
+        tests create network namespaces and veth pairs): such a load is tried again, a few times."""
+        for _ in range(3):
+            self.driver.get(url)
+            if "ERR_NETWORK_CHANGED" not in self.page_text():
+                break
+            time.sleep(0.2)
         self.shot(name or url)
 
     def shot(self, name: str) -> Path:
@@ -94,6 +101,7 @@ class Browser:
 
         deadline = time.monotonic() + timeout
         while True:
+            self.reload_if_network_changed()
             with contextlib.suppress(NoSuchElementException, StaleElementReferenceException):
                 value = cond()
                 if value:
@@ -107,6 +115,13 @@ class Browser:
         return str(self.wait(lambda: needle in (t := self.text(css)) and t, timeout,
                              f"{css} to show {needle!r}"))  # fmt: skip
 
+    def reload_if_network_changed(self) -> None:
+        """A navigation chromium aborted with ERR_NETWORK_CHANGED (any interface on the machine changed:
+        other tests make network namespaces) is loaded again; the page's script state is then new."""
+        if "ERR_NETWORK_CHANGED" in self.page_text():
+            with contextlib.suppress(Exception):
+                self.driver.refresh()
+
     def page_text(self) -> str:
         with contextlib.suppress(Exception):
             return str(self.find("body").text)
@@ -116,7 +131,9 @@ class Browser:
         return self.driver.execute_script(source, *args)
 
     def reset(self) -> None:
-        """Forget cookies of the page's site and leave it (between tests)."""
+        """Forget every cookie (of any site: the page may be an error page) and leave it (between tests)."""
+        with contextlib.suppress(Exception):
+            self.driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
         with contextlib.suppress(Exception):
             self.driver.delete_all_cookies()
         with contextlib.suppress(Exception):

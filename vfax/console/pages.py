@@ -31,7 +31,7 @@ from markupsafe import Markup
 
 from vfax.console import auth
 from vfax.report_view import PAGE_CSS, render_call_report
-from vfax.store.model import InboundState, JobFilter, JobNotFoundError, JobState, JobStore
+from vfax.store.model import InboundFax, InboundState, JobFilter, JobNotFoundError, JobState, JobStore
 
 if TYPE_CHECKING:
     from vfax.service.api import _Files
@@ -51,8 +51,13 @@ class NavItem:
     label: str
 
 
-#: The menu, in order. Later pages (send form, call report) add themselves here.
-NAV: list[NavItem] = [NavItem("/", "Overview"), NavItem("/outbound", "Outbound"), NavItem("/inbox", "Inbox")]
+#: The menu, in order.
+NAV: list[NavItem] = [
+    NavItem("/", "Overview"),
+    NavItem("/outbound", "Outbound"),
+    NavItem("/outbound/new", "Send"),
+    NavItem("/inbox", "Inbox"),
+]
 
 JOB_STATES = [s.value for s in JobState]
 
@@ -214,19 +219,28 @@ def mount_console(
         state: Annotated[list[str] | None, Query(max_length=20)] = None,
         device: Annotated[str, Query(max_length=64)] = "",
         destination: Annotated[str, Query(max_length=300)] = "",
+        since: Annotated[str, Query(max_length=64)] = "",
+        until: Annotated[str, Query(max_length=64)] = "",
         offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> Response:
         states = [s for s in (state or []) if s in JOB_STATES]
+        since, until, error = since.strip(), until.strip(), ""
+        try:  # as GET /v1/jobs?since=&until= parses them (a datetime-local field is UTC here)
+            bounds = {"since": api._bound(since, "since"), "until": api._bound(until, "until")}
+        except api.ApiError as exc:
+            bounds, error = {"since": None, "until": 0.0}, exc.detail  # nothing listed, the error shown
         wanted = JobFilter(
             states=frozenset(JobState(s) for s in states) if states else None,
             device=device.strip() or None,
             destination=destination.strip() or None,
+            **bounds,
         )
         jobs = await asyncio.to_thread(store.list, wanted, PAGE_SIZE + 1, offset)
         devices = sorted({str(d.get("name")) for d in (devices_status() if devices_status else [])})
 
         def link(at: int) -> str:
-            query = {"state": states, "device": device, "destination": destination, "offset": at}
+            query = {"state": states, "device": device, "destination": destination, "since": since,
+                     "until": until, "offset": at}  # fmt: skip
             return "/outbound?" + urlencode(query, doseq=True)
 
         return render(
@@ -243,8 +257,16 @@ def mount_console(
             chosen=states,
             device=device,
             destination=destination,
+            since=since,
+            until=until,
+            error=error,
             devices=devices,
         )
+
+    @app.get("/outbound/new", include_in_schema=False)  # before /outbound/{job_id}: "new" is not a job
+    def send_form(request: Request) -> Response:
+        devices = sorted({str(d.get("name")) for d in (devices_status() if devices_status else [])})
+        return render(request, "send.html", title="Send a fax", devices=devices)
 
     @app.get("/outbound/{job_id}", include_in_schema=False)
     async def job_page(request: Request, job_id: str) -> Response:
@@ -297,10 +319,17 @@ def mount_console(
             "Back to the job", f"/v1/jobs/{quote(job.id)}/attempts/{attempt}/report",
         )  # fmt: skip
 
+    def live_fax(fax_id: str) -> InboundFax:
+        """The received fax as the API serves it: a deleted one is not found."""
+        fax = store.get_inbound(fax_id[:64])
+        if fax.deleted_at is not None:
+            raise JobNotFoundError(fax_id)
+        return fax
+
     @app.get("/inbox/{fax_id}/report", include_in_schema=False)
     async def fax_report(request: Request, fax_id: str) -> Response:
         try:
-            fax = await asyncio.to_thread(store.get_inbound, fax_id[:64])
+            fax = await asyncio.to_thread(live_fax, fax_id)
         except JobNotFoundError:
             return render(request, "message.html", status=404, title="No such fax",
                           message=f"There is no received fax {fax_id!r}.")  # fmt: skip
@@ -308,7 +337,7 @@ def mount_console(
         if path is None and fax.report_path:
             path = await asyncio.to_thread(files.fetch, fax.id, "report", ".json")
         return report_page(
-            request, path, f"Received fax {fax.id}", "/inbox", "Back to the inbox",
+            request, path, f"Received fax {fax.id}", f"/inbox/{quote(fax.id)}", "Back to the fax",
             f"/v1/faxes/{quote(fax.id)}/report",
         )  # fmt: skip
 
@@ -316,14 +345,48 @@ def mount_console(
 
     @app.get("/inbox", include_in_schema=False)
     async def inbox(
-        request: Request, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0
+        request: Request,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+        caller: Annotated[str, Query(max_length=200)] = "",
+        csi: Annotated[str, Query(max_length=100)] = "",
+        since: Annotated[str, Query(max_length=64)] = "",
+        until: Annotated[str, Query(max_length=64)] = "",
+        deleted: Annotated[str, Query(max_length=64)] = "",
     ) -> Response:
-        faxes = await asyncio.to_thread(store.list_inbound, None, PAGE_SIZE + 1, offset)
+        search = {"caller": caller.strip(), "csi": csi.strip(), "since": since.strip(),
+                  "until": until.strip()}  # fmt: skip
+        try:  # the same parsing as GET /v1/faxes?since=&until= (a datetime-local field is UTC here)
+            bounds = {k: api._bound(search[k], k) for k in ("since", "until")}
+        except api.ApiError as exc:
+            return render(request, "inbox.html", status=422, title="Inbox", faxes=[], earlier="", later="",
+                          search=search, searching=True, error=exc.detail, deleted="")  # fmt: skip
+        faxes = await asyncio.to_thread(
+            lambda: store.list_inbound(None, PAGE_SIZE + 1, offset, caller=search["caller"] or None,
+                                       csi=search["csi"] or None, **bounds)
+        )
+
+        def link(at: int) -> str:
+            return "/inbox?" + urlencode({**{k: v for k, v in search.items() if v}, "offset": at})
+
         return render(
             request,
             "inbox.html",
             title="Inbox",
             faxes=[api._fax(f, files).model_dump(mode="json") for f in faxes[:PAGE_SIZE]],
-            earlier=f"/inbox?offset={max(0, offset - PAGE_SIZE)}" if offset > 0 else "",
-            later=f"/inbox?offset={offset + PAGE_SIZE}" if len(faxes) > PAGE_SIZE else "",
+            earlier=link(max(0, offset - PAGE_SIZE)) if offset > 0 else "",
+            later=link(offset + PAGE_SIZE) if len(faxes) > PAGE_SIZE else "",
+            search=search,
+            searching=any(search.values()),
+            error="",
+            deleted=deleted,
         )
+
+    @app.get("/inbox/{fax_id}", include_in_schema=False)
+    async def fax_page(request: Request, fax_id: str) -> Response:
+        try:
+            fax = await asyncio.to_thread(live_fax, fax_id)
+        except JobNotFoundError:
+            return render(request, "message.html", status=404, title="No such fax",
+                          message=f"There is no received fax {fax_id!r} (or it was deleted).")  # fmt: skip
+        return render(request, "fax.html", title=f"Received fax {fax.id}",
+                      fax=api._fax(fax, files).model_dump(mode="json"))  # fmt: skip

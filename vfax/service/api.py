@@ -18,6 +18,7 @@ Endpoints (all under a bearer token but ``/healthz`` and ``/openapi.json``; see 
     GET  /v1/faxes/{id}/pdf|tiff|report
     POST /v1/faxes/{id}/read|unread, DELETE /v1/faxes/{id} (files gone, row marked deleted)
     GET  /v1/faxes/{id}/pages     page count, size and resolution; .../pages/{n}.png?width=&rotate= a page
+    POST /v1/jobs/{id}/resubmit   a finished job's document queued again as a new job
     GET  /v1/jobs/{id}/pages      the same for the job's spooled TIFF-F (what is faxed)
     POST /v1/previews             convert an upload as POST /v1/jobs would, keep it 15 min (preview_id)
     GET  /v1/previews/{id}[/pages/{n}.png], DELETE /v1/previews/{id}
@@ -624,8 +625,8 @@ def check_destination(value: str) -> str:
     return text
 
 
-def parse_not_before(value: str) -> float:
-    """ISO 8601 (naive means UTC) or Unix seconds, between 1970 and 2100."""
+def parse_not_before(value: str, name: str = "not_before") -> float:
+    """ISO 8601 (naive means UTC) or Unix seconds, between 1970 and 2100 (``name``: the field, for errors)."""
     text = value.strip()
     try:
         at = float(text)
@@ -634,14 +635,31 @@ def parse_not_before(value: str) -> float:
             stamp = dt.datetime.fromisoformat(text)
         except ValueError:
             raise ApiError(
-                422, "invalid_request", f"not_before: not ISO 8601 or Unix seconds: {value[:64]!r}"
+                422, "invalid_request", f"{name}: not ISO 8601 or Unix seconds: {value[:64]!r}"
             ) from None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.UTC)
         at = stamp.timestamp()
     if not math.isfinite(at) or not 0 <= at < 4102444800:
-        raise ApiError(422, "invalid_request", f"not_before: out of range (1970..2100): {value[:64]!r}")
+        raise ApiError(422, "invalid_request", f"{name}: out of range (1970..2100): {value[:64]!r}")
     return at
+
+
+Since = Annotated[
+    str | None,
+    Query(max_length=64, description="Only those created at or after this time: ISO 8601 (UTC if no "
+          "offset) or Unix seconds."),
+]
+Until = Annotated[
+    str | None,
+    Query(max_length=64, description="Only those created before this time: ISO 8601 (UTC if no offset) "
+          "or Unix seconds."),
+]
+
+
+def _bound(value: str | None, name: str) -> float | None:
+    """A time filter's bound (None or empty: no bound); 422 for anything else than a time."""
+    return parse_not_before(value, name) if value and value.strip() else None
 
 
 def check_header(value: str) -> str:
@@ -1119,11 +1137,14 @@ def create_app(
         destination: Annotated[
             str | None, Query(max_length=300, description="Only jobs to this destination (as queued).")
         ] = None,
+        since: Since = None,
+        until: Until = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> JobList:
         states = None if not state else frozenset(JobState(s) for s in state)
-        wanted = JobFilter(states=states, device=device, destination=destination)
+        wanted = JobFilter(states=states, device=device, destination=destination,
+                           since=_bound(since, "since"), until=_bound(until, "until"))  # fmt: skip
         jobs = store.list(wanted, limit=limit, offset=offset)
         return JobList(jobs=[_job(j) for j in jobs], limit=limit, offset=offset)
 
@@ -1194,11 +1215,25 @@ def create_app(
             Query(description="Only faxes in these states (repeat the parameter for several)."),
         ] = None,
         read: Annotated[bool | None, Query(description="Only faxes marked read (true) or unread.")] = None,
+        caller: Annotated[
+            str | None,
+            Query(max_length=200, description="Only faxes whose caller (From URI) contains this text "
+                  "(case-insensitive, no wildcards)."),
+        ] = None,
+        csi: Annotated[
+            str | None,
+            Query(max_length=100, description="Only faxes whose remote CSI contains this text "
+                  "(case-insensitive, no wildcards)."),
+        ] = None,
+        since: Since = None,
+        until: Until = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> FaxList:
         states = None if not state else frozenset(InboundState(s) for s in state)
-        faxes = store.list_inbound(states, limit=limit, offset=offset, read=read)
+        faxes = store.list_inbound(states, limit=limit, offset=offset, read=read, caller=caller or None,
+                                   csi=csi or None, since=_bound(since, "since"),
+                                   until=_bound(until, "until"))  # fmt: skip
         return FaxList(faxes=[_fax(f, files) for f in faxes], limit=limit, offset=offset)
 
     @app.get(
@@ -1480,6 +1515,65 @@ def create_app(
         return await page_png(
             request, job_id, f"job {job_id}", lambda: job_document(job_id), n, width, rotate
         )
+
+    def resubmit(job_id: str) -> OutboundJob:
+        """A copy of a finished job's spooled TIFF-F (and original) in a new spool directory, queued with
+        the same destination, device, priority, attempts and options."""
+        job = get_job(job_id)
+        if not job.state.is_final:
+            raise ApiError(409, "conflict", f"job {job_id} is still {job.state.value}: cancel it first")
+        src = job_document(job_id)
+        key = secrets.token_hex(10)
+        staging, final = spool_dir / f".{key}.part", spool_dir / key
+        staging.mkdir(parents=True)
+        try:
+            shutil.copyfile(src, staging / "fax.tif")
+            original = Path(job.original) if job.original else None
+            kept = None
+            if original is not None and original.is_file() and original.resolve().is_relative_to(spool_root):
+                kept = staging / original.name
+                shutil.copyfile(original, kept)
+            fsync_dir(staging)
+            staging.rename(final)
+            fsync_dir(spool_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            new = store.submit(final / "fax.tif", job.destination,
+                               original=final / kept.name if kept else None, device=job.device,
+                               priority=job.priority, max_attempts=job.max_attempts,
+                               options=job.options)  # fmt: skip
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        log.info("job %s queued again as %s for %s", job_id, new.id, new.destination)
+        return new
+
+    @app.post(
+        "/v1/jobs/{job_id}/resubmit",
+        tags=["jobs"],
+        summary="Queue a finished job's document again, as a new job",
+        description="The job's spooled fax document (the same pages) is copied into a new job with the same "
+        "destination, device, priority, max attempts and options (ECM, T.38, header); it is sent now.",
+        status_code=201,
+        response_model=Job,
+        responses={
+            **common,
+            201: {
+                "description": "Queued; `Location` names the new job.",
+                "model": Job,
+                "headers": {"Location": {"description": "/v1/jobs/{id}", "schema": {"type": "string"}}},
+            },
+            404: {"model": ErrorBody, "description": "No such job, or its document is gone."},
+            409: {"model": ErrorBody, "description": "The job is not finished."},
+        },
+    )
+    async def resubmit_job(job_id: JobId) -> Response:
+        job = await asyncio.to_thread(resubmit, job_id)
+        wake()
+        body = _job(job).model_dump(mode="json")
+        return JSONResponse(body, status_code=201, headers={"Location": f"/v1/jobs/{job.id}"})
 
     # -- previews ----------------------------------------------------------------------------------
 

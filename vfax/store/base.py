@@ -587,6 +587,12 @@ class StoreBase:
             if filter.destination is not None:
                 query += " AND destination = ?"
                 args.append(filter.destination)
+            if filter.since is not None:
+                query += " AND created_at >= ?"
+                args.append(filter.since)
+            if filter.until is not None:
+                query += " AND created_at < ?"
+                args.append(filter.until)
         query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
         args += [limit, offset]
         rows = self._query(lambda conn: self._exec(conn, query, args).fetchall())
@@ -757,8 +763,14 @@ class StoreBase:
         offset: int = 0,
         *,
         read: bool | None = None,
+        caller: str | None = None,
+        csi: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> builtins.list[InboundFax]:
-        """Received faxes that are not deleted, oldest first; ``read``: only those read (True) or unread."""
+        """Received faxes that are not deleted, oldest first; ``read``: only those read (True) or unread;
+        ``caller``/``csi``: the From URI / remote CSI contains the text (case-insensitive, no wildcards);
+        ``since``/``until``: created_at in [since, until)."""
         query = "SELECT * FROM inbound_faxes WHERE deleted_at IS NULL"
         args: builtins.list[Any] = []
         if states is not None:
@@ -767,6 +779,18 @@ class StoreBase:
             args += values
         if read is not None:
             query += " AND read_at IS NOT NULL" if read else " AND read_at IS NULL"
+        for column, text in (("caller", caller), ("remote_csi", csi)):
+            if text:
+                # LIKE with its wildcards escaped: the text is matched literally (both backends)
+                query += f" AND LOWER({column}) LIKE ? ESCAPE '!'"
+                literal = text.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
+                args.append(f"%{literal}%")
+        if since is not None:
+            query += " AND created_at >= ?"
+            args.append(since)
+        if until is not None:
+            query += " AND created_at < ?"
+            args.append(until)
         query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
         args += [limit, offset]
         rows = self._query(lambda conn: self._exec(conn, query, args).fetchall())

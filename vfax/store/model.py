@@ -159,6 +159,9 @@ class JobFilter:
     states: frozenset[JobState] | None = None
     device: str | None = None
     destination: str | None = None
+    #: created_at >= since and < until (Unix seconds).
+    since: float | None = None
+    until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +307,14 @@ class JobStore(Protocol):
         offset: int = 0,
         *,
         read: bool | None = None,
-    ) -> builtins.list[InboundFax]: ...
+        caller: str | None = None,
+        csi: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> builtins.list[InboundFax]:
+        """Received faxes not deleted, oldest first. ``caller``/``csi``: the From URI / remote CSI contains
+        this text (case-insensitive); ``since``/``until``: created_at in [since, until)."""
+        ...
 
     def mark_inbound_read(
         self, inbound_id: str, read: bool = True, *, now: float | None = None

@@ -60,6 +60,10 @@ const vfax = (() => {
       document.body.dataset.live = "no";
       say("Live updates interrupted; reconnecting…");
     };
+    // A page left holds no stream open: the browser allows only 6 connections to one host, and a stream
+    // kept by a page being left (or kept in the back/forward cache) would leave the next pages waiting.
+    window.addEventListener("pagehide", () => source.close());
+    window.addEventListener("pageshow", (event) => { if (event.persisted) window.location.reload(); });
     return source;
   }
 

@@ -4,6 +4,7 @@
 
 document.addEventListener("DOMContentLoaded", () => {
   const body = document.getElementById("faxes").tBodies[0];
+  const searching = document.getElementById("faxes").dataset.searching === "yes";
   const rowOf = (id) => Array.from(body.rows).find((row) => row.dataset.fax === id);
 
   function build(fax) {
@@ -12,8 +13,12 @@ document.addEventListener("DOMContentLoaded", () => {
     if (fax.has_pdf) links.append(file("pdf", "PDF"), " ");
     if (fax.has_tiff) links.append(file("tiff", "TIFF"), " ");
     if (fax.error) links.append(vfax.el("span", { class: "error-text", text: fax.error }));
-    return vfax.el("tr", { dataset: { fax: fax.id } },
-      vfax.el("td", { dataset: { field: "started_at" }, text: vfax.when(fax.started_at) }),
+    if (fax.has_report) links.append(vfax.el("a", { href: `/inbox/${encodeURIComponent(fax.id)}/report`, text: "Call report" }), " ");
+    const received = vfax.el("td", { dataset: { field: "started_at" } },
+      vfax.el("a", { class: "open", href: `/inbox/${encodeURIComponent(fax.id)}`, text: vfax.when(fax.started_at) }));
+    if (!fax.read) received.append(" ", vfax.el("span", { class: "new", text: "unread" }));
+    return vfax.el("tr", { dataset: { fax: fax.id, read: fax.read ? "yes" : "no" }, ...(fax.read ? {} : { class: "unread" }) },
+      received,
       vfax.el("td", { dataset: { field: "state" } }, vfax.badge(fax.state)),
       vfax.el("td", { dataset: { field: "caller" }, class: "caller", text: fax.caller }),
       vfax.el("td", { dataset: { field: "remote_csi" }, class: "csi", text: fax.remote_csi }),
@@ -33,7 +38,9 @@ document.addEventListener("DOMContentLoaded", () => {
       }
       const row = build(fax);
       const old = rowOf(id);
-      if (old) old.replaceWith(row); else body.append(row);
+      if (old) old.replaceWith(row);
+      else if (!searching) body.append(row); // a search result list is not extended: search again
+      else continue;
       document.getElementById("no-faxes")?.remove();
     }
   });

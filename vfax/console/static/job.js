@@ -8,6 +8,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const FINAL = ["completed", "failed", "cancelled"];
   const cancel = document.getElementById("cancel");
   const result = document.getElementById("action-result");
+  const resubmit = document.getElementById("resubmit");
   const field = (name) => box.querySelector(`[data-field="${name}"]`);
 
   function eventRow(event) {
@@ -32,6 +33,7 @@ document.addEventListener("DOMContentLoaded", () => {
     vfax.setText(field("not_before"), vfax.when(job.not_before));
     vfax.setText(field("finished_at"), vfax.when(job.finished_at));
     cancel.hidden = FINAL.includes(job.state);
+    resubmit.hidden = !FINAL.includes(job.state);
     const body = document.querySelector("#events tbody");
     const have = new Set(Array.from(body.rows, (row) => row.dataset.seq));
     for (const event of job.events || []) {
@@ -55,6 +57,18 @@ document.addEventListener("DOMContentLoaded", () => {
       vfax.setText(result, `Not cancelled: ${error.message}`);
     } finally {
       cancel.disabled = false;
+    }
+  });
+
+  resubmit.addEventListener("click", async () => {
+    resubmit.disabled = true;
+    vfax.setText(result, "Queueing again…");
+    try {
+      const job = await vfax.api(`/v1/jobs/${encodeURIComponent(id)}/resubmit`, { method: "POST" });
+      window.location.assign(`/outbound/${encodeURIComponent(job.id)}`);
+    } catch (error) {
+      vfax.setText(result, `Not queued: ${error.message}`);
+      resubmit.disabled = false;
     }
   });
 });

@@ -11,6 +11,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const destination = table.dataset.destination || "";
   const lastPage = table.dataset.full !== "yes";
   const offset = Number(table.dataset.offset || 0);
+  const since = table.dataset.since || "";
+  const until = table.dataset.until || "";
 
   const matches = (job) =>
     (!states.length || states.includes(job.state)) &&
@@ -68,6 +70,8 @@ document.addEventListener("DOMContentLoaded", () => {
     for (const state of states) query.append("state", state);
     if (device) query.set("device", device);
     if (destination) query.set("destination", destination);
+    if (since) query.set("since", since);
+    if (until) query.set("until", until);
     const { jobs } = await vfax.api(`/v1/jobs?${query}`);
     seen += jobs.length;
     jobs.forEach(add);
