@@ -10,7 +10,9 @@ each test's tmp dir (``screens/``).
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sip.useragent import IncomingInvite, UserAgent
 from tests import docfactory
 from tests.peers.browser import Browser
 from tests.serve_process import Receiver, ServeProcess, free_port, write_config
@@ -228,3 +231,68 @@ def test_a_failed_jobs_call_report_is_one_click_away(
     assert browser.text(".end-reason")  # the end reason in words
     assert len(browser.find_all(".call-report svg")) >= 1  # the ladder drawn
     assert "INVITE sip:nobody@127.0.0.1" in browser.page_text()
+
+
+HTML_REASON = '<img src=x onerror="window.__xss=1"><b>busy</b>'
+
+
+class Rejecter:
+    """A SIP user agent of our own (in a thread of the test) that refuses every call with 486 and an HTML
+    reason phrase: the console must show what came over the wire as text."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.ua = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        self.uri = f"sip:busy@127.0.0.1:{self.ua.local_address[1]}"
+
+    async def _start(self) -> UserAgent:
+        ua = await UserAgent.create("127.0.0.1", 0, ("udp",))
+
+        async def refuse(incoming: IncomingInvite) -> None:
+            await incoming.reject(486, HTML_REASON)
+
+        ua.on_invite = refuse
+        return ua
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.ua.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_html_in_a_sip_reason_phrase_is_shown_as_text(
+    browser: Browser, console: Console, tmp_path: Path
+) -> None:
+    """A real call refused with `486 <img ... onerror=...><b>busy</b>`: the job's last error and the call's
+    drawn report show those characters, and nothing of it becomes an element or runs."""
+    far = Rejecter()
+    try:
+        job_id = console.submit_pdf(tmp_path, far.uri)
+        job = console.final(job_id, 60)
+    finally:
+        far.close()
+    assert job["state"] == "failed" and HTML_REASON in (job["last_error"] or ""), job
+    log_in(browser, console, f"/outbound/{job_id}")
+    browser.wait_text("[data-field=last_error]", HTML_REASON, 10)
+    assert browser.find_all("main b") == [] and browser.find_all("main img") == []
+    browser.find('a[href$="/attempts/1"]').click()
+    browser.wait(lambda: "/attempts/1" in browser.driver.current_url, 10, "the report page")
+    browser.shot("html-reason-report")
+    assert f"486 {HTML_REASON}" in browser.page_text()
+    assert browser.find_all("main b") == [] and browser.find_all("main img") == []
+    assert browser.script("return window.__xss === undefined;") is True
+    # every page readable at phone width: nothing wider than the screen but the scroll boxes of tables
+    # and drawings
+    report_page = browser.driver.current_url
+    fits = "return document.documentElement.scrollWidth <= window.innerWidth + 1;"
+    browser.driver.set_window_size(390, 844)
+    try:
+        for path in ("/", "/outbound", "/outbound/new", "/inbox", f"/outbound/{job_id}"):
+            browser.open(f"{console.base}{path}", f"phone{path}")
+            assert browser.script(fits), path
+        browser.open(report_page, "phone-report")
+        assert browser.script(fits)
+    finally:
+        browser.driver.set_window_size(1100, 900)
