@@ -305,6 +305,43 @@ def test_an_attempts_call_report_kept_by_one_node_is_served_by_another(
         node_b.close()
 
 
+def test_a_fax_deleted_through_another_node_is_removed_from_the_disk_of_the_node_that_received_it(
+    postgres: PostgresDatabase, tmp_path: Path
+) -> None:
+    """Node B received the fax (its inbox on its own host); node A's API deletes it. A cannot reach B's
+    files, so the store keeps their paths; B's next sweep removes them and forgets the paths; A's sweep
+    drops the page images A had cached. Nothing of the fax is left on either node."""
+    from vfax.service.cleanup import sweep_deleted_faxes
+    from vfax.status import FaxStatus
+
+    node_a = open_store(postgres.url, owner="a")
+    node_b = open_store(postgres.url, owner="b")
+    a_inbox, b_inbox = tmp_path / "a" / "inbox", tmp_path / "b" / "inbox"
+    a_cache, b_cache = tmp_path / "a" / "cache", tmp_path / "b" / "cache"
+    try:
+        fax = node_b.record_inbound(call_id="c", caller="1", callee="2", device="d")
+        node_b.finish_inbound(fax.id, FaxStatus.FS_COMPLETED, pages=1)
+        b_inbox.mkdir(parents=True)
+        files = [_doc(b_inbox, f"fax.{kind}", b"received") for kind in ("tif", "pdf", "json")]
+        node_b.place_inbound_files(fax.id, tiff_path=files[0], pdf_path=files[1], report_path=files[2])
+        (a_cache / "pages" / fax.id).mkdir(parents=True)  # A's API had rendered its pages
+        (a_cache / "pages" / fax.id / "1-800-0.png").write_bytes(b"png")
+
+        node_a.delete_inbound(fax.id)  # through A's API: B's paths stay recorded for B
+        assert node_a.get_inbound(fax.id).tiff_path == str(files[0])
+        assert sweep_deleted_faxes(node_a, inbox=a_inbox, cache=a_cache, now=time.time()) == 1
+        assert not (a_cache / "pages" / fax.id).exists() and all(f.exists() for f in files)
+
+        assert sweep_deleted_faxes(node_b, inbox=b_inbox, cache=b_cache, now=time.time()) == 3
+        assert not any(f.exists() for f in files)
+        gone = node_a.get_inbound(fax.id)
+        assert (gone.tiff_path, gone.pdf_path, gone.report_path) == (None, None, None)
+        assert sweep_deleted_faxes(node_b, inbox=b_inbox, cache=b_cache, now=time.time()) == 0
+    finally:
+        node_a.close()
+        node_b.close()
+
+
 def test_a_document_that_cannot_be_read_is_refused_and_nothing_is_queued(
     postgres: PostgresDatabase, tmp_path: Path
 ) -> None:

@@ -1380,7 +1380,9 @@ def create_app(
         description=(
             "Its TIFF, PDF and call report are deleted from this node's inbox, with the page images and "
             "copies this node cached and the copies a PostgreSQL store holds; the fax is no longer listed "
-            "or served (its row stays, marked deleted, with its events). `409` while it is being received."
+            "or served (its row stays, marked deleted, with its events). In a cluster the node that "
+            "received it removes its files at its next heartbeat, and every node its cached copies. "
+            "`409` while it is being received."
         ),
         status_code=204,
         response_class=Response,

@@ -41,6 +41,7 @@ from vfax import documents, storage
 from vfax.call.device import FaxReceive, FaxSend, JobHandle, VirtualFaxDevice
 from vfax.call.media import T38Policy
 from vfax.inbox import Inbox
+from vfax.service.cleanup import sweep_deleted_faxes
 from vfax.service.config import NodeConfig
 from vfax.service.events import EventDispatcher, Sink
 from vfax.status import FaxDevStatus, FaxStatus, is_fax_phase_failure
@@ -369,6 +370,11 @@ class Controller:
             log.warning("node %s: the store answers again; taking jobs", self.node_id)
             self._gave_up = False
             self._wake.set()
+        try:  # faxes deleted through any node's API: the files this node holds of them
+            await self._write(lambda: sweep_deleted_faxes(
+                self.store, inbox=self.inbox.directory, cache=self.file_cache, now=time.time()))
+        except Exception as exc:
+            log.warning("node %s: files of deleted faxes not swept: %s", self.node_id, exc)
         report = await self.astore.expire_leases(forget_nodes_after=self.node.forget_nodes_after)
         if report.nodes_forgotten:
             log.info("node %s: forgot nodes gone for over %g s: %s", self.node_id,

@@ -832,16 +832,34 @@ class StoreBase:
             row = self._live_inbound_row(conn, inbound_id)
             if row["state"] == InboundState.RECEIVING.value:
                 raise InvalidTransitionError(f"inbound fax {inbound_id} is still being received")
+            # Another host's files stay recorded until that node removes them (the controller's sweep);
+            # a local store (one host) or our own fax: the caller removes them now.
+            elsewhere = self.holds_files and row["owner"] not in (None, self.owner)
+            paths = "" if elsewhere else ", tiff_path = NULL, pdf_path = NULL, report_path = NULL"
             self._exec(
                 conn,
-                "UPDATE inbound_faxes SET deleted_at = ?, tiff_path = NULL, pdf_path = NULL,"
-                " report_path = NULL, updated_at = ? WHERE id = ?",
+                f"UPDATE inbound_faxes SET deleted_at = ?{paths}, updated_at = ? WHERE id = ?",
                 (now, now, inbound_id),
             )
             self._delete_stored_files(conn, inbound_id)
             return row
 
         return inbound_from_row(self._tx(work))
+
+    def deleted_inbound(self, since: float, limit: int = 500) -> builtins.list[InboundFax]:
+        query = (
+            "SELECT * FROM inbound_faxes WHERE deleted_at IS NOT NULL AND (deleted_at >= ? OR (owner = ?"
+            " AND (tiff_path IS NOT NULL OR pdf_path IS NOT NULL OR report_path IS NOT NULL)))"
+            " ORDER BY deleted_at LIMIT ?"
+        )
+        rows = self._query(lambda conn: self._exec(conn, query, (since, self.owner, limit)).fetchall())
+        return [inbound_from_row(r) for r in rows]
+
+    def forget_inbound_paths(self, inbound_id: str) -> None:
+        self._tx(lambda conn: self._exec(
+            conn, "UPDATE inbound_faxes SET tiff_path = NULL, pdf_path = NULL, report_path = NULL"
+            " WHERE id = ? AND deleted_at IS NOT NULL", (inbound_id,),
+        ))  # fmt: skip
 
     # -- recovery and leases ------------------------------------------------------------------------
 

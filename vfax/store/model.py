@@ -325,7 +325,18 @@ class JobStore(Protocol):
     def delete_inbound(self, inbound_id: str, *, now: float | None = None) -> InboundFax:
         """Mark a finished received fax deleted, forget its file paths and any copies the store holds;
         returns the fax as it was (its paths: the caller removes the files). JobNotFoundError for an
-        unknown or already deleted fax, InvalidTransitionError while it is being received."""
+        unknown or already deleted fax, InvalidTransitionError while it is being received. In a store
+        shared by nodes on several hosts, the paths of a fax another node received are kept for that
+        node to remove (``deleted_inbound``, ``forget_inbound_paths``)."""
+        ...
+
+    def deleted_inbound(self, since: float, limit: int = 500) -> list[InboundFax]:
+        """Faxes deleted at or after ``since`` (each node drops its cached copies of them), and every
+        deleted fax of this node whose files are still recorded (it removes them: it received them)."""
+        ...
+
+    def forget_inbound_paths(self, inbound_id: str) -> None:
+        """The files of a deleted fax are gone from the disk of the node that received it."""
         ...
 
     def append_event(
