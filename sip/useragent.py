@@ -60,6 +60,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: How long (in 10 ms ticks) a re-INVITE waits for the application to attach its handler to a new session.
+REINVITE_HANDLER_WAIT_TICKS = 100
+
 Credentials = DigestClient | tuple[str, str] | None
 
 
@@ -677,6 +680,12 @@ class UserAgent:
     async def _run_reinvite_handler(self, call: Call, session: Any, request: Request) -> None:
         status, answer = 488, b""
         try:
+            # A peer may re-INVITE right after our ACK, before the task that placed the call has run on
+            # from invite() and attached its handler: give it a moment rather than refuse with 488.
+            for _ in range(REINVITE_HANDLER_WAIT_TICKS):
+                if not isinstance(session, CallSession) or session.on_reinvite is not None or call.terminated:
+                    break
+                await asyncio.sleep(0.01)
             if isinstance(session, CallSession) and session.on_reinvite is not None:
                 status, answer = await session.on_reinvite(request.body)
         except Exception:
